@@ -1,0 +1,120 @@
+//! The `corral` command line: `run` and `inspect` a component locally, and the hidden
+//! `compile-worker` the host starts for each compile.
+
+mod inspect;
+mod run;
+pub mod units;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::runtime::{CompileSettings, Runtime, RuntimeConfig};
+
+/// Corral: run sandboxed WebAssembly agents.
+#[derive(Debug, Parser)]
+#[command(name = "corral", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one action of an agent component and print its output and usage.
+    ///
+    /// Exit status: 0 succeeded; 1 agent_error or invalid_input; 2 bad usage or a
+    /// component that cannot be loaded; 3 trapped; 4 stopped by a limit
+    /// (fuel_exhausted, memory_limit_exceeded, timed_out, output_too_large,
+    /// log_limit_exceeded).
+    Run(run::RunArgs),
+    /// Show what a component is: whether it is a valid agent, its metadata, imports and exports.
+    Inspect(inspect::InspectArgs),
+    /// Compile a component read on stdin under caps (started by the host itself).
+    #[command(hide = true)]
+    CompileWorker(CompileWorkerArgs),
+}
+
+#[derive(Debug, Args)]
+struct CompileWorkerArgs {
+    /// Engine settings as JSON.
+    #[arg(long)]
+    engine: String,
+    /// Address-space cap in bytes.
+    #[arg(long)]
+    memory_bytes: u64,
+    /// CPU-time cap in seconds.
+    #[arg(long)]
+    cpu_seconds: u64,
+}
+
+/// Settings shared by the commands that load components.
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeArgs {
+    /// Where compiled components are cached across runs.
+    #[arg(long, env = "CORRAL_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Do not read or write the artifact cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// Longest a compile may take.
+    #[arg(long, env = "CORRAL_COMPILE_TIMEOUT", default_value = "60s", value_parser = units::parse_duration)]
+    compile_timeout: std::time::Duration,
+    /// Most memory a compile may use.
+    #[arg(long, env = "CORRAL_COMPILE_MEMORY", default_value = "2GiB", value_parser = units::parse_size)]
+    compile_memory: u64,
+}
+
+impl RuntimeArgs {
+    /// Builds a runtime whose compiles run in worker processes of this binary.
+    pub fn runtime(&self) -> anyhow::Result<Runtime> {
+        let mut config = RuntimeConfig::in_memory();
+        let program = std::env::current_exe()?;
+        config.compile = CompileSettings {
+            timeout: self.compile_timeout,
+            memory_bytes: self.compile_memory,
+            ..CompileSettings::worker(program)
+        };
+        if !self.no_cache {
+            config.cache_dir = Some(match &self.cache_dir {
+                Some(dir) => dir.clone(),
+                None => default_cache_dir(),
+            });
+        }
+        Ok(Runtime::new(config)?)
+    }
+}
+
+fn default_cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("corral").join("artifacts")
+}
+
+/// Parses the arguments and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::CompileWorker(args) = &cli.command {
+        let code = crate::runtime::compile::run_worker(&args.engine, args.memory_bytes, args.cpu_seconds);
+        return ExitCode::from(code as u8);
+    }
+    crate::telemetry::init();
+    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build();
+    let tokio = match tokio {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tokio.block_on(async move {
+        match cli.command {
+            Command::Run(args) => run::run(args).await,
+            Command::Inspect(args) => inspect::inspect(args).await,
+            Command::CompileWorker(_) => unreachable!("handled above"),
+        }
+    })
+}

@@ -1,0 +1,131 @@
+//! `corral run`: one invocation of a local component, printed for people or as JSON.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::RuntimeArgs;
+use super::units::{format_count, format_duration, format_size, parse_count, parse_duration, parse_size};
+use crate::limits::Limits;
+use crate::runtime::{Execution, InvokeRequest, LogSource, Outcome};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The agent component (.wasm) to run.
+    component: PathBuf,
+    /// The action to invoke.
+    #[arg(short, long)]
+    action: String,
+    /// The input: JSON text, or @FILE to read it from a file (@- for stdin).
+    #[arg(short, long, default_value = "{}")]
+    input: String,
+    /// Fuel (≈ wasm instructions) the guest may use, e.g. 1000000 or 1e9.
+    #[arg(long, default_value_t = Limits::DEFAULT_FUEL, value_parser = parse_count)]
+    fuel: u64,
+    /// Linear memory the guest may hold, e.g. 64MiB.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    memory: u64,
+    /// Wall-clock time the invocation may take, e.g. 2s or 500ms.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Output the guest may return, e.g. 1MiB.
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    max_output: u64,
+    /// Log bytes (logging, stdout and stderr) the guest may write, e.g. 64KiB.
+    #[arg(long, default_value = "64KiB", value_parser = parse_size)]
+    max_logs: u64,
+    /// Print the full execution record as JSON instead of output and a summary.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+pub async fn run(args: RunArgs) -> ExitCode {
+    match try_run(args).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn try_run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let input = read_input(&args.input)?;
+    let bytes = std::fs::read(&args.component)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", args.component.display()))?;
+    let runtime = args.runtime.runtime()?;
+    let agent = runtime
+        .load(bytes)
+        .await
+        .map_err(|e| anyhow::anyhow!("{} cannot be loaded: {e}", args.component.display()))?;
+    let limits = Limits {
+        fuel: args.fuel,
+        memory_bytes: args.memory,
+        timeout: args.timeout,
+        output_bytes: args.max_output,
+        log_bytes: args.max_logs,
+    };
+    let execution = runtime.invoke(&agent, InvokeRequest::new(&args.action, input, limits)).await?;
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&execution)?);
+    } else {
+        print_for_people(&execution);
+    }
+    Ok(exit_code(execution.outcome))
+}
+
+fn read_input(arg: &str) -> anyhow::Result<String> {
+    match arg.strip_prefix('@') {
+        Some("-") => Ok(std::io::read_to_string(std::io::stdin())?),
+        Some(path) => std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading input file {path}: {e}")),
+        None => Ok(arg.to_string()),
+    }
+}
+
+fn print_for_people(execution: &Execution) {
+    for entry in &execution.logs {
+        let tag = match entry.source {
+            LogSource::Agent => format!("{:?}", entry.level).to_lowercase(),
+            LogSource::Stdout => "stdout".into(),
+            LogSource::Stderr => "stderr".into(),
+        };
+        eprintln!("[{tag}] {}", entry.message.trim_end());
+    }
+    match (&execution.output, &execution.error) {
+        (Some(output), _) => match serde_json::from_str::<serde_json::Value>(output) {
+            Ok(value) => println!("{}", serde_json::to_string_pretty(&value).unwrap_or_else(|_| output.clone())),
+            Err(_) => println!("{output}"),
+        },
+        (None, Some(error)) => eprintln!("error: {} ({}): {}", execution.outcome, error.code, error.message),
+        (None, None) => eprintln!("error: {}", execution.outcome),
+    }
+    let usage = &execution.usage;
+    eprintln!(
+        "{} · fuel {} · peak memory {} · {} · logs {} · output {}",
+        execution.outcome,
+        format_count(usage.fuel),
+        format_size(usage.peak_memory_bytes),
+        format_duration(usage.wall_time),
+        format_size(usage.log_bytes),
+        format_size(usage.output_bytes),
+    );
+}
+
+/// The documented exit status for each outcome (see `corral run --help`).
+pub fn exit_code(outcome: Outcome) -> ExitCode {
+    ExitCode::from(match outcome {
+        Outcome::Succeeded => 0,
+        Outcome::AgentError | Outcome::InvalidInput => 1,
+        Outcome::Trapped => 3,
+        Outcome::FuelExhausted
+        | Outcome::MemoryLimitExceeded
+        | Outcome::TimedOut
+        | Outcome::OutputTooLarge
+        | Outcome::LogLimitExceeded => 4,
+    })
+}

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    corral_host::cli::main()
+}

@@ -1,0 +1,322 @@
+//! Running one invocation: a fresh `Store` from the agent's `InstancePre`, the export
+//! called under every limit, and the ending classified into an [`Outcome`].
+//!
+//! Classification reads what the host *recorded* — the timeout firing, the log
+//! buffer's overflow flag, the limiter's denials, the typed [`Trap`] — never the text
+//! of an error.
+
+use std::time::Instant;
+
+use wasmtime::{Store, Trap};
+
+use super::bindings::{AgentInfo, AgentPre, Context, Invocation};
+use super::outcome::{Execution, ExecutionError, Outcome, Usage};
+use super::state::HostState;
+use super::{Interruption, LoadError, LoadedAgent, RunError, Runtime};
+use crate::limits::Limits;
+
+/// One request to run an action of a loaded agent.
+#[derive(Debug, Clone)]
+pub struct InvokeRequest {
+    /// The action to run.
+    pub action: String,
+    /// The input, as JSON text.
+    pub input: String,
+    /// The limits to run under.
+    pub limits: Limits,
+    /// The execution id; a fresh UUIDv7 when `None`.
+    pub execution_id: Option<String>,
+    /// The caller's correlation id, passed to the guest.
+    pub correlation_id: Option<String>,
+    /// The agent name the guest sees; its described name when `None`.
+    pub agent_name: Option<String>,
+}
+
+impl InvokeRequest {
+    /// A request for `action` with `input` under `limits`.
+    pub fn new(action: impl Into<String>, input: impl Into<String>, limits: Limits) -> Self {
+        InvokeRequest {
+            action: action.into(),
+            input: input.into(),
+            limits,
+            execution_id: None,
+            correlation_id: None,
+            agent_name: None,
+        }
+    }
+}
+
+/// How the guest part of a run ended, before classification.
+enum Ended {
+    Returned(Result<String, super::bindings::AgentError>),
+    Failed(wasmtime::Error),
+    TimedOut,
+}
+
+impl Runtime {
+    fn new_store(&self, limits: &Limits) -> Result<Store<HostState>, RunError> {
+        let mut store = Store::new(&self.engine, HostState::new(limits, self.config.bounds));
+        store.limiter(|state| &mut state.limiter);
+        store.set_fuel(limits.fuel).map_err(|e| RunError::Setup(e.to_string()))?;
+        match self.config.engine.interruption {
+            Interruption::FuelYield { interval } => store
+                .fuel_async_yield_interval(Some(interval))
+                .map_err(|e| RunError::Setup(e.to_string()))?,
+            Interruption::Epoch { .. } => {
+                store.set_epoch_deadline(1);
+                store.epoch_deadline_async_yield_and_update(1);
+            }
+        }
+        Ok(store)
+    }
+
+    /// Runs one invocation. Every guest failure is an [`Outcome`] in the returned
+    /// [`Execution`]; `Err` means the host itself could not set up the run.
+    pub async fn invoke(&self, agent: &LoadedAgent, request: InvokeRequest) -> Result<Execution, RunError> {
+        let started = Instant::now();
+        let id = request
+            .execution_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let limits = request.limits;
+
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&request.input) {
+            return Ok(Execution {
+                id,
+                action: request.action,
+                outcome: Outcome::InvalidInput,
+                output: None,
+                error: Some(ExecutionError {
+                    code: "invalid_input".into(),
+                    message: format!("the input is not valid JSON: {e}"),
+                    retryable: false,
+                }),
+                usage: Usage {
+                    wall_time: started.elapsed(),
+                    ..Usage::default()
+                },
+                logs: Vec::new(),
+            });
+        }
+
+        let _slot = self.instances.acquire().await.expect("instance semaphore closed");
+        let mut store = self.new_store(&limits)?;
+        let invocation = Invocation {
+            action: request.action.clone(),
+            input: request.input,
+            context: Context {
+                execution_id: id.clone(),
+                agent_name: request.agent_name.unwrap_or_else(|| agent.metadata.name.clone()),
+                agent_version: agent.metadata.version.clone(),
+                correlation_id: request.correlation_id,
+            },
+        };
+
+        let run = async {
+            let instance = agent.pre.instantiate_async(&mut store).await?;
+            instance.corral_agent_handler().call_call(&mut store, &invocation).await
+        };
+        let ended = match tokio::time::timeout(limits.timeout, run).await {
+            Ok(Ok(returned)) => Ended::Returned(returned),
+            Ok(Err(error)) => Ended::Failed(error),
+            // Dropping the call's future unwinds the guest's fiber; the store stays usable
+            // for reading what was used.
+            Err(_) => Ended::TimedOut,
+        };
+        let wall_time = started.elapsed();
+
+        let remaining = store.get_fuel().unwrap_or(0);
+        let state = store.data();
+        let memory = state.limiter.report();
+        let log_exceeded = state.logs.exceeded();
+        let (logs, log_bytes) = state.logs.take();
+        let mut usage = Usage {
+            fuel: limits.fuel.saturating_sub(remaining),
+            peak_memory_bytes: memory.peak_bytes,
+            wall_time,
+            log_bytes,
+            output_bytes: 0,
+        };
+
+        let (outcome, output, error) = match ended {
+            Ended::TimedOut => (
+                Outcome::TimedOut,
+                None,
+                Some(host_error(
+                    "timed_out",
+                    format!("the agent ran past its {:?} timeout and was stopped", limits.timeout),
+                    true,
+                )),
+            ),
+            Ended::Returned(Ok(output)) => {
+                usage.output_bytes = output.len() as u64;
+                if usage.output_bytes > limits.output_bytes {
+                    (
+                        Outcome::OutputTooLarge,
+                        None,
+                        Some(host_error(
+                            "output_too_large",
+                            format!(
+                                "the agent returned {} bytes of output; the limit is {}",
+                                usage.output_bytes, limits.output_bytes
+                            ),
+                            false,
+                        )),
+                    )
+                } else if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&output) {
+                    (
+                        Outcome::AgentError,
+                        None,
+                        Some(host_error(
+                            "invalid_output",
+                            format!("the agent returned output that is not JSON: {e}"),
+                            false,
+                        )),
+                    )
+                } else {
+                    (Outcome::Succeeded, Some(output), None)
+                }
+            }
+            Ended::Returned(Err(agent_error)) => {
+                let outcome = if agent_error.code == "invalid_input" {
+                    Outcome::InvalidInput
+                } else {
+                    Outcome::AgentError
+                };
+                let error = ExecutionError {
+                    code: agent_error.code,
+                    message: agent_error.message,
+                    retryable: agent_error.retryable,
+                };
+                (outcome, None, Some(error))
+            }
+            Ended::Failed(error) => {
+                let (outcome, error) = classify_failure(&error, log_exceeded, memory.memory_denied, &limits);
+                (outcome, None, Some(error))
+            }
+        };
+
+        Ok(Execution {
+            id,
+            action: request.action,
+            outcome,
+            output,
+            error,
+            usage,
+            logs,
+        })
+    }
+
+    /// Calls `describe` on a fresh instance under the runtime's describe limits.
+    pub(crate) async fn describe(&self, pre: &AgentPre<HostState>) -> Result<AgentInfo, LoadError> {
+        let limits = self.config.describe_limits;
+        let mut store = self.new_store(&limits).map_err(|e| LoadError::Internal(e.to_string()))?;
+        let run = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            instance.corral_agent_handler().call_describe(&mut store).await
+        };
+        match tokio::time::timeout(limits.timeout, run).await {
+            Ok(Ok(info)) => Ok(info),
+            Ok(Err(error)) => {
+                let state = store.data();
+                let (outcome, detail) = classify_failure(
+                    &error,
+                    state.logs.exceeded(),
+                    state.limiter.report().memory_denied,
+                    &limits,
+                );
+                Err(LoadError::DescribeFailed {
+                    outcome,
+                    message: detail.message,
+                })
+            }
+            Err(_) => Err(LoadError::DescribeFailed {
+                outcome: Outcome::TimedOut,
+                message: format!("describe() did not return within {:?}", limits.timeout),
+            }),
+        }
+    }
+}
+
+fn host_error(code: &str, message: String, retryable: bool) -> ExecutionError {
+    ExecutionError {
+        code: code.into(),
+        message,
+        retryable,
+    }
+}
+
+/// Classifies a guest that stopped with an error, from what the host recorded.
+fn classify_failure(
+    error: &wasmtime::Error,
+    log_exceeded: bool,
+    memory_denied: bool,
+    limits: &Limits,
+) -> (Outcome, ExecutionError) {
+    let trap = error.downcast_ref::<Trap>().copied();
+    if log_exceeded {
+        return (
+            Outcome::LogLimitExceeded,
+            host_error(
+                "log_limit_exceeded",
+                format!("the agent logged more than its limit of {} bytes and was stopped", limits.log_bytes),
+                false,
+            ),
+        );
+    }
+    if trap == Some(Trap::OutOfFuel) {
+        return (
+            Outcome::FuelExhausted,
+            host_error(
+                "fuel_exhausted",
+                format!("the agent used all of its {} fuel and was stopped", limits.fuel),
+                false,
+            ),
+        );
+    }
+    if memory_denied {
+        return (
+            Outcome::MemoryLimitExceeded,
+            host_error(
+                "memory_limit_exceeded",
+                format!(
+                    "the agent needed more than its {} bytes of memory and then failed",
+                    limits.memory_bytes
+                ),
+                false,
+            ),
+        );
+    }
+    let message = format!("{error:#}");
+    match trap {
+        Some(trap) => (
+            Outcome::Trapped,
+            host_error(trap_kind(trap), message, false),
+        ),
+        None if error.downcast_ref::<wasmtime_wasi::I32Exit>().is_some() => (
+            Outcome::Trapped,
+            host_error("exit", message, false),
+        ),
+        None => (Outcome::Trapped, host_error("host_call_failed", message, false)),
+    }
+}
+
+/// A stable snake_case name for a trap.
+pub fn trap_kind(trap: Trap) -> &'static str {
+    match trap {
+        Trap::StackOverflow => "stack_overflow",
+        Trap::MemoryOutOfBounds => "memory_out_of_bounds",
+        Trap::HeapMisaligned => "heap_misaligned",
+        Trap::TableOutOfBounds => "table_out_of_bounds",
+        Trap::IndirectCallToNull => "indirect_call_to_null",
+        Trap::BadSignature => "bad_signature",
+        Trap::IntegerOverflow => "integer_overflow",
+        Trap::IntegerDivisionByZero => "integer_division_by_zero",
+        Trap::BadConversionToInteger => "bad_conversion_to_integer",
+        Trap::UnreachableCodeReached => "unreachable",
+        Trap::Interrupt => "interrupt",
+        Trap::OutOfFuel => "fuel_exhausted",
+        Trap::CannotEnterComponent => "cannot_enter_component",
+        _ => "other",
+    }
+}

@@ -1,0 +1,312 @@
+//! The sandbox: loading agent components and running invocations under hard limits.
+//!
+//! ```text
+//! bytes ─ validate::check ─ sha256 ─┬ memory cache ──────────────────────────┐
+//!                                   ├ disk cache (cache.rs) ─────────────────┤
+//!                                   └ compile.rs (capped worker) ─ disk ─────┴ InstancePre + describe() = LoadedAgent
+//! LoadedAgent + Invocation + Limits ─ invoke.rs (fresh Store) ─ Execution { outcome, usage, output | error, logs }
+//! ```
+//!
+//! [`Runtime`] owns the one [`Engine`], the linker (every WASI 0.2 interface and
+//! `wasi:http`, all denied by default, plus Corral's own host interfaces), the
+//! compiler and both caches. It is `Send + Sync`; share it behind an `Arc`.
+
+#[allow(unsafe_code)] // generated code
+pub mod bindings;
+pub mod cache;
+pub mod compile;
+pub mod component;
+pub mod engine;
+mod invoke;
+pub mod logs;
+pub mod outcome;
+pub mod state;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::{OnceCell, Semaphore};
+use wasmtime::Engine;
+use wasmtime::component::{Component, HasSelf, Linker};
+
+pub use self::compile::{CompileIsolation, CompileSettings};
+pub use self::component::{ActionMetadata, AgentMetadata, ComponentInterface, LoadedAgent};
+pub use self::engine::{EngineSettings, Interruption};
+pub use self::invoke::InvokeRequest;
+pub use self::logs::{LogEntry, LogLevel, LogSource};
+pub use self::outcome::{Execution, ExecutionError, Outcome, Usage};
+pub use self::validate::StructureLimits;
+use self::bindings::{Agent, AgentPre};
+use self::cache::{CacheMiss, DiskCache};
+use self::compile::Compiler;
+use self::engine::{EngineRole, EpochTicker, build_engine};
+use self::state::HostState;
+use crate::limits::{Limits, StoreBounds};
+
+/// Why bytes could not be loaded as an agent. Each message says exactly what is wrong.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
+    /// Not a binary component: empty, text, a core module, an artifact, or unknown.
+    #[error("{0}")]
+    NotAComponent(String),
+    /// A component binary that does not parse (e.g. truncated).
+    #[error("malformed component: {0}")]
+    Malformed(String),
+    /// A component of a shape too expensive to compile.
+    #[error("component refused before compiling: {0}")]
+    TooComplex(String),
+    /// wasmtime rejected the component (validation failed).
+    #[error("invalid component: {0}")]
+    Invalid(String),
+    /// Compiling took longer than allowed.
+    #[error("compiling the component took longer than {0:?}; it was stopped")]
+    CompileTimedOut(Duration),
+    /// Compiling ran out of its memory or CPU allowance.
+    #[error("compiling the component exceeded its allowance ({memory_bytes} bytes of memory): {detail}")]
+    CompileResourcesExhausted {
+        /// The worker's memory cap.
+        memory_bytes: u64,
+        /// What happened to the worker.
+        detail: String,
+    },
+    /// The component imports something the host does not provide.
+    #[error("the component imports something Corral does not provide: {0}")]
+    UnknownImport(String),
+    /// The component does not implement the `corral:agent` world.
+    #[error("the component does not implement the corral:agent@0.1.0 world: {0}")]
+    WrongWorld(String),
+    /// Calling `describe` failed.
+    #[error("calling describe() failed ({outcome}): {message}")]
+    DescribeFailed {
+        /// How the describe call ended.
+        outcome: Outcome,
+        /// What went wrong.
+        message: String,
+    },
+    /// `describe` returned unusable metadata.
+    #[error("bad agent metadata: {0}")]
+    BadMetadata(String),
+    /// A host-side failure unrelated to the component.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// A host-side failure while running an invocation (never the guest's fault: those
+/// are [`Outcome`]s).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The store could not be set up.
+    #[error("setting up the sandbox failed: {0}")]
+    Setup(String),
+}
+
+/// Everything a [`Runtime`] needs. Every field has a documented default.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Shape of the engine.
+    pub engine: EngineSettings,
+    /// How compiles are isolated and bounded.
+    pub compile: CompileSettings,
+    /// Shape checks before compiling.
+    pub structure: StructureLimits,
+    /// Host-wide bounds on tables, instances and host allocations per invocation.
+    pub bounds: StoreBounds,
+    /// Where compiled artifacts are kept across restarts; `None` keeps them in memory only.
+    pub cache_dir: Option<PathBuf>,
+    /// Limits for the `describe` call made when loading.
+    pub describe_limits: Limits,
+}
+
+impl RuntimeConfig {
+    /// Defaults, compiling in-process and without a disk cache.
+    pub fn in_memory() -> RuntimeConfig {
+        RuntimeConfig {
+            engine: EngineSettings::default(),
+            compile: CompileSettings::in_process(),
+            structure: StructureLimits::default(),
+            bounds: StoreBounds::default(),
+            cache_dir: None,
+            describe_limits: Limits {
+                fuel: 100_000_000,
+                timeout: Duration::from_secs(5),
+                ..Limits::default()
+            },
+        }
+    }
+}
+
+/// Counters for the compile cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Components compiled.
+    pub compiles: u64,
+    /// Loads served from memory.
+    pub memory_hits: u64,
+    /// Loads served from a disk artifact.
+    pub disk_hits: u64,
+    /// Disk artifacts discarded as bad (then recompiled).
+    pub disk_discards: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    compiles: AtomicU64,
+    memory_hits: AtomicU64,
+    disk_hits: AtomicU64,
+    disk_discards: AtomicU64,
+}
+
+type Slot = Arc<OnceCell<Arc<LoadedAgent>>>;
+
+/// The sandboxed agent runtime. See the module docs.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    compiler: Compiler,
+    disk: Option<DiskCache>,
+    loaded: Mutex<HashMap<String, Slot>>,
+    counters: Counters,
+    /// One permit per pooling-allocator slot: invocations wait rather than fail.
+    instances: Semaphore,
+    config: RuntimeConfig,
+    _ticker: Option<EpochTicker>,
+}
+
+impl Runtime {
+    /// Builds the engine and linker and opens the disk cache.
+    pub fn new(config: RuntimeConfig) -> Result<Runtime, LoadError> {
+        let internal = |e: wasmtime::Error| LoadError::Internal(format!("{e:#}"));
+        let engine = build_engine(&config.engine, EngineRole::Host).map_err(internal)?;
+        let mut linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(internal)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(internal)?;
+        Agent::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |state| state).map_err(internal)?;
+
+        let disk = match &config.cache_dir {
+            Some(dir) => Some(DiskCache::open(dir, &engine).map_err(|e| {
+                LoadError::Internal(format!("opening the artifact cache {}: {e}", dir.display()))
+            })?),
+            None => None,
+        };
+        let ticker = match config.engine.interruption {
+            Interruption::Epoch { tick } => Some(EpochTicker::start(&engine, tick)),
+            Interruption::FuelYield { .. } => None,
+        };
+        Ok(Runtime {
+            compiler: Compiler::new(engine.clone(), config.engine, config.compile.clone()),
+            engine,
+            linker,
+            disk,
+            loaded: Mutex::default(),
+            counters: Counters::default(),
+            instances: Semaphore::new(config.engine.max_instances as usize),
+            config,
+            _ticker: ticker,
+        })
+    }
+
+    /// The shared engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The configuration this runtime was built with.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// Cache counters so far.
+    pub fn cache_stats(&self) -> CacheStats {
+        CacheStats {
+            compiles: self.counters.compiles.load(Ordering::Relaxed),
+            memory_hits: self.counters.memory_hits.load(Ordering::Relaxed),
+            disk_hits: self.counters.disk_hits.load(Ordering::Relaxed),
+            disk_discards: self.counters.disk_discards.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The sha256 of `bytes` as 64 hex digits: the key of the caches.
+    pub fn content_hash(bytes: &[u8]) -> String {
+        hex::encode(Sha256::digest(bytes))
+    }
+
+    /// Loads an agent: validates, compiles (or finds it cached), links and describes
+    /// it. Loading the same bytes again returns the same agent without recompiling;
+    /// concurrent loads of the same bytes compile once.
+    pub async fn load(&self, bytes: impl Into<Arc<[u8]>>) -> Result<Arc<LoadedAgent>, LoadError> {
+        let bytes: Arc<[u8]> = bytes.into();
+        validate::check(&bytes, &self.config.structure)?;
+        let hash = Self::content_hash(&bytes);
+        let slot = self.loaded.lock().expect("cache lock").entry(hash.clone()).or_default().clone();
+        if let Some(agent) = slot.get() {
+            self.counters.memory_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(agent.clone());
+        }
+        let agent = slot
+            .get_or_try_init(|| self.load_uncached(hash.clone(), bytes))
+            .await?
+            .clone();
+        Ok(agent)
+    }
+
+    /// The imports and exports of any binary component, agent or not (compiled, and
+    /// cached, like [`Runtime::load`]).
+    pub async fn interface(&self, bytes: impl Into<Arc<[u8]>>) -> Result<ComponentInterface, LoadError> {
+        let bytes: Arc<[u8]> = bytes.into();
+        validate::check(&bytes, &self.config.structure)?;
+        let hash = Self::content_hash(&bytes);
+        Ok(ComponentInterface::of(&self.compiled(&hash, bytes).await?))
+    }
+
+    async fn load_uncached(&self, hash: String, bytes: Arc<[u8]>) -> Result<Arc<LoadedAgent>, LoadError> {
+        let component = self.compiled(&hash, bytes.clone()).await?;
+        let interface = ComponentInterface::of(&component);
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::UnknownImport(format!("{e:#}")))?;
+        let pre = AgentPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let info = self.describe(&pre).await?;
+        Ok(Arc::new(LoadedAgent {
+            hash,
+            size: bytes.len(),
+            metadata: AgentMetadata::from_describe(info)?,
+            interface,
+            pre,
+        }))
+    }
+
+    /// The compiled component, from disk if a good artifact is there.
+    async fn compiled(&self, hash: &str, bytes: Arc<[u8]>) -> Result<Component, LoadError> {
+        if let Some(disk) = &self.disk {
+            match disk.load(&self.engine, hash) {
+                Ok(component) => {
+                    self.counters.disk_hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(component);
+                }
+                Err(CacheMiss::Absent) => {}
+                Err(CacheMiss::Discarded(_)) => {
+                    self.counters.disk_discards.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        let artifact = self.compiler.compile(bytes).await?;
+        self.counters.compiles.fetch_add(1, Ordering::Relaxed);
+        if let Some(disk) = &self.disk
+            && let Err(e) = disk.store(hash, &artifact)
+        {
+            tracing::warn!(error = %e, "could not write the artifact cache; continuing without it");
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: the artifact was produced just now by our own compiler (in-process or
+        // our own worker binary) from these bytes; it never came from a user.
+        let component = unsafe { Component::deserialize(&self.engine, &artifact) }
+            .map_err(|e| LoadError::Internal(format!("loading the compiled artifact: {e:#}")))?;
+        Ok(component)
+    }
+}

@@ -1,0 +1,158 @@
+//! What an invocation produced: its [`Outcome`], [`Usage`] and output or error.
+//!
+//! Guest failures are data, not Rust errors: a trapped, starved or runaway guest
+//! still yields an [`Execution`] that says exactly what stopped it.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::logs::LogEntry;
+
+/// How an invocation ended. Stable snake_case names, used by the CLI, API and database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The agent returned output.
+    Succeeded,
+    /// The agent returned its own error; see [`Execution::error`].
+    AgentError,
+    /// The guest trapped; [`ExecutionError::code`] is the trap kind, e.g. `unreachable`.
+    Trapped,
+    /// The guest used up its fuel.
+    FuelExhausted,
+    /// The guest asked for more linear memory than its limit and then failed.
+    MemoryLimitExceeded,
+    /// The guest ran past its wall-clock timeout (computing or blocked in a host call).
+    TimedOut,
+    /// The guest returned more output than its limit allows.
+    OutputTooLarge,
+    /// The guest logged (or printed) more than its log limit allows.
+    LogLimitExceeded,
+    /// The input was rejected: not JSON, or refused by the agent as `invalid_input`.
+    InvalidInput,
+}
+
+impl Outcome {
+    /// Every outcome, in declaration order.
+    pub const ALL: [Outcome; 9] = [
+        Outcome::Succeeded,
+        Outcome::AgentError,
+        Outcome::Trapped,
+        Outcome::FuelExhausted,
+        Outcome::MemoryLimitExceeded,
+        Outcome::TimedOut,
+        Outcome::OutputTooLarge,
+        Outcome::LogLimitExceeded,
+        Outcome::InvalidInput,
+    ];
+
+    /// The stable name, e.g. `fuel_exhausted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::AgentError => "agent_error",
+            Outcome::Trapped => "trapped",
+            Outcome::FuelExhausted => "fuel_exhausted",
+            Outcome::MemoryLimitExceeded => "memory_limit_exceeded",
+            Outcome::TimedOut => "timed_out",
+            Outcome::OutputTooLarge => "output_too_large",
+            Outcome::LogLimitExceeded => "log_limit_exceeded",
+            Outcome::InvalidInput => "invalid_input",
+        }
+    }
+
+    /// Parses a stable name.
+    pub fn parse(name: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Resources one invocation consumed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Fuel units consumed (about one per wasm instruction).
+    pub fuel: u64,
+    /// The most linear memory held at once, summed over all memories, in bytes.
+    pub peak_memory_bytes: u64,
+    /// Wall time from the start of instantiation to the end of the call.
+    #[serde(with = "micros", rename = "wall_time_us")]
+    pub wall_time: Duration,
+    /// Bytes of log messages captured.
+    pub log_bytes: u64,
+    /// Bytes of output returned by the guest (also when it was too large to keep).
+    pub output_bytes: u64,
+}
+
+mod micros {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_micros().try_into().unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_micros)
+    }
+}
+
+/// Why an invocation did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionError {
+    /// For `agent_error` and `invalid_input` from the agent: the agent's code. For
+    /// `trapped`: the trap kind (`unreachable`, `stack_overflow`, …). Otherwise the outcome.
+    pub code: String,
+    /// A human-readable explanation.
+    pub message: String,
+    /// Whether retrying may help (the agent's word for agent errors; `true` only
+    /// for timeouts among host-detected failures).
+    pub retryable: bool,
+}
+
+/// The full record of one invocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Execution {
+    /// The execution id given to the guest in its context.
+    pub id: String,
+    /// The action that was invoked.
+    pub action: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The JSON output, when the outcome is `succeeded`.
+    pub output: Option<String>,
+    /// What went wrong, for every other outcome.
+    pub error: Option<ExecutionError>,
+    /// What it cost.
+    pub usage: Usage,
+    /// What it logged, in order.
+    pub logs: Vec<LogEntry>,
+}
+
+impl Execution {
+    /// Whether the outcome is `succeeded`.
+    pub fn succeeded(&self) -> bool {
+        self.outcome == Outcome::Succeeded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_outcome_name_round_trips() {
+        for outcome in Outcome::ALL {
+            assert_eq!(Outcome::parse(outcome.as_str()), Some(outcome));
+            let json = serde_json::to_string(&outcome).unwrap();
+            assert_eq!(json, format!("\"{}\"", outcome.as_str()));
+        }
+    }
+}
