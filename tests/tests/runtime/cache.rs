@@ -1,0 +1,115 @@
+//! The compile cache: in memory by content hash, on disk across restarts, and never
+//! trusting a bad file.
+
+use std::sync::Arc;
+
+use corral_host::runtime::{EngineSettings, Interruption, Runtime, RuntimeConfig};
+use corral_tests::harness::{plugin_bytes, runtime_with_cache};
+use corral_tests::plugins::ECHO;
+
+#[tokio::test]
+async fn a_second_load_does_not_recompile() {
+    let runtime = corral_tests::harness::runtime();
+    let first = runtime.load(plugin_bytes(ECHO)).await.unwrap();
+    let second = runtime.load(plugin_bytes(ECHO)).await.unwrap();
+    assert!(Arc::ptr_eq(&first, &second));
+    let stats = runtime.cache_stats();
+    assert_eq!(stats.compiles, 1);
+    assert_eq!(stats.memory_hits, 1);
+}
+
+#[tokio::test]
+async fn concurrent_loads_of_the_same_bytes_compile_once() {
+    let runtime = corral_tests::harness::runtime();
+    let loads = (0..8).map(|_| runtime.load(plugin_bytes(ECHO)));
+    for agent in futures::future::join_all(loads).await {
+        agent.unwrap();
+    }
+    let stats = runtime.cache_stats();
+    assert_eq!(stats.compiles, 1);
+}
+
+#[tokio::test]
+async fn a_restart_reuses_the_disk_artifact() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = runtime_with_cache(Some(dir.path().to_path_buf()));
+    first.load(plugin_bytes(ECHO)).await.unwrap();
+    assert_eq!(first.cache_stats().compiles, 1);
+    drop(first);
+
+    let restarted = runtime_with_cache(Some(dir.path().to_path_buf()));
+    let agent = restarted.load(plugin_bytes(ECHO)).await.unwrap();
+    let stats = restarted.cache_stats();
+    assert_eq!((stats.compiles, stats.disk_hits), (0, 1));
+    assert_eq!(agent.metadata.name, "echo");
+}
+
+fn only_artifact(dir: &std::path::Path) -> std::path::PathBuf {
+    let files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    files[0].clone()
+}
+
+#[tokio::test]
+async fn a_corrupted_artifact_is_detected_and_recompiled() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime_with_cache(Some(dir.path().to_path_buf())).load(plugin_bytes(ECHO)).await.unwrap();
+    let path = only_artifact(dir.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let restarted = runtime_with_cache(Some(dir.path().to_path_buf()));
+    let agent = restarted.load(plugin_bytes(ECHO)).await.unwrap();
+    let stats = restarted.cache_stats();
+    assert_eq!((stats.disk_discards, stats.compiles, stats.disk_hits), (1, 1, 0));
+    assert_eq!(agent.metadata.name, "echo");
+
+    // The rewritten artifact is good again.
+    let third = runtime_with_cache(Some(dir.path().to_path_buf()));
+    third.load(plugin_bytes(ECHO)).await.unwrap();
+    assert_eq!(third.cache_stats().disk_hits, 1);
+}
+
+#[tokio::test]
+async fn a_truncated_artifact_is_detected_and_recompiled() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime_with_cache(Some(dir.path().to_path_buf())).load(plugin_bytes(ECHO)).await.unwrap();
+    let path = only_artifact(dir.path());
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
+
+    let restarted = runtime_with_cache(Some(dir.path().to_path_buf()));
+    restarted.load(plugin_bytes(ECHO)).await.unwrap();
+    assert_eq!(restarted.cache_stats().disk_discards, 1);
+    assert_eq!(restarted.cache_stats().compiles, 1);
+}
+
+#[tokio::test]
+async fn an_artifact_from_an_incompatible_engine_is_detected_and_recompiled() {
+    let dir = tempfile::tempdir().unwrap();
+    let epoch_settings = EngineSettings {
+        interruption: Interruption::Epoch { tick: std::time::Duration::from_millis(10) },
+        ..EngineSettings::default()
+    };
+    // Compile with an engine that instruments epochs, then plant that artifact under
+    // the file name the default engine uses.
+    let mut config = RuntimeConfig::in_memory();
+    config.engine = epoch_settings;
+    let other = Runtime::new(config).unwrap();
+    let foreign = other.engine().precompile_component(&plugin_bytes(ECHO)).unwrap();
+
+    let runtime = runtime_with_cache(Some(dir.path().to_path_buf()));
+    let cache = corral_host::runtime::cache::DiskCache::open(dir.path(), runtime.engine()).unwrap();
+    let hash = Runtime::content_hash(&plugin_bytes(ECHO));
+    cache.store(&hash, &foreign).unwrap();
+
+    runtime.load(plugin_bytes(ECHO)).await.unwrap();
+    let stats = runtime.cache_stats();
+    assert_eq!((stats.disk_discards, stats.compiles), (1, 1));
+}

@@ -1,0 +1,8 @@
+//! Integration tests of the sandboxed runtime: real wasmtime running the real
+//! components built from `plugins/`, and the real `corral` binary.
+
+mod cache;
+mod cli;
+mod concurrency;
+mod loading;
+mod outcomes;
