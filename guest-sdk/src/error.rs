@@ -115,7 +115,10 @@ mod tests {
     #[test]
     fn a_bare_message_is_an_agent_error_and_not_retryable() {
         let e = Error::from("nope");
-        assert_eq!((e.code(), e.message(), e.is_retryable()), ("agent_error", "nope", false));
+        assert_eq!(
+            (e.code(), e.message(), e.is_retryable()),
+            ("agent_error", "nope", false)
+        );
         assert_eq!(Error::from(String::from("x")).code(), "agent_error");
     }
 

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use corral_host::limits::Limits;
-use corral_host::runtime::{CompileSettings, Execution, InvokeRequest, LoadedAgent, Runtime, RuntimeConfig};
+use corral_host::runtime::{
+    CompileSettings, Execution, InvokeRequest, LoadedAgent, Runtime, RuntimeConfig,
+};
 
 /// The `corral` binary of this build (`target/<profile>/corral`). `cargo test
 /// --workspace` builds it, because `host/` has integration tests of its own.
@@ -52,7 +54,13 @@ pub async fn load(runtime: &Runtime, path: &str) -> Arc<LoadedAgent> {
 }
 
 /// Runs `action` with `input` under `limits`.
-pub async fn invoke(runtime: &Runtime, agent: &LoadedAgent, action: &str, input: &str, limits: Limits) -> Execution {
+pub async fn invoke(
+    runtime: &Runtime,
+    agent: &LoadedAgent,
+    action: &str,
+    input: &str,
+    limits: Limits,
+) -> Execution {
     runtime
         .invoke(agent, InvokeRequest::new(action, input, limits))
         .await

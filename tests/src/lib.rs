@@ -1,9 +1,15 @@
-//! Workspace-level integration tests for Corral. The tests live in `tests/`; this
-//! library holds what they share.
+//! Integration tests for Corral, as a crate of their own: the root is a virtual
+//! workspace, which cannot hold test targets.
+//!
+//! The tests run the real agents in `plugins/`. `build.rs` builds them once per
+//! `cargo test` (into `target/plugins`) and [`plugins`] holds the paths of the results;
+//! [`harness`] holds the helpers the tests share.
 
 pub mod harness;
 
-/// Paths of the agents built from `plugins/` by this crate's build script.
+/// Absolute paths of the test components that `build.rs` built from `plugins/`:
+/// `ECHO`, `TEXT_STATS`, `HOSTILE` (agents) and `NOT_AN_AGENT` (a plain
+/// `wasi:cli/command`, which the host must refuse).
 pub mod plugins {
     include!(concat!(env!("OUT_DIR"), "/plugins.rs"));
 }

@@ -77,7 +77,10 @@ pub async fn inspect(args: InspectArgs) -> ExitCode {
                 "error": e.to_string(),
             }),
         };
-        println!("{}", serde_json::to_string_pretty(&report).expect("JSON serializes"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("JSON serializes")
+        );
     } else {
         println!("file:     {}", args.component.display());
         println!("kind:     {}", describe_kind(kind));
@@ -91,7 +94,11 @@ pub async fn inspect(args: InspectArgs) -> ExitCode {
                 println!("about:    {}", m.description);
                 println!("actions:");
                 for action in &m.actions {
-                    let schema = if action.input_schema.is_some() { " [input schema]" } else { "" };
+                    let schema = if action.input_schema.is_some() {
+                        " [input schema]"
+                    } else {
+                        ""
+                    };
                     println!("  {:<16} {}{schema}", action.name, action.description);
                 }
             }
@@ -108,7 +115,11 @@ pub async fn inspect(args: InspectArgs) -> ExitCode {
             }
         }
     }
-    if loaded.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    if loaded.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 fn describe_kind(kind: BinaryKind) -> &'static str {

@@ -98,11 +98,14 @@ fn default_cache_dir() -> PathBuf {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::CompileWorker(args) = &cli.command {
-        let code = crate::runtime::compile::run_worker(&args.engine, args.memory_bytes, args.cpu_seconds);
+        let code =
+            crate::runtime::compile::run_worker(&args.engine, args.memory_bytes, args.cpu_seconds);
         return ExitCode::from(code as u8);
     }
     crate::telemetry::init();
-    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build();
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build();
     let tokio = match tokio {
         Ok(rt) => rt,
         Err(e) => {

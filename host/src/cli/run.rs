@@ -7,7 +7,9 @@ use std::time::Duration;
 use clap::Args;
 
 use super::RuntimeArgs;
-use super::units::{format_count, format_duration, format_size, parse_count, parse_duration, parse_size};
+use super::units::{
+    format_count, format_duration, format_size, parse_count, parse_duration, parse_size,
+};
 use crate::limits::Limits;
 use crate::runtime::{Execution, InvokeRequest, LogSource, Outcome};
 
@@ -69,7 +71,9 @@ async fn try_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         output_bytes: args.max_output,
         log_bytes: args.max_logs,
     };
-    let execution = runtime.invoke(&agent, InvokeRequest::new(&args.action, input, limits)).await?;
+    let execution = runtime
+        .invoke(&agent, InvokeRequest::new(&args.action, input, limits))
+        .await?;
 
     if args.json {
         println!("{}", serde_json::to_string_pretty(&execution)?);
@@ -82,7 +86,8 @@ async fn try_run(args: RunArgs) -> anyhow::Result<ExitCode> {
 fn read_input(arg: &str) -> anyhow::Result<String> {
     match arg.strip_prefix('@') {
         Some("-") => Ok(std::io::read_to_string(std::io::stdin())?),
-        Some(path) => std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading input file {path}: {e}")),
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading input file {path}: {e}")),
         None => Ok(arg.to_string()),
     }
 }
@@ -98,10 +103,16 @@ fn print_for_people(execution: &Execution) {
     }
     match (&execution.output, &execution.error) {
         (Some(output), _) => match serde_json::from_str::<serde_json::Value>(output) {
-            Ok(value) => println!("{}", serde_json::to_string_pretty(&value).unwrap_or_else(|_| output.clone())),
+            Ok(value) => println!(
+                "{}",
+                serde_json::to_string_pretty(&value).unwrap_or_else(|_| output.clone())
+            ),
             Err(_) => println!("{output}"),
         },
-        (None, Some(error)) => eprintln!("error: {} ({}): {}", execution.outcome, error.code, error.message),
+        (None, Some(error)) => eprintln!(
+            "error: {} ({}): {}",
+            execution.outcome, error.code, error.message
+        ),
         (None, None) => eprintln!("error: {}", execution.outcome),
     }
     let usage = &execution.usage;

@@ -21,13 +21,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Parses a count such as `1000000`, `1_000_000` or `1e9`.
 pub fn parse_count(text: &str) -> Result<u64, String> {
-    let cleaned: String = text.trim().chars().filter(|c| *c != '_' && *c != ',').collect();
+    let cleaned: String = text
+        .trim()
+        .chars()
+        .filter(|c| *c != '_' && *c != ',')
+        .collect();
     if let Ok(n) = cleaned.parse::<u64>() {
         return Ok(n);
     }
     match cleaned.parse::<f64>() {
-        Ok(f) if f.is_finite() && f >= 0.0 && f.fract() == 0.0 && f <= u64::MAX as f64 => Ok(f as u64),
-        _ => Err(format!("{text:?} is not a whole number; write e.g. 1000000 or 1e9")),
+        Ok(f) if f.is_finite() && f >= 0.0 && f.fract() == 0.0 && f <= u64::MAX as f64 => {
+            Ok(f as u64)
+        }
+        _ => Err(format!(
+            "{text:?} is not a whole number; write e.g. 1000000 or 1e9"
+        )),
     }
 }
 

@@ -42,7 +42,10 @@ impl DiskCache {
     /// A cache in `dir` (created, private to this user) for artifacts of `engine`.
     pub fn open(dir: &Path, engine: &Engine) -> std::io::Result<DiskCache> {
         use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         Ok(DiskCache {
@@ -53,7 +56,8 @@ impl DiskCache {
 
     /// The file for the component with this content hash.
     pub fn path(&self, component_hash: &str) -> PathBuf {
-        self.dir.join(format!("{component_hash}-{}.cwasm", self.engine_key))
+        self.dir
+            .join(format!("{component_hash}-{}.cwasm", self.engine_key))
     }
 
     /// Loads the cached component, or says why not (removing a bad file).
@@ -148,6 +152,10 @@ mod tests {
         file.extend_from_slice(MAGIC);
         file.extend_from_slice(&[0u8; 32]);
         file.extend_from_slice(&Sha256::digest(b""));
-        assert!(verify(&file, HASH).unwrap_err().contains("another component"));
+        assert!(
+            verify(&file, HASH)
+                .unwrap_err()
+                .contains("another component")
+        );
     }
 }

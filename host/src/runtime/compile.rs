@@ -91,7 +91,11 @@ impl Compiler {
 
     /// Compiles `wasm` to a serialized artifact.
     pub async fn compile(&self, wasm: Arc<[u8]>) -> Result<Vec<u8>, LoadError> {
-        let _permit = self.permits.acquire().await.expect("compile semaphore closed");
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("compile semaphore closed");
         match &self.settings.isolation {
             CompileIsolation::InProcess => {
                 let engine = self.engine.clone();
@@ -104,7 +108,11 @@ impl Compiler {
         }
     }
 
-    async fn compile_in_worker(&self, program: &PathBuf, wasm: Arc<[u8]>) -> Result<Vec<u8>, LoadError> {
+    async fn compile_in_worker(
+        &self,
+        program: &PathBuf,
+        wasm: Arc<[u8]>,
+    ) -> Result<Vec<u8>, LoadError> {
         let settings = serde_json::to_string(&self.engine_settings).expect("settings serialize");
         let cpu_seconds = self.settings.timeout.as_secs().max(1) + 1;
         let mut child = tokio::process::Command::new(program)
@@ -120,15 +128,23 @@ impl Compiler {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| LoadError::Internal(format!("starting the compile worker {}: {e}", program.display())))?;
+            .map_err(|e| {
+                LoadError::Internal(format!(
+                    "starting the compile worker {}: {e}",
+                    program.display()
+                ))
+            })?;
 
         let mut stdin = child.stdin.take().expect("piped stdin");
         let feed = tokio::spawn(async move {
             // A worker that dies early closes the pipe; its exit status says why.
             let _ = stdin.write_all(&wasm).await;
         });
-        let output = match tokio::time::timeout(self.settings.timeout, child.wait_with_output()).await {
-            Ok(output) => output.map_err(|e| LoadError::Internal(format!("waiting for the compile worker: {e}")))?,
+        let output = match tokio::time::timeout(self.settings.timeout, child.wait_with_output())
+            .await
+        {
+            Ok(output) => output
+                .map_err(|e| LoadError::Internal(format!("waiting for the compile worker: {e}")))?,
             Err(_) => {
                 // `kill_on_drop` kills the worker as the future is dropped.
                 return Err(LoadError::CompileTimedOut(self.settings.timeout));

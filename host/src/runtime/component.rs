@@ -64,22 +64,34 @@ impl AgentMetadata {
             return bad("describe() returned an empty name".into());
         }
         if let Err(e) = semver::Version::parse(&info.version) {
-            return bad(format!("describe() returned version {:?}, which is not semver: {e}", info.version));
+            return bad(format!(
+                "describe() returned version {:?}, which is not semver: {e}",
+                info.version
+            ));
         }
         let mut actions = Vec::with_capacity(info.actions.len());
         for action in info.actions {
             if action.name.trim().is_empty() {
                 return bad("describe() lists an action with an empty name".into());
             }
-            if actions.iter().any(|a: &ActionMetadata| a.name == action.name) {
-                return bad(format!("describe() lists the action {:?} twice", action.name));
+            if actions
+                .iter()
+                .any(|a: &ActionMetadata| a.name == action.name)
+            {
+                return bad(format!(
+                    "describe() lists the action {:?} twice",
+                    action.name
+                ));
             }
             let input_schema = match action.input_schema {
                 None => None,
                 Some(text) => match serde_json::from_str(&text) {
                     Ok(schema) => Some(schema),
                     Err(e) => {
-                        return bad(format!("the input schema of action {:?} is not JSON: {e}", action.name));
+                        return bad(format!(
+                            "the input schema of action {:?} is not JSON: {e}",
+                            action.name
+                        ));
                     }
                 },
             };
@@ -118,8 +130,14 @@ impl ComponentInterface {
         let ty = component.component_type();
         let engine = component.engine();
         ComponentInterface {
-            imports: ty.imports(engine).map(|(name, _)| name.to_string()).collect(),
-            exports: ty.exports(engine).map(|(name, _)| name.to_string()).collect(),
+            imports: ty
+                .imports(engine)
+                .map(|(name, _)| name.to_string())
+                .collect(),
+            exports: ty
+                .exports(engine)
+                .map(|(name, _)| name.to_string())
+                .collect(),
         }
     }
 }

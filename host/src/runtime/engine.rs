@@ -35,7 +35,9 @@ pub enum Interruption {
 impl Default for Interruption {
     /// Chosen by `cargo bench -p corral-host --bench interruption`: see docs/PERFORMANCE.md.
     fn default() -> Self {
-        Interruption::FuelYield { interval: 1_000_000 }
+        Interruption::FuelYield {
+            interval: 1_000_000,
+        }
     }
 }
 

@@ -57,7 +57,9 @@ impl Runtime {
     fn new_store(&self, limits: &Limits) -> Result<Store<HostState>, RunError> {
         let mut store = Store::new(&self.engine, HostState::new(limits, self.config.bounds));
         store.limiter(|state| &mut state.limiter);
-        store.set_fuel(limits.fuel).map_err(|e| RunError::Setup(e.to_string()))?;
+        store
+            .set_fuel(limits.fuel)
+            .map_err(|e| RunError::Setup(e.to_string()))?;
         match self.config.engine.interruption {
             Interruption::FuelYield { interval } => store
                 .fuel_async_yield_interval(Some(interval))
@@ -72,7 +74,11 @@ impl Runtime {
 
     /// Runs one invocation. Every guest failure is an [`Outcome`] in the returned
     /// [`Execution`]; `Err` means the host itself could not set up the run.
-    pub async fn invoke(&self, agent: &LoadedAgent, request: InvokeRequest) -> Result<Execution, RunError> {
+    pub async fn invoke(
+        &self,
+        agent: &LoadedAgent,
+        request: InvokeRequest,
+    ) -> Result<Execution, RunError> {
         let started = Instant::now();
         let id = request
             .execution_id
@@ -99,14 +105,20 @@ impl Runtime {
             });
         }
 
-        let _slot = self.instances.acquire().await.expect("instance semaphore closed");
+        let _slot = self
+            .instances
+            .acquire()
+            .await
+            .expect("instance semaphore closed");
         let mut store = self.new_store(&limits)?;
         let invocation = Invocation {
             action: request.action.clone(),
             input: request.input,
             context: Context {
                 execution_id: id.clone(),
-                agent_name: request.agent_name.unwrap_or_else(|| agent.metadata.name.clone()),
+                agent_name: request
+                    .agent_name
+                    .unwrap_or_else(|| agent.metadata.name.clone()),
                 agent_version: agent.metadata.version.clone(),
                 correlation_id: request.correlation_id,
             },
@@ -114,7 +126,10 @@ impl Runtime {
 
         let run = async {
             let instance = agent.pre.instantiate_async(&mut store).await?;
-            instance.corral_agent_handler().call_call(&mut store, &invocation).await
+            instance
+                .corral_agent_handler()
+                .call_call(&mut store, &invocation)
+                .await
         };
         let ended = match tokio::time::timeout(limits.timeout, run).await {
             Ok(Ok(returned)) => Ended::Returned(returned),
@@ -144,7 +159,10 @@ impl Runtime {
                 None,
                 Some(host_error(
                     "timed_out",
-                    format!("the agent ran past its {:?} timeout and was stopped", limits.timeout),
+                    format!(
+                        "the agent ran past its {:?} timeout and was stopped",
+                        limits.timeout
+                    ),
                     true,
                 )),
             ),
@@ -191,7 +209,8 @@ impl Runtime {
                 (outcome, None, Some(error))
             }
             Ended::Failed(error) => {
-                let (outcome, error) = classify_failure(&error, log_exceeded, memory.memory_denied, &limits);
+                let (outcome, error) =
+                    classify_failure(&error, log_exceeded, memory.memory_denied, &limits);
                 (outcome, None, Some(error))
             }
         };
@@ -210,10 +229,15 @@ impl Runtime {
     /// Calls `describe` on a fresh instance under the runtime's describe limits.
     pub(crate) async fn describe(&self, pre: &AgentPre<HostState>) -> Result<AgentInfo, LoadError> {
         let limits = self.config.describe_limits;
-        let mut store = self.new_store(&limits).map_err(|e| LoadError::Internal(e.to_string()))?;
+        let mut store = self
+            .new_store(&limits)
+            .map_err(|e| LoadError::Internal(e.to_string()))?;
         let run = async {
             let instance = pre.instantiate_async(&mut store).await?;
-            instance.corral_agent_handler().call_describe(&mut store).await
+            instance
+                .corral_agent_handler()
+                .call_describe(&mut store)
+                .await
         };
         match tokio::time::timeout(limits.timeout, run).await {
             Ok(Ok(info)) => Ok(info),
@@ -259,7 +283,10 @@ fn classify_failure(
             Outcome::LogLimitExceeded,
             host_error(
                 "log_limit_exceeded",
-                format!("the agent logged more than its limit of {} bytes and was stopped", limits.log_bytes),
+                format!(
+                    "the agent logged more than its limit of {} bytes and was stopped",
+                    limits.log_bytes
+                ),
                 false,
             ),
         );
@@ -269,7 +296,10 @@ fn classify_failure(
             Outcome::FuelExhausted,
             host_error(
                 "fuel_exhausted",
-                format!("the agent used all of its {} fuel and was stopped", limits.fuel),
+                format!(
+                    "the agent used all of its {} fuel and was stopped",
+                    limits.fuel
+                ),
                 false,
             ),
         );
@@ -293,11 +323,13 @@ fn classify_failure(
             Outcome::Trapped,
             host_error(trap_kind(trap), message, false),
         ),
-        None if error.downcast_ref::<wasmtime_wasi::I32Exit>().is_some() => (
+        None if error.downcast_ref::<wasmtime_wasi::I32Exit>().is_some() => {
+            (Outcome::Trapped, host_error("exit", message, false))
+        }
+        None => (
             Outcome::Trapped,
-            host_error("exit", message, false),
+            host_error("host_call_failed", message, false),
         ),
-        None => (Outcome::Trapped, host_error("host_call_failed", message, false)),
     }
 }
 

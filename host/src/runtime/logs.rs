@@ -99,14 +99,23 @@ impl LogSink {
     }
 
     /// Appends an entry, or as much of it as fits and then fails.
-    pub fn push(&self, level: LogLevel, source: LogSource, message: &[u8]) -> Result<(), LogLimitExceeded> {
+    pub fn push(
+        &self,
+        level: LogLevel,
+        source: LogSource,
+        message: &[u8],
+    ) -> Result<(), LogLimitExceeded> {
         let mut buffer = self.buffer.lock().expect("log buffer poisoned");
         if buffer.exceeded {
             return Err(LogLimitExceeded { limit: self.limit });
         }
         let room = self.limit - buffer.bytes;
         let fits = (message.len() as u64) <= room;
-        let kept = if fits { message } else { &message[..room as usize] };
+        let kept = if fits {
+            message
+        } else {
+            &message[..room as usize]
+        };
         buffer.bytes += kept.len() as u64;
         if !kept.is_empty() {
             buffer.entries.push(LogEntry {
@@ -233,8 +242,12 @@ mod tests {
     #[test]
     fn the_write_that_crosses_the_limit_is_truncated_and_fails() {
         let sink = LogSink::new(10);
-        sink.push(LogLevel::Info, LogSource::Agent, b"123456").unwrap();
-        assert!(sink.push(LogLevel::Info, LogSource::Stdout, b"abcdef").is_err());
+        sink.push(LogLevel::Info, LogSource::Agent, b"123456")
+            .unwrap();
+        assert!(
+            sink.push(LogLevel::Info, LogSource::Stdout, b"abcdef")
+                .is_err()
+        );
         assert!(sink.exceeded());
         let (entries, bytes) = sink.take();
         assert_eq!(bytes, 10);
@@ -244,7 +257,8 @@ mod tests {
     #[test]
     fn filling_the_buffer_exactly_is_allowed() {
         let sink = LogSink::new(4);
-        sink.push(LogLevel::Info, LogSource::Agent, b"abcd").unwrap();
+        sink.push(LogLevel::Info, LogSource::Agent, b"abcd")
+            .unwrap();
         assert!(!sink.exceeded());
     }
 }

@@ -34,18 +34,18 @@ use tokio::sync::{OnceCell, Semaphore};
 use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
 
+use self::bindings::{Agent, AgentPre};
+use self::cache::{CacheMiss, DiskCache};
+use self::compile::Compiler;
 pub use self::compile::{CompileIsolation, CompileSettings};
 pub use self::component::{ActionMetadata, AgentMetadata, ComponentInterface, LoadedAgent};
+use self::engine::{EngineRole, EpochTicker, build_engine};
 pub use self::engine::{EngineSettings, Interruption};
 pub use self::invoke::InvokeRequest;
 pub use self::logs::{LogEntry, LogLevel, LogSource};
 pub use self::outcome::{Execution, ExecutionError, Outcome, Usage};
-pub use self::validate::StructureLimits;
-use self::bindings::{Agent, AgentPre};
-use self::cache::{CacheMiss, DiskCache};
-use self::compile::Compiler;
-use self::engine::{EngineRole, EpochTicker, build_engine};
 use self::state::HostState;
+pub use self::validate::StructureLimits;
 use crate::limits::{Limits, StoreBounds};
 
 /// Why bytes could not be loaded as an agent. Each message says exactly what is wrong.
@@ -67,7 +67,9 @@ pub enum LoadError {
     #[error("compiling the component took longer than {0:?}; it was stopped")]
     CompileTimedOut(Duration),
     /// Compiling ran out of its memory or CPU allowance.
-    #[error("compiling the component exceeded its allowance ({memory_bytes} bytes of memory): {detail}")]
+    #[error(
+        "compiling the component exceeded its allowance ({memory_bytes} bytes of memory): {detail}"
+    )]
     CompileResourcesExhausted {
         /// The worker's memory cap.
         memory_bytes: u64,
@@ -185,7 +187,8 @@ impl Runtime {
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(internal)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(internal)?;
-        Agent::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |state| state).map_err(internal)?;
+        Agent::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |state| state)
+            .map_err(internal)?;
 
         let disk = match &config.cache_dir {
             Some(dir) => Some(DiskCache::open(dir, &engine).map_err(|e| {
@@ -242,7 +245,13 @@ impl Runtime {
         let bytes: Arc<[u8]> = bytes.into();
         validate::check(&bytes, &self.config.structure)?;
         let hash = Self::content_hash(&bytes);
-        let slot = self.loaded.lock().expect("cache lock").entry(hash.clone()).or_default().clone();
+        let slot = self
+            .loaded
+            .lock()
+            .expect("cache lock")
+            .entry(hash.clone())
+            .or_default()
+            .clone();
         if let Some(agent) = slot.get() {
             self.counters.memory_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(agent.clone());
@@ -256,21 +265,29 @@ impl Runtime {
 
     /// The imports and exports of any binary component, agent or not (compiled, and
     /// cached, like [`Runtime::load`]).
-    pub async fn interface(&self, bytes: impl Into<Arc<[u8]>>) -> Result<ComponentInterface, LoadError> {
+    pub async fn interface(
+        &self,
+        bytes: impl Into<Arc<[u8]>>,
+    ) -> Result<ComponentInterface, LoadError> {
         let bytes: Arc<[u8]> = bytes.into();
         validate::check(&bytes, &self.config.structure)?;
         let hash = Self::content_hash(&bytes);
         Ok(ComponentInterface::of(&self.compiled(&hash, bytes).await?))
     }
 
-    async fn load_uncached(&self, hash: String, bytes: Arc<[u8]>) -> Result<Arc<LoadedAgent>, LoadError> {
+    async fn load_uncached(
+        &self,
+        hash: String,
+        bytes: Arc<[u8]>,
+    ) -> Result<Arc<LoadedAgent>, LoadError> {
         let component = self.compiled(&hash, bytes.clone()).await?;
         let interface = ComponentInterface::of(&component);
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::UnknownImport(format!("{e:#}")))?;
-        let pre = AgentPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let pre =
+            AgentPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         let info = self.describe(&pre).await?;
         Ok(Arc::new(LoadedAgent {
             hash,

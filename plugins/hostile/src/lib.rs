@@ -1,92 +1,125 @@
-//! `hostile`: an agent that misbehaves on purpose, one action per misdeed, for
-//! testing that the host stops each one, records why, and keeps serving.
+//! `hostile`: an agent that misbehaves on purpose, one way per action, so the host's
+//! tests can check that each limit and each denial holds.
 //!
-//! Runaways: `spin`, `hog_memory`, `recurse`, `flood_logs`, `print_flood`, `sleep`.
-//! Failures: `panic`, `unreachable`, `fail`, `huge_output`.
-//! Capability probes (each returns `{ "succeeded": bool, "detail": string }`):
-//! `read_file`, `read_env`, `open_socket`, `http_request`.
-//! Helpers: `print` (writes to stdout and stderr) and `burn` (bounded compute).
+//! Do not grant this agent anything in production.
+//!
+//! # Actions
+//!
+//! Actions marked "any input" ignore their input (any JSON value works, `{}` is usual).
+//!
+//! - Runaway: `spin` (any input) loops forever; `hog_memory` `{ "chunk_bytes"?: 1048576 }`
+//!   allocates chunks, writes to every page of each and keeps them all, forever;
+//!   `recurse` (any input) recurses without bound until the *wasm* stack overflows;
+//!   `flood_logs` (any input) logs 1024-byte info lines forever; `print_flood` (any
+//!   input) writes 1024-byte lines to stdout forever.
+//! - Crashes: `panic` (any input) panics with "hostile agent panicked on purpose";
+//!   `unreachable` (any input) executes the wasm `unreachable` instruction.
+//! - Errors and outputs: `fail` (any input) returns the error `upstream_unavailable`,
+//!   "the upstream service is down", retryable; `huge_output` `{ "bytes": n }` returns a
+//!   JSON string of `n` `x` characters.
+//! - Well-behaved, for timing and output tests: `print` `{ "stdout"?: s, "stderr"?: s }`
+//!   writes each string as is (no newline added), flushes, and returns `{}`;
+//!   `sleep` `{ "ms": n }` sleeps and returns `{ "slept_ms": n }`; `burn`
+//!   `{ "iterations": n }` runs a deterministic integer loop and returns
+//!   `{ "checksum": u64 }` (see [`checksum`]).
+//! - Capability probes, which succeed as actions and report what happened as
+//!   `{ "succeeded": bool, "detail": string }`, where `detail` is the value read or the
+//!   error text: `read_file` `{ "path" }` (`std::fs::read_to_string`); `read_env`
+//!   `{ "name" }` (`std::env::var`, plus `"vars"`: how many variables
+//!   `std::env::vars()` sees); `open_socket` `{ "addr": "127.0.0.1:80" }` (a TCP connect
+//!   through `wasi:sockets`; `detail` is the first error, or `connected`); and
+//!   `http_request` `{ "url" }` (a GET through `wasi:http/outgoing-handler`; `detail` is
+//!   the first error, or `status <code>`).
 
+use std::hint::black_box;
 use std::io::Write;
+use std::time::Duration;
 
-use corral_sdk::{Error, info};
+use corral_sdk::{Error, Level};
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-#[derive(Deserialize)]
-struct Empty {}
-
-fn spin(_: Empty) -> Result<Value, Error> {
-    let mut counter: u64 = 0;
+fn spin(_: IgnoredAny) -> Result<(), Error> {
+    // The state escapes through `black_box`, so the loop has an effect to keep.
+    let mut state = 1u64;
     loop {
-        counter = counter.wrapping_add(1);
-        std::hint::black_box(counter);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        black_box(state);
     }
 }
 
 #[derive(Deserialize)]
-struct Hog {
-    #[serde(default = "one_mib")]
+struct HogMemory {
+    #[serde(default = "one_mebibyte")]
     chunk_bytes: usize,
 }
 
-fn one_mib() -> usize {
+fn one_mebibyte() -> usize {
     1 << 20
 }
 
-fn hog_memory(input: Hog) -> Result<Value, Error> {
-    let mut kept: Vec<Vec<u8>> = Vec::new();
+fn hog_memory(input: HogMemory) -> Result<(), Error> {
+    let size = input.chunk_bytes.max(1);
+    let mut chunks = Vec::new();
     loop {
-        let mut chunk = vec![0u8; input.chunk_bytes];
-        for i in (0..chunk.len()).step_by(4096) {
+        let mut chunk = vec![0u8; size];
+        // Write every page, so the memory is really used, not just reserved.
+        for i in (0..size).step_by(4096) {
             chunk[i] = 1;
         }
-        kept.push(std::hint::black_box(chunk));
+        chunks.push(black_box(chunk));
     }
 }
 
-/// Non-tail recursion with no addressable locals: it exhausts the wasm stack, not
-/// Rust's shadow stack in linear memory.
+/// Recurses until the wasm stack overflows. The result of each call feeds a
+/// non-associative combination, so the call cannot become a loop, and nothing takes a
+/// local's address, so the frames live on the wasm stack, not in linear memory.
 #[inline(never)]
-fn descend(n: u64) -> u64 {
-    if n == u64::MAX {
-        return 0;
+fn descend(depth: u64, limit: u64) -> u64 {
+    if depth == limit {
+        return depth;
     }
-    descend(n + 1).wrapping_mul(3).wrapping_add(n)
+    descend(depth + 1, limit).rotate_left(7) ^ depth
 }
 
-fn recurse(_: Empty) -> Result<Value, Error> {
-    Ok(json!({ "depth": descend(0) }))
+fn recurse(input: Value) -> Result<u64, Error> {
+    // A limit the optimizer cannot know; in practice it is never reached.
+    let limit = u64::MAX - u64::from(input.is_null());
+    Ok(descend(0, limit))
 }
 
-fn panic(_: Empty) -> Result<Value, Error> {
-    panic!("hostile agent panicked on purpose");
+fn panic(_: IgnoredAny) -> Result<(), Error> {
+    panic!("hostile agent panicked on purpose")
 }
 
-fn unreachable(_: Empty) -> Result<Value, Error> {
+fn unreachable(_: IgnoredAny) -> Result<(), Error> {
     #[cfg(target_arch = "wasm32")]
     core::arch::wasm32::unreachable();
+    // So the crate still type-checks natively (e.g. `cargo check` without `--target`).
     #[cfg(not(target_arch = "wasm32"))]
     std::process::abort();
 }
 
-fn fail(_: Empty) -> Result<Value, Error> {
+fn fail(_: IgnoredAny) -> Result<(), Error> {
     Err(Error::new("upstream_unavailable", "the upstream service is down").retryable())
 }
 
 #[derive(Deserialize)]
-struct Size {
+struct HugeOutput {
     bytes: usize,
 }
 
-fn huge_output(input: Size) -> Result<String, Error> {
+fn huge_output(input: HugeOutput) -> Result<String, Error> {
     Ok("x".repeat(input.bytes))
 }
 
-fn flood_logs(_: Empty) -> Result<Value, Error> {
+fn flood_logs(_: IgnoredAny) -> Result<(), Error> {
     let line = "x".repeat(1024);
     loop {
-        info!("{line}");
+        corral_sdk::log(Level::Info, &line);
     }
 }
 
@@ -99,19 +132,23 @@ struct Print {
 }
 
 fn print(input: Print) -> Result<Value, Error> {
-    let mut out = std::io::stdout();
-    out.write_all(input.stdout.as_bytes()).map_err(|e| Error::new("io", e.to_string()))?;
-    out.flush().map_err(|e| Error::new("io", e.to_string()))?;
-    let mut err = std::io::stderr();
-    err.write_all(input.stderr.as_bytes()).map_err(|e| Error::new("io", e.to_string()))?;
-    err.flush().map_err(|e| Error::new("io", e.to_string()))?;
+    let written = std::io::stdout()
+        .write_all(input.stdout.as_bytes())
+        .and_then(|()| std::io::stdout().flush())
+        .and_then(|()| std::io::stderr().write_all(input.stderr.as_bytes()))
+        .and_then(|()| std::io::stderr().flush());
+    written.map_err(|e| Error::new("io_error", e.to_string()))?;
     Ok(json!({}))
 }
 
-fn print_flood(_: Empty) -> Result<Value, Error> {
-    let line = "y".repeat(100);
+fn print_flood(_: IgnoredAny) -> Result<(), Error> {
+    let mut line = "x".repeat(1023);
+    line.push('\n');
+    let mut stdout = std::io::stdout();
     loop {
-        println!("{line}");
+        // Errors (a closed or full pipe) don't stop the flood: only the host can.
+        let _ = stdout.write_all(line.as_bytes());
+        let _ = stdout.flush();
     }
 }
 
@@ -121,7 +158,7 @@ struct Sleep {
 }
 
 fn sleep(input: Sleep) -> Result<Value, Error> {
-    std::thread::sleep(std::time::Duration::from_millis(input.ms));
+    std::thread::sleep(Duration::from_millis(input.ms));
     Ok(json!({ "slept_ms": input.ms }))
 }
 
@@ -130,132 +167,197 @@ struct Burn {
     iterations: u64,
 }
 
-fn burn(input: Burn) -> Result<Value, Error> {
-    let mut x: u64 = 1;
-    for i in 0..input.iterations {
-        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i);
+/// What `burn` computes: `x = 0; for i in 0..iterations { x = x * 6364136223846793005 +
+/// (i ^ 1442695040888963407) }` in wrapping `u64` arithmetic.
+pub fn checksum(iterations: u64) -> u64 {
+    let mut x = 0u64;
+    for i in 0..iterations {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(i ^ 1442695040888963407);
     }
-    Ok(json!({ "checksum": x }))
+    x
 }
 
+fn burn(input: Burn) -> Result<Value, Error> {
+    Ok(json!({ "checksum": checksum(black_box(input.iterations)) }))
+}
+
+/// What a capability probe reports.
 #[derive(Serialize)]
 struct Probe {
     succeeded: bool,
     detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vars: Option<usize>,
 }
 
 impl Probe {
-    fn from<T: std::fmt::Debug, E: std::fmt::Debug>(result: Result<T, E>) -> Probe {
-        match result {
-            Ok(v) => Probe { succeeded: true, detail: format!("{v:?}") },
-            Err(e) => Probe { succeeded: false, detail: format!("{e:?}") },
+    fn from<T: ToString, E: ToString>(result: Result<T, E>) -> Probe {
+        let (succeeded, detail) = match result {
+            Ok(value) => (true, value.to_string()),
+            Err(e) => (false, e.to_string()),
+        };
+        Probe {
+            succeeded,
+            detail,
+            vars: None,
         }
     }
 }
 
 #[derive(Deserialize)]
-struct Path {
+struct ReadFile {
     path: String,
 }
 
-fn read_file(input: Path) -> Result<Probe, Error> {
+fn read_file(input: ReadFile) -> Result<Probe, Error> {
     Ok(Probe::from(std::fs::read_to_string(&input.path)))
 }
 
 #[derive(Deserialize)]
-struct Name {
+struct ReadEnv {
     name: String,
 }
 
-#[derive(Serialize)]
-struct EnvProbe {
-    #[serde(flatten)]
-    probe: Probe,
-    vars: usize,
-}
-
-fn read_env(input: Name) -> Result<EnvProbe, Error> {
-    Ok(EnvProbe {
-        probe: Probe::from(std::env::var(&input.name)),
-        vars: std::env::vars().count(),
+fn read_env(input: ReadEnv) -> Result<Probe, Error> {
+    let probe = Probe::from(std::env::var(&input.name));
+    Ok(Probe {
+        vars: Some(std::env::vars().count()),
+        ..probe
     })
 }
 
 #[derive(Deserialize)]
-struct Addr {
+struct OpenSocket {
     addr: String,
 }
 
-fn open_socket(input: Addr) -> Result<Probe, Error> {
-    use wasi::sockets::network::{IpAddressFamily, IpSocketAddress, Ipv4SocketAddress};
-    let addr: std::net::SocketAddrV4 = input
+fn open_socket(input: OpenSocket) -> Result<Probe, Error> {
+    let addr: std::net::SocketAddr = input
         .addr
         .parse()
-        .map_err(|e| Error::invalid_input(format!("addr: {e}")))?;
-    let connect = || -> Result<&'static str, wasi::sockets::network::ErrorCode> {
-        let socket = wasi::sockets::tcp_create_socket::create_tcp_socket(IpAddressFamily::Ipv4)?;
-        let network = wasi::sockets::instance_network::instance_network();
-        let [a, b, c, d] = addr.ip().octets();
-        let remote = IpSocketAddress::Ipv4(Ipv4SocketAddress { port: addr.port(), address: (a, b, c, d) });
-        socket.start_connect(&network, remote)?;
-        socket.subscribe().block();
-        socket.finish_connect()?;
-        Ok("connected")
+        .map_err(|e| Error::invalid_input(format!("`addr` {:?}: {e}", input.addr)))?;
+    Ok(Probe::from(connect(addr)))
+}
+
+fn connect(addr: std::net::SocketAddr) -> Result<&'static str, String> {
+    use wasi::sockets::network::{
+        ErrorCode, IpAddressFamily, IpSocketAddress, Ipv4SocketAddress, Ipv6SocketAddress,
     };
-    Ok(Probe::from(connect()))
+    let (family, remote) = match addr {
+        std::net::SocketAddr::V4(a) => {
+            let [a0, a1, a2, a3] = a.ip().octets();
+            (
+                IpAddressFamily::Ipv4,
+                IpSocketAddress::Ipv4(Ipv4SocketAddress {
+                    port: a.port(),
+                    address: (a0, a1, a2, a3),
+                }),
+            )
+        }
+        std::net::SocketAddr::V6(a) => {
+            let [s0, s1, s2, s3, s4, s5, s6, s7] = a.ip().segments();
+            (
+                IpAddressFamily::Ipv6,
+                IpSocketAddress::Ipv6(Ipv6SocketAddress {
+                    port: a.port(),
+                    flow_info: a.flowinfo(),
+                    address: (s0, s1, s2, s3, s4, s5, s6, s7),
+                    scope_id: a.scope_id(),
+                }),
+            )
+        }
+    };
+    let describe = |step: &str, e: ErrorCode| format!("{step}: {e:?}");
+    let network = wasi::sockets::instance_network::instance_network();
+    let socket = wasi::sockets::tcp_create_socket::create_tcp_socket(family)
+        .map_err(|e| describe("create-tcp-socket", e))?;
+    socket
+        .start_connect(&network, remote)
+        .map_err(|e| describe("start-connect", e))?;
+    loop {
+        match socket.finish_connect() {
+            Ok(_streams) => return Ok("connected"),
+            Err(ErrorCode::WouldBlock) => socket.subscribe().block(),
+            Err(e) => return Err(describe("finish-connect", e)),
+        }
+    }
 }
 
 #[derive(Deserialize)]
-struct Url {
+struct HttpRequest {
     url: String,
 }
 
-fn http_request(input: Url) -> Result<Probe, Error> {
-    use wasi::http::types::{Fields, OutgoingRequest, Scheme};
-    let rest = input
+fn http_request(input: HttpRequest) -> Result<Probe, Error> {
+    let (scheme, rest) = input
         .url
-        .strip_prefix("http://")
-        .ok_or_else(|| Error::invalid_input("only http:// URLs"))?;
+        .split_once("://")
+        .ok_or_else(|| Error::invalid_input(format!("`url` {:?} has no scheme", input.url)))?;
     let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
+        Some(i) => rest.split_at(i),
         None => (rest, "/"),
     };
+    Ok(Probe::from(get(scheme, authority, path)))
+}
+
+fn get(scheme: &str, authority: &str, path: &str) -> Result<String, String> {
+    use wasi::http::types::{Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
+    let scheme = match scheme {
+        "http" => Scheme::Http,
+        "https" => Scheme::Https,
+        other => Scheme::Other(other.to_string()),
+    };
     let request = OutgoingRequest::new(Fields::new());
-    let _ = request.set_scheme(Some(&Scheme::Http));
-    let _ = request.set_authority(Some(authority));
-    let _ = request.set_path_with_query(Some(path));
-    let response = match wasi::http::outgoing_handler::handle(request, None) {
-        Err(e) => return Ok(Probe::from::<(), _>(Err(e))),
-        Ok(future) => {
-            future.subscribe().block();
-            future.get()
+    let rejected = |what: &str| format!("the request rejected its {what}");
+    request
+        .set_method(&Method::Get)
+        .map_err(|()| rejected("method"))?;
+    request
+        .set_scheme(Some(&scheme))
+        .map_err(|()| rejected("scheme"))?;
+    request
+        .set_authority(Some(authority))
+        .map_err(|()| rejected("authority"))?;
+    request
+        .set_path_with_query(Some(path))
+        .map_err(|()| rejected("path"))?;
+    let body = request.body().map_err(|()| rejected("body"))?;
+    let response = wasi::http::outgoing_handler::handle(request, None)
+        .map_err(|e| format!("outgoing-handler.handle: {e:?}"))?;
+    OutgoingBody::finish(body, None).map_err(|e| format!("outgoing-body.finish: {e:?}"))?;
+    let response = loop {
+        match response.get() {
+            Some(result) => break result,
+            None => response.subscribe().block(),
         }
     };
-    Ok(match response {
-        Some(Ok(Ok(response))) => Probe { succeeded: true, detail: format!("status {}", response.status()) },
-        Some(Ok(Err(e))) => Probe::from::<(), _>(Err(e)),
-        other => Probe { succeeded: false, detail: format!("{other:?}") },
-    })
+    match response {
+        Ok(Ok(response)) => Ok(format!("status {}", response.status())),
+        Ok(Err(e)) => Err(format!("response: {e:?}")),
+        Err(()) => Err("response: already taken".to_string()),
+    }
 }
 
 corral_sdk::agent! {
-    description: "Misbehaves on purpose, to test the sandbox",
+    description: "Misbehaves on purpose, to test the host's limits and denials",
     actions: {
         spin: "Loop forever",
-        hog_memory: "Allocate memory until stopped",
-        recurse: "Recurse until the stack overflows",
+        hog_memory: "Allocate and touch memory forever",
+        recurse: "Recurse until the wasm stack overflows",
         panic: "Panic",
-        unreachable: "Execute an unreachable instruction",
-        fail: "Return a retryable agent error",
-        huge_output: "Return a string of the given size",
+        unreachable: "Execute the wasm unreachable instruction",
+        fail: "Return a retryable upstream_unavailable error",
+        huge_output: "Return a JSON string of the given number of bytes",
         flood_logs: "Log 1 KiB lines forever",
-        print: "Write to stdout and stderr",
-        print_flood: "Print to stdout forever",
-        sleep: "Sleep in a host call",
-        burn: "Compute for a given number of iterations",
-        read_file: "Try to read a host file",
+        print: "Write the given text to stdout and stderr",
+        print_flood: "Write to stdout forever",
+        sleep: "Sleep for the given number of milliseconds",
+        burn: "Run a deterministic integer loop and return its checksum",
+        read_file: "Try to read a file",
         read_env: "Try to read an environment variable",
         open_socket: "Try to open a TCP connection",
-        http_request: "Try an outbound HTTP request",
+        http_request: "Try to send an HTTP GET request",
     }
 }

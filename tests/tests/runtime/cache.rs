@@ -57,7 +57,10 @@ fn only_artifact(dir: &std::path::Path) -> std::path::PathBuf {
 #[tokio::test]
 async fn a_corrupted_artifact_is_detected_and_recompiled() {
     let dir = tempfile::tempdir().unwrap();
-    runtime_with_cache(Some(dir.path().to_path_buf())).load(plugin_bytes(ECHO)).await.unwrap();
+    runtime_with_cache(Some(dir.path().to_path_buf()))
+        .load(plugin_bytes(ECHO))
+        .await
+        .unwrap();
     let path = only_artifact(dir.path());
     let mut bytes = std::fs::read(&path).unwrap();
     let middle = bytes.len() / 2;
@@ -67,7 +70,10 @@ async fn a_corrupted_artifact_is_detected_and_recompiled() {
     let restarted = runtime_with_cache(Some(dir.path().to_path_buf()));
     let agent = restarted.load(plugin_bytes(ECHO)).await.unwrap();
     let stats = restarted.cache_stats();
-    assert_eq!((stats.disk_discards, stats.compiles, stats.disk_hits), (1, 1, 0));
+    assert_eq!(
+        (stats.disk_discards, stats.compiles, stats.disk_hits),
+        (1, 1, 0)
+    );
     assert_eq!(agent.metadata.name, "echo");
 
     // The rewritten artifact is good again.
@@ -79,7 +85,10 @@ async fn a_corrupted_artifact_is_detected_and_recompiled() {
 #[tokio::test]
 async fn a_truncated_artifact_is_detected_and_recompiled() {
     let dir = tempfile::tempdir().unwrap();
-    runtime_with_cache(Some(dir.path().to_path_buf())).load(plugin_bytes(ECHO)).await.unwrap();
+    runtime_with_cache(Some(dir.path().to_path_buf()))
+        .load(plugin_bytes(ECHO))
+        .await
+        .unwrap();
     let path = only_artifact(dir.path());
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
@@ -94,7 +103,9 @@ async fn a_truncated_artifact_is_detected_and_recompiled() {
 async fn an_artifact_from_an_incompatible_engine_is_detected_and_recompiled() {
     let dir = tempfile::tempdir().unwrap();
     let epoch_settings = EngineSettings {
-        interruption: Interruption::Epoch { tick: std::time::Duration::from_millis(10) },
+        interruption: Interruption::Epoch {
+            tick: std::time::Duration::from_millis(10),
+        },
         ..EngineSettings::default()
     };
     // Compile with an engine that instruments epochs, then plant that artifact under
@@ -102,7 +113,10 @@ async fn an_artifact_from_an_incompatible_engine_is_detected_and_recompiled() {
     let mut config = RuntimeConfig::in_memory();
     config.engine = epoch_settings;
     let other = Runtime::new(config).unwrap();
-    let foreign = other.engine().precompile_component(&plugin_bytes(ECHO)).unwrap();
+    let foreign = other
+        .engine()
+        .precompile_component(&plugin_bytes(ECHO))
+        .unwrap();
 
     let runtime = runtime_with_cache(Some(dir.path().to_path_buf()));
     let cache = corral_host::runtime::cache::DiskCache::open(dir.path(), runtime.engine()).unwrap();

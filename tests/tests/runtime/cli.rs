@@ -60,7 +60,16 @@ fn run_exits_with_the_outcomes_status() {
     assert_eq!(out.status.code(), Some(4));
     assert!(text(&out.stderr).contains("memory_limit_exceeded"));
 
-    let out = corral(&["run", HOSTILE, "--action", "sleep", "--input", r#"{"ms":10000}"#, "--timeout", "200ms"]);
+    let out = corral(&[
+        "run",
+        HOSTILE,
+        "--action",
+        "sleep",
+        "--input",
+        r#"{"ms":10000}"#,
+        "--timeout",
+        "200ms",
+    ]);
     assert_eq!(out.status.code(), Some(4));
     assert!(text(&out.stderr).contains("timed_out"));
 }
@@ -69,11 +78,19 @@ fn run_exits_with_the_outcomes_status() {
 fn run_refuses_bad_flags_and_bad_files_clearly() {
     let out = corral(&["run", ECHO, "--action", "echo", "--memory", "lots"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("is not a size"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("is not a size"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let out = corral(&["run", NOT_AN_AGENT, "--action", "echo"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("does not implement the corral:agent@0.1.0 world"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("does not implement the corral:agent@0.1.0 world"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let out = corral(&["run", "/nonexistent.wasm", "--action", "echo"]);
     assert_eq!(out.status.code(), Some(2));
@@ -93,7 +110,13 @@ fn inspect_shows_metadata_imports_and_exports() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["valid_agent"], true);
     let imports = report["imports"].as_array().unwrap();
-    assert!(imports.iter().any(|i| i.as_str().unwrap().starts_with("wasi:http/outgoing-handler")), "{imports:?}");
+    assert!(
+        imports.iter().any(|i| i
+            .as_str()
+            .unwrap()
+            .starts_with("wasi:http/outgoing-handler")),
+        "{imports:?}"
+    );
 }
 
 #[test]
@@ -104,5 +127,10 @@ fn inspect_explains_why_a_component_is_not_an_agent() {
     assert_eq!(report["valid_agent"], false);
     assert!(report["error"].as_str().unwrap().contains("corral:agent"));
     let exports = report["exports"].as_array().unwrap();
-    assert!(exports.iter().any(|e| e.as_str().unwrap().starts_with("wasi:cli/run")), "{exports:?}");
+    assert!(
+        exports
+            .iter()
+            .any(|e| e.as_str().unwrap().starts_with("wasi:cli/run")),
+        "{exports:?}"
+    );
 }

@@ -15,15 +15,27 @@ async fn empty_files_text_core_modules_and_artifacts_are_refused_by_name() {
     let runtime = runtime();
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (Vec::new(), "empty"),
-        (b"hello, world".to_vec(), "not a WebAssembly component (starts with bytes 68 65"),
+        (
+            b"hello, world".to_vec(),
+            "not a WebAssembly component (starts with bytes 68 65",
+        ),
         (b"(component)".to_vec(), "WebAssembly text"),
-        (wat::parse_str("(module)").unwrap(), "core WebAssembly module"),
-        (b"\x7fELF\x02\x01\x01\0rest".to_vec(), "precompiled native artifact"),
+        (
+            wat::parse_str("(module)").unwrap(),
+            "core WebAssembly module",
+        ),
+        (
+            b"\x7fELF\x02\x01\x01\0rest".to_vec(),
+            "precompiled native artifact",
+        ),
     ];
     for (bytes, expected) in cases {
         let err = load_err(&runtime, bytes).await;
         assert!(matches!(err, LoadError::NotAComponent(_)), "{err:?}");
-        assert!(err.to_string().contains(expected), "{err} should mention {expected:?}");
+        assert!(
+            err.to_string().contains(expected),
+            "{err} should mention {expected:?}"
+        );
     }
     assert_eq!(runtime.cache_stats().compiles, 0, "nothing was compiled");
 }
@@ -31,7 +43,10 @@ async fn empty_files_text_core_modules_and_artifacts_are_refused_by_name() {
 #[tokio::test]
 async fn a_real_precompiled_artifact_is_refused() {
     let runtime = runtime();
-    let artifact = runtime.engine().precompile_component(&plugin_bytes(ECHO)).unwrap();
+    let artifact = runtime
+        .engine()
+        .precompile_component(&plugin_bytes(ECHO))
+        .unwrap();
     let err = load_err(&runtime, artifact).await;
     assert!(err.to_string().contains("precompiled"), "{err}");
 }
@@ -50,7 +65,10 @@ async fn a_component_of_another_world_is_refused() {
     let runtime = runtime();
     let err = load_err(&runtime, plugin_bytes(NOT_AN_AGENT)).await;
     assert!(matches!(err, LoadError::WrongWorld(_)), "{err:?}");
-    assert!(err.to_string().contains("corral:agent/handler@0.1.0"), "{err}");
+    assert!(
+        err.to_string().contains("corral:agent/handler@0.1.0"),
+        "{err}"
+    );
 
     let empty = wat::parse_str("(component)").unwrap();
     let err = load_err(&runtime, empty).await;
@@ -60,7 +78,10 @@ async fn a_component_of_another_world_is_refused() {
 #[tokio::test]
 async fn an_import_the_host_does_not_provide_is_named() {
     let runtime = runtime();
-    let bytes = wat::parse_str(r#"(component (import "acme:secret/vault" (instance)))"#).unwrap();
+    let bytes = wat::parse_str(
+        r#"(component (import "acme:secret/vault" (instance (export "open" (func)))))"#,
+    )
+    .unwrap();
     let err = load_err(&runtime, bytes).await;
     assert!(matches!(err, LoadError::UnknownImport(_)), "{err:?}");
     assert!(err.to_string().contains("acme:secret/vault"), "{err}");
@@ -78,7 +99,10 @@ async fn an_invalid_component_is_reported_by_the_validator() {
 #[tokio::test]
 async fn a_component_over_the_structure_limits_is_refused_before_compiling() {
     let mut config = RuntimeConfig::in_memory();
-    config.structure = StructureLimits { max_function_body_bytes: 64, ..StructureLimits::default() };
+    config.structure = StructureLimits {
+        max_function_body_bytes: 64,
+        ..StructureLimits::default()
+    };
     let runtime = Runtime::new(config).unwrap();
     let err = load_err(&runtime, plugin_bytes(ECHO)).await;
     assert!(matches!(err, LoadError::TooComplex(_)), "{err:?}");
@@ -107,10 +131,16 @@ async fn a_compile_over_its_memory_cap_fails_cleanly() {
     };
     let runtime = Runtime::new(config).unwrap();
     let err = load_err(&runtime, plugin_bytes(ECHO)).await;
-    assert!(matches!(err, LoadError::CompileResourcesExhausted { .. }), "{err:?}");
+    assert!(
+        matches!(err, LoadError::CompileResourcesExhausted { .. }),
+        "{err:?}"
+    );
     // The host is unharmed: the same runtime loads it with a sane cap elsewhere.
     let healthy = corral_tests::harness::runtime();
-    healthy.load(plugin_bytes(ECHO)).await.expect("loads with the default cap");
+    healthy
+        .load(plugin_bytes(ECHO))
+        .await
+        .expect("loads with the default cap");
 }
 
 #[tokio::test]
@@ -119,10 +149,27 @@ async fn describe_metadata_is_read_at_load() {
     let agent = runtime.load(plugin_bytes(ECHO)).await.unwrap();
     assert_eq!(agent.metadata.name, "echo");
     assert!(semver_like(&agent.metadata.version));
-    let names: Vec<_> = agent.metadata.actions.iter().map(|a| a.name.as_str()).collect();
+    let names: Vec<_> = agent
+        .metadata
+        .actions
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect();
     assert_eq!(names, ["echo", "transform"]);
-    assert!(agent.interface.exports.iter().any(|e| e == "corral:agent/handler@0.1.0"));
-    assert!(agent.interface.imports.iter().any(|i| i == "corral:agent/logging@0.1.0"));
+    assert!(
+        agent
+            .interface
+            .exports
+            .iter()
+            .any(|e| e == "corral:agent/handler@0.1.0")
+    );
+    assert!(
+        agent
+            .interface
+            .imports
+            .iter()
+            .any(|i| i == "corral:agent/logging@0.1.0")
+    );
     assert_eq!(agent.hash, Runtime::content_hash(&plugin_bytes(ECHO)));
 }
 

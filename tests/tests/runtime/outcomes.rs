@@ -12,19 +12,33 @@ use serde_json::{Value, json};
 const PAGE: u64 = 64 << 10;
 
 fn output(execution: &corral_host::runtime::Execution) -> Value {
-    let text = execution.output.as_deref().unwrap_or_else(|| panic!("no output: {execution:#?}"));
+    let text = execution
+        .output
+        .as_deref()
+        .unwrap_or_else(|| panic!("no output: {execution:#?}"));
     serde_json::from_str(text).expect("output is JSON")
 }
 
 /// After any misbehaviour, a good invocation on the same runtime still succeeds.
 async fn assert_host_still_serves(runtime: &Runtime) {
     let echo = load(runtime, ECHO).await;
-    let execution = invoke(runtime, &echo, "echo", r#"{"still":"here"}"#, Limits::default()).await;
+    let execution = invoke(
+        runtime,
+        &echo,
+        "echo",
+        r#"{"still":"here"}"#,
+        Limits::default(),
+    )
+    .await;
     assert_eq!(execution.outcome, Outcome::Succeeded, "{execution:#?}");
     assert_eq!(output(&execution), json!({"still": "here"}));
 }
 
-async fn hostile(action: &str, input: &str, limits: Limits) -> (Runtime, corral_host::runtime::Execution) {
+async fn hostile(
+    action: &str,
+    input: &str,
+    limits: Limits,
+) -> (Runtime, corral_host::runtime::Execution) {
     let runtime = runtime();
     let agent: std::sync::Arc<LoadedAgent> = load(&runtime, HOSTILE).await;
     let execution = invoke(&runtime, &agent, action, input, limits).await;
@@ -41,7 +55,10 @@ async fn echo_returns_its_input_and_reports_exact_usage() {
 
     assert_eq!(execution.outcome, Outcome::Succeeded, "{execution:#?}");
     assert_eq!(execution.error, None);
-    assert_eq!(output(&execution), serde_json::from_str::<Value>(input).unwrap());
+    assert_eq!(
+        output(&execution),
+        serde_json::from_str::<Value>(input).unwrap()
+    );
     let expected_log = format!("echo: {} bytes", input.len());
     assert_eq!(execution.logs.len(), 1);
     assert_eq!(execution.logs[0].message, expected_log);
@@ -50,10 +67,21 @@ async fn echo_returns_its_input_and_reports_exact_usage() {
 
     let usage = execution.usage;
     assert_eq!(usage.log_bytes, expected_log.len() as u64);
-    assert_eq!(usage.output_bytes, execution.output.as_ref().unwrap().len() as u64);
-    assert!(usage.fuel > 0 && usage.fuel < limits.fuel, "fuel {}", usage.fuel);
+    assert_eq!(
+        usage.output_bytes,
+        execution.output.as_ref().unwrap().len() as u64
+    );
+    assert!(
+        usage.fuel > 0 && usage.fuel < limits.fuel,
+        "fuel {}",
+        usage.fuel
+    );
     assert!(usage.peak_memory_bytes >= PAGE && usage.peak_memory_bytes <= limits.memory_bytes);
-    assert_eq!(usage.peak_memory_bytes % PAGE, 0, "memory grows in whole pages");
+    assert_eq!(
+        usage.peak_memory_bytes % PAGE,
+        0,
+        "memory grows in whole pages"
+    );
 
     // Fuel metering is deterministic: the same call costs exactly the same again.
     let again = invoke(&runtime, &echo, "echo", input, limits).await;
@@ -72,19 +100,39 @@ async fn transform_picks_renames_and_uppercases() {
         "rename": {"name": "who"},
         "uppercase": true
     });
-    let execution = invoke(&runtime, &echo, "transform", &input.to_string(), Limits::default()).await;
+    let execution = invoke(
+        &runtime,
+        &echo,
+        "transform",
+        &input.to_string(),
+        Limits::default(),
+    )
+    .await;
     assert_eq!(execution.outcome, Outcome::Succeeded, "{execution:#?}");
-    assert_eq!(output(&execution), json!({"who": "ADA", "tags": ["X", {"deep": "Y"}]}));
+    assert_eq!(
+        output(&execution),
+        json!({"who": "ADA", "tags": ["X", {"deep": "Y"}]})
+    );
 }
 
 #[tokio::test]
 async fn input_the_agent_cannot_use_is_invalid_input() {
     let runtime = runtime();
     let echo = load(&runtime, ECHO).await;
-    let execution = invoke(&runtime, &echo, "transform", r#"{"data": 5}"#, Limits::default()).await;
+    let execution = invoke(
+        &runtime,
+        &echo,
+        "transform",
+        r#"{"data": 5}"#,
+        Limits::default(),
+    )
+    .await;
     assert_eq!(execution.outcome, Outcome::InvalidInput, "{execution:#?}");
     assert_eq!(execution.error.as_ref().unwrap().code, "invalid_input");
-    assert!(execution.usage.fuel > 0, "the guest ran and refused the input");
+    assert!(
+        execution.usage.fuel > 0,
+        "the guest ran and refused the input"
+    );
 }
 
 #[tokio::test]
@@ -94,7 +142,14 @@ async fn input_that_is_not_json_is_refused_before_the_guest_runs() {
     let execution = invoke(&runtime, &echo, "echo", "{not json", Limits::default()).await;
     assert_eq!(execution.outcome, Outcome::InvalidInput);
     assert_eq!(execution.error.as_ref().unwrap().code, "invalid_input");
-    assert!(execution.error.as_ref().unwrap().message.contains("not valid JSON"));
+    assert!(
+        execution
+            .error
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("not valid JSON")
+    );
     assert_eq!(execution.usage.fuel, 0);
     assert_eq!(execution.usage.peak_memory_bytes, 0);
 }
@@ -114,10 +169,23 @@ async fn text_stats_counts_words_lines_and_sentences() {
     let agent = load(&runtime, TEXT_STATS).await;
     assert_eq!(agent.metadata.name, "text-stats");
     assert!(agent.metadata.has_action("stats") && agent.metadata.has_action("top_words"));
-    assert!(agent.metadata.actions.iter().all(|a| a.input_schema.is_some()));
+    assert!(
+        agent
+            .metadata
+            .actions
+            .iter()
+            .all(|a| a.input_schema.is_some())
+    );
 
     let text = "The cat sat. The cat ran!\nDogs bark?";
-    let execution = invoke(&runtime, &agent, "stats", &json!({ "text": text }).to_string(), Limits::default()).await;
+    let execution = invoke(
+        &runtime,
+        &agent,
+        "stats",
+        &json!({ "text": text }).to_string(),
+        Limits::default(),
+    )
+    .await;
     assert_eq!(execution.outcome, Outcome::Succeeded, "{execution:#?}");
     let stats = output(&execution);
     assert_eq!(stats["words"], 8);
@@ -139,13 +207,23 @@ async fn text_stats_counts_words_lines_and_sentences() {
         json!({"words": [{"word": "cat", "count": 2}, {"word": "the", "count": 2}]})
     );
 
-    let execution = invoke(&runtime, &agent, "classify", r#"{"text":"This is not good. Terrible."}"#, Limits::default()).await;
+    let execution = invoke(
+        &runtime,
+        &agent,
+        "classify",
+        r#"{"text":"This is not good. Terrible."}"#,
+        Limits::default(),
+    )
+    .await;
     assert_eq!(output(&execution)["label"], "negative");
 }
 
 #[tokio::test]
 async fn an_infinite_loop_runs_out_of_fuel_at_exactly_its_limit() {
-    let limits = Limits { fuel: 5_000_000, ..tight_limits() };
+    let limits = Limits {
+        fuel: 5_000_000,
+        ..tight_limits()
+    };
     let (runtime, execution) = hostile("spin", "{}", limits).await;
     assert_eq!(execution.outcome, Outcome::FuelExhausted, "{execution:#?}");
     assert_eq!(execution.error.as_ref().unwrap().code, "fuel_exhausted");
@@ -178,7 +256,10 @@ async fn a_guest_blocked_in_a_host_call_times_out() {
     let (runtime, execution) = hostile("sleep", r#"{"ms": 60000}"#, limits).await;
     assert_eq!(execution.outcome, Outcome::TimedOut, "{execution:#?}");
     assert!(execution.usage.wall_time >= limits.timeout);
-    assert!(execution.usage.fuel < 10_000_000, "it was sleeping, not computing");
+    assert!(
+        execution.usage.fuel < 10_000_000,
+        "it was sleeping, not computing"
+    );
     assert_host_still_serves(&runtime).await;
 }
 
@@ -191,13 +272,26 @@ async fn a_short_sleep_within_the_timeout_succeeds() {
 
 #[tokio::test]
 async fn a_memory_hog_is_stopped_at_its_memory_limit() {
-    let limits = Limits { memory_bytes: 8 << 20, ..tight_limits() };
+    let limits = Limits {
+        memory_bytes: 8 << 20,
+        ..tight_limits()
+    };
     let (runtime, execution) = hostile("hog_memory", r#"{"chunk_bytes": 262144}"#, limits).await;
-    assert_eq!(execution.outcome, Outcome::MemoryLimitExceeded, "{execution:#?}");
-    assert_eq!(execution.error.as_ref().unwrap().code, "memory_limit_exceeded");
+    assert_eq!(
+        execution.outcome,
+        Outcome::MemoryLimitExceeded,
+        "{execution:#?}"
+    );
+    assert_eq!(
+        execution.error.as_ref().unwrap().code,
+        "memory_limit_exceeded"
+    );
     let peak = execution.usage.peak_memory_bytes;
     assert!(peak <= limits.memory_bytes, "peak {peak} within the limit");
-    assert!(peak > limits.memory_bytes - (1 << 20), "peak {peak} close to the limit");
+    assert!(
+        peak > limits.memory_bytes - (1 << 20),
+        "peak {peak} close to the limit"
+    );
     assert_host_still_serves(&runtime).await;
 }
 
@@ -220,7 +314,10 @@ async fn a_panic_traps_as_unreachable_and_its_message_is_logged() {
         .filter(|l| l.source == LogSource::Stderr)
         .map(|l| l.message.as_str())
         .collect();
-    assert!(stderr.contains("hostile agent panicked on purpose"), "stderr: {stderr:?}");
+    assert!(
+        stderr.contains("hostile agent panicked on purpose"),
+        "stderr: {stderr:?}"
+    );
     assert_host_still_serves(&runtime).await;
 }
 
@@ -244,17 +341,29 @@ async fn an_agent_error_is_passed_through() {
 
 #[tokio::test]
 async fn huge_output_is_refused_and_its_size_recorded() {
-    let limits = Limits { output_bytes: 1 << 20, memory_bytes: 32 << 20, ..tight_limits() };
+    let limits = Limits {
+        output_bytes: 1 << 20,
+        memory_bytes: 32 << 20,
+        fuel: 1_000_000_000,
+        ..tight_limits()
+    };
     let (runtime, execution) = hostile("huge_output", r#"{"bytes": 2097152}"#, limits).await;
     assert_eq!(execution.outcome, Outcome::OutputTooLarge, "{execution:#?}");
     assert_eq!(execution.output, None);
-    assert_eq!(execution.usage.output_bytes, 2_097_152 + 2, "a JSON string: quotes included");
+    assert_eq!(
+        execution.usage.output_bytes,
+        2_097_152 + 2,
+        "a JSON string: quotes included"
+    );
     assert_host_still_serves(&runtime).await;
 }
 
 #[tokio::test]
 async fn output_exactly_at_the_limit_is_kept() {
-    let limits = Limits { output_bytes: 1002, ..tight_limits() };
+    let limits = Limits {
+        output_bytes: 1002,
+        ..tight_limits()
+    };
     let (_, execution) = hostile("huge_output", r#"{"bytes": 1000}"#, limits).await;
     assert_eq!(execution.outcome, Outcome::Succeeded, "{execution:#?}");
     assert_eq!(execution.usage.output_bytes, 1002);
@@ -262,9 +371,16 @@ async fn output_exactly_at_the_limit_is_kept() {
 
 #[tokio::test]
 async fn a_log_flood_is_stopped_at_exactly_the_log_limit() {
-    let limits = Limits { log_bytes: 10_000, ..tight_limits() };
+    let limits = Limits {
+        log_bytes: 10_000,
+        ..tight_limits()
+    };
     let (runtime, execution) = hostile("flood_logs", "{}", limits).await;
-    assert_eq!(execution.outcome, Outcome::LogLimitExceeded, "{execution:#?}");
+    assert_eq!(
+        execution.outcome,
+        Outcome::LogLimitExceeded,
+        "{execution:#?}"
+    );
     assert_eq!(execution.usage.log_bytes, 10_000);
     let kept: usize = execution.logs.iter().map(|l| l.message.len()).sum();
     assert_eq!(kept, 10_000);
@@ -273,9 +389,16 @@ async fn a_log_flood_is_stopped_at_exactly_the_log_limit() {
 
 #[tokio::test]
 async fn a_stdout_flood_counts_against_the_same_log_limit() {
-    let limits = Limits { log_bytes: 4096, ..tight_limits() };
+    let limits = Limits {
+        log_bytes: 4096,
+        ..tight_limits()
+    };
     let (runtime, execution) = hostile("print_flood", "{}", limits).await;
-    assert_eq!(execution.outcome, Outcome::LogLimitExceeded, "{execution:#?}");
+    assert_eq!(
+        execution.outcome,
+        Outcome::LogLimitExceeded,
+        "{execution:#?}"
+    );
     assert_eq!(execution.usage.log_bytes, 4096);
     assert!(execution.logs.iter().all(|l| l.source == LogSource::Stdout));
     assert_host_still_serves(&runtime).await;
@@ -283,9 +406,18 @@ async fn a_stdout_flood_counts_against_the_same_log_limit() {
 
 #[tokio::test]
 async fn stdout_and_stderr_are_captured_into_the_logs() {
-    let (_, execution) = hostile("print", r#"{"stdout": "to out\n", "stderr": "to err\n"}"#, tight_limits()).await;
+    let (_, execution) = hostile(
+        "print",
+        r#"{"stdout": "to out\n", "stderr": "to err\n"}"#,
+        tight_limits(),
+    )
+    .await;
     assert_eq!(execution.outcome, Outcome::Succeeded, "{execution:#?}");
-    let out: Vec<_> = execution.logs.iter().map(|l| (l.source, l.message.as_str())).collect();
+    let out: Vec<_> = execution
+        .logs
+        .iter()
+        .map(|l| (l.source, l.message.as_str()))
+        .collect();
     assert!(out.contains(&(LogSource::Stdout, "to out\n")), "{out:?}");
     assert!(out.contains(&(LogSource::Stderr, "to err\n")), "{out:?}");
     assert_eq!(execution.usage.log_bytes, 14);
@@ -296,7 +428,10 @@ async fn probe(action: &str, input: Value) -> Value {
     let (runtime, execution) = hostile(action, &input.to_string(), tight_limits()).await;
     assert_eq!(execution.outcome, Outcome::Succeeded, "{execution:#?}");
     let result = output(&execution);
-    assert_eq!(result["succeeded"], false, "{action} must be denied: {result}");
+    assert_eq!(
+        result["succeeded"], false,
+        "{action} must be denied: {result}"
+    );
     assert_host_still_serves(&runtime).await;
     result
 }
@@ -304,7 +439,10 @@ async fn probe(action: &str, input: Value) -> Value {
 #[tokio::test]
 async fn reading_a_host_file_is_denied() {
     let result = probe("read_file", json!({"path": "/etc/passwd"})).await;
-    assert!(!result["detail"].as_str().unwrap().contains("root:"), "{result}");
+    assert!(
+        !result["detail"].as_str().unwrap().contains("root:"),
+        "{result}"
+    );
 }
 
 #[tokio::test]
@@ -320,7 +458,12 @@ async fn opening_a_socket_is_denied() {
     let addr = listener.local_addr().unwrap();
     let result = probe("open_socket", json!({ "addr": addr.to_string() })).await;
     let detail = result["detail"].as_str().unwrap().to_lowercase();
-    assert!(detail.contains("denied") || detail.contains("not-permitted") || detail.contains("permitted"), "{detail}");
+    assert!(
+        detail.contains("denied")
+            || detail.contains("not-permitted")
+            || detail.contains("permitted"),
+        "{detail}"
+    );
     listener.set_nonblocking(true).unwrap();
     assert!(listener.accept().is_err(), "nothing may have connected");
 }
@@ -340,11 +483,35 @@ async fn an_outbound_http_request_is_denied() {
 async fn a_burn_of_known_size_is_deterministic() {
     let runtime = runtime();
     let agent = load(&runtime, HOSTILE).await;
-    let a = invoke(&runtime, &agent, "burn", r#"{"iterations": 100000}"#, Limits::default()).await;
-    let b = invoke(&runtime, &agent, "burn", r#"{"iterations": 100000}"#, Limits::default()).await;
-    let c = invoke(&runtime, &agent, "burn", r#"{"iterations": 200000}"#, Limits::default()).await;
+    let a = invoke(
+        &runtime,
+        &agent,
+        "burn",
+        r#"{"iterations": 100000}"#,
+        Limits::default(),
+    )
+    .await;
+    let b = invoke(
+        &runtime,
+        &agent,
+        "burn",
+        r#"{"iterations": 100000}"#,
+        Limits::default(),
+    )
+    .await;
+    let c = invoke(
+        &runtime,
+        &agent,
+        "burn",
+        r#"{"iterations": 200000}"#,
+        Limits::default(),
+    )
+    .await;
     assert_eq!(a.outcome, Outcome::Succeeded, "{a:#?}");
     assert_eq!(output(&a), output(&b));
     assert_eq!(a.usage.fuel, b.usage.fuel);
-    assert!(c.usage.fuel > a.usage.fuel, "twice the work costs more fuel");
+    assert!(
+        c.usage.fuel > a.usage.fuel,
+        "twice the work costs more fuel"
+    );
 }
