@@ -340,6 +340,28 @@ fn get(scheme: &str, authority: &str, path: &str) -> Result<String, String> {
     }
 }
 
+/// Creates host resources (clock pollables) forever without dropping them: the host's
+/// resource table must stop it.
+fn hoard_handles(_: Value) -> Result<Value, Error> {
+    let mut kept = Vec::new();
+    loop {
+        kept.push(wasi::clocks::monotonic_clock::subscribe_duration(
+            1_000_000_000,
+        ));
+    }
+}
+
+#[derive(Deserialize)]
+struct RandomBytes {
+    bytes: u64,
+}
+
+/// Asks the host for `bytes` random bytes in one call.
+fn random_bytes(input: RandomBytes) -> Result<Value, Error> {
+    let bytes = wasi::random::random::get_random_bytes(input.bytes);
+    Ok(json!({ "received": bytes.len() }))
+}
+
 corral_sdk::agent! {
     description: "Misbehaves on purpose, to test the host's limits and denials",
     actions: {
@@ -359,5 +381,7 @@ corral_sdk::agent! {
         read_env: "Try to read an environment variable",
         open_socket: "Try to open a TCP connection",
         http_request: "Try to send an HTTP GET request",
+        hoard_handles: "Create host resources forever without dropping them",
+        random_bytes: "Ask the host for the given number of random bytes at once",
     }
 }

@@ -515,3 +515,23 @@ async fn a_burn_of_known_size_is_deterministic() {
         "twice the work costs more fuel"
     );
 }
+
+#[tokio::test]
+async fn hoarding_host_resources_is_stopped_by_the_resource_table_bound() {
+    let (runtime, execution) = hostile("hoard_handles", "{}", tight_limits()).await;
+    assert_eq!(execution.outcome, Outcome::Trapped, "{execution:#?}");
+    assert_eq!(execution.error.as_ref().unwrap().code, "host_call_failed");
+    assert_host_still_serves(&runtime).await;
+}
+
+#[tokio::test]
+async fn random_bytes_are_bounded_per_call() {
+    let (_, small) = hostile("random_bytes", r#"{"bytes": 1024}"#, tight_limits()).await;
+    assert_eq!(small.outcome, Outcome::Succeeded, "{small:#?}");
+    assert_eq!(output(&small), json!({"received": 1024}));
+
+    let (runtime, huge) = hostile("random_bytes", r#"{"bytes": 104857600}"#, tight_limits()).await;
+    assert_eq!(huge.outcome, Outcome::Trapped, "{huge:#?}");
+    assert_eq!(huge.error.as_ref().unwrap().code, "host_call_failed");
+    assert_host_still_serves(&runtime).await;
+}
