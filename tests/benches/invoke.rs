@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use corral_host::limits::Limits;
 use corral_host::runtime::bindings::{Agent, AgentPre, Context, Invocation, Level};
-use corral_host::runtime::engine::{EngineRole, build_engine};
+use corral_host::runtime::engine::{EngineRole, EpochTicker, build_engine};
 use corral_host::runtime::{EngineSettings, Interruption, InvokeRequest, Runtime, RuntimeConfig};
 use corral_tests::plugins::{ECHO, HOSTILE};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -76,6 +76,10 @@ fn invoke(c: &mut Criterion) {
     let mut group = c.benchmark_group("invoke");
 
     let engine = build_engine(&EngineSettings::default(), EngineRole::Host).unwrap();
+    let _ticker = match EngineSettings::default().interruption {
+        Interruption::Epoch { tick } => Some(EpochTicker::start(&engine, tick)),
+        Interruption::FuelYield { .. } => None,
+    };
     let pre = raw_pre(&engine, ECHO);
     group.bench_function("raw_wasmtime", |b| {
         b.to_async(&rt).iter(|| async {
@@ -87,7 +91,16 @@ fn invoke(c: &mut Criterion) {
                 },
             );
             store.set_fuel(Limits::DEFAULT_FUEL).unwrap();
-            store.fuel_async_yield_interval(Some(1_000_000)).unwrap();
+            // The same interruption setup the runtime uses, so only Corral's own work differs.
+            match EngineSettings::default().interruption {
+                Interruption::FuelYield { interval } => {
+                    store.fuel_async_yield_interval(Some(interval)).unwrap()
+                }
+                Interruption::Epoch { .. } => {
+                    store.set_epoch_deadline(1);
+                    store.epoch_deadline_async_yield_and_update(1);
+                }
+            }
             let agent = pre.instantiate_async(&mut store).await.unwrap();
             let out = agent
                 .corral_agent_handler()
@@ -129,6 +142,12 @@ fn interruption(c: &mut Criterion) {
             "fuel_yield_1M",
             Interruption::FuelYield {
                 interval: 1_000_000,
+            },
+        ),
+        (
+            "fuel_yield_10M",
+            Interruption::FuelYield {
+                interval: 10_000_000,
             },
         ),
         (
