@@ -1,9 +1,16 @@
 //! Corral's host: a WebAssembly component runtime for sandboxed agents.
 //!
 //! - [`runtime`]: load agent components and run invocations under hard [`limits`].
+//! - [`server`]: `corral serve`, the control plane: [`api`] over [`db`].
 //! - [`cli`]: the `corral` command line.
 
+pub mod api;
 pub mod cli;
+pub mod config;
+pub mod costs;
+pub mod db;
 pub mod limits;
+pub mod policy;
 pub mod runtime;
+pub mod server;
 pub mod telemetry;

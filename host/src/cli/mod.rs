@@ -22,6 +22,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the control API: upload, version, invoke and inspect agents over HTTP.
+    ///
+    /// With no DATABASE_URL it keeps everything in an SQLite file in the data
+    /// directory, so it works with no setup. On the first start it creates the
+    /// operator tenant and prints an admin API key once (or uses CORRAL_BOOTSTRAP_KEY).
+    Serve(Box<crate::config::ServeConfig>),
     /// Run one action of an agent component and print its output and usage.
     ///
     /// Exit status: 0 succeeded; 1 agent_error or invalid_input; 2 bad usage or a
@@ -86,6 +92,47 @@ impl RuntimeArgs {
     }
 }
 
+async fn serve(config: crate::config::ServeConfig) -> ExitCode {
+    let app = match crate::server::Application::build(config.clone()).await {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(secret) = app.bootstrap_secret() {
+        eprintln!(
+            "\n  First start: created the operator tenant and its admin API key.\n  It is shown only now; store it safely:\n\n    {secret}\n"
+        );
+    }
+    let backend = app.db().backend();
+    tracing::info!(listen = %config.listen, port = app.port(), backend, "serving");
+    eprintln!(
+        "corral serving on http://{}:{} ({backend})",
+        config.listen.ip(),
+        app.port()
+    );
+    match app.run_until_stopped(shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("shutting down: finishing in-flight requests");
+}
+
 fn default_cache_dir() -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
@@ -115,6 +162,7 @@ pub fn main() -> ExitCode {
     };
     tokio.block_on(async move {
         match cli.command {
+            Command::Serve(config) => serve(*config).await,
             Command::Run(args) => run::run(args).await,
             Command::Inspect(args) => inspect::inspect(args).await,
             Command::CompileWorker(_) => unreachable!("handled above"),

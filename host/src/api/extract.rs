@@ -1,0 +1,232 @@
+//! Extractors whose rejections use our error body: [`ApiJson`], [`ApiQuery`], and the
+//! authenticated [`Principal`] with the request's [`RequestMeta`].
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::db::audit::AuditEvent;
+use crate::db::keys::{self, ApiKey, Role};
+use crate::db::{self, audit, tenants};
+
+/// JSON body; malformed JSON is `400 invalid_json`, a wrong content type `415`.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(match rejection {
+                axum::extract::rejection::JsonRejection::MissingJsonContentType(_) => {
+                    ApiError::new(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "unsupported_media_type",
+                        "send JSON with `Content-Type: application/json`",
+                    )
+                }
+                axum::extract::rejection::JsonRejection::BytesRejection(_) => ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "the request body is too large",
+                ),
+                other => ApiError::bad_request("invalid_json", other.body_text()),
+            }),
+        }
+    }
+}
+
+/// Query string; bad parameters are `400 invalid_query`.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+    }
+}
+
+/// Who sent a request, from where: the context of every audit event.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMeta {
+    /// `x-request-id` (set by the server if the client sent none).
+    pub request_id: Option<String>,
+    /// The peer address.
+    pub client_addr: Option<String>,
+    /// The `User-Agent` header.
+    pub user_agent: Option<String>,
+}
+
+impl RequestMeta {
+    fn from_parts(parts: &Parts) -> Self {
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        RequestMeta {
+            request_id: header("x-request-id"),
+            client_addr: parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| addr.ip().to_string()),
+            user_agent: header("user-agent"),
+        }
+    }
+}
+
+/// The authenticated caller: an API key of one tenant, with its role.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The key.
+    pub key: ApiKey,
+    /// Whether the key's tenant is the operator tenant.
+    pub is_operator: bool,
+    /// The request's context.
+    pub meta: RequestMeta,
+}
+
+impl Principal {
+    /// The caller's tenant.
+    pub fn tenant_id(&self) -> &str {
+        &self.key.tenant_id
+    }
+
+    /// An audit event by this caller, to be completed by the handler.
+    pub fn event(
+        &self,
+        action: &str,
+        resource_type: &str,
+        resource_id: Option<&str>,
+    ) -> AuditEvent {
+        AuditEvent {
+            id: db::new_id(),
+            tenant_id: self.key.tenant_id.clone(),
+            occurred_at: db::now(),
+            actor_key_id: Some(self.key.id.clone()),
+            action: action.into(),
+            resource_type: resource_type.into(),
+            resource_id: resource_id.map(Into::into),
+            before: None,
+            after: None,
+            result: "ok".into(),
+            request_id: self.meta.request_id.clone(),
+            client_addr: self.meta.client_addr.clone(),
+            user_agent: self.meta.user_agent.clone(),
+        }
+    }
+
+    /// Allows the request if the key has at least `role`; otherwise records the denial
+    /// and refuses with `403 forbidden`.
+    pub async fn require(
+        &self,
+        state: &AppState,
+        role: Role,
+        action: &str,
+        resource_type: &str,
+        resource_id: Option<&str>,
+    ) -> Result<(), ApiError> {
+        if self.key.role() >= role {
+            return Ok(());
+        }
+        self.deny(state, action, resource_type, resource_id).await;
+        Err(ApiError::forbidden(format!(
+            "{action} needs the {} role; this key is a {}",
+            role.as_str(),
+            self.key.role
+        )))
+    }
+
+    /// Records a denied attempt.
+    pub async fn deny(
+        &self,
+        state: &AppState,
+        action: &str,
+        resource_type: &str,
+        resource_id: Option<&str>,
+    ) {
+        let mut event = self.event(action, resource_type, resource_id);
+        event.result = "denied".into();
+        if let Err(e) = audit::append_alone(&state.db, &event).await {
+            tracing::error!(error = %e, "could not record a denial");
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let meta = RequestMeta::from_parts(parts);
+        let secret = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let key = match secret {
+            Some(secret) if !secret.is_empty() => keys::authenticate(&state.db, secret).await?,
+            _ => None,
+        };
+        let Some(key) = key else {
+            record_unauthenticated(state, &meta, parts.uri.path(), secret.map(keys::prefix_of))
+                .await;
+            return Err(ApiError::unauthenticated());
+        };
+        if let Err(e) = keys::touch(&state.db, &key).await {
+            tracing::warn!(error = %e, "could not record key use");
+        }
+        let is_operator = tenants::get(&state.db, &key.tenant_id).await?.is_operator;
+        Ok(Principal {
+            key,
+            is_operator,
+            meta,
+        })
+    }
+}
+
+/// Failed authentication belongs to no tenant we can name, so it is recorded in the
+/// operator tenant's trail.
+async fn record_unauthenticated(
+    state: &AppState,
+    meta: &RequestMeta,
+    path: &str,
+    prefix: Option<String>,
+) {
+    let Ok(Some(operator)) = tenants::operator(&state.db).await else {
+        return;
+    };
+    let event = AuditEvent {
+        id: db::new_id(),
+        tenant_id: operator.id,
+        occurred_at: db::now(),
+        actor_key_id: None,
+        action: "auth.authenticate".into(),
+        resource_type: "api_key".into(),
+        resource_id: prefix,
+        before: None,
+        after: Some(sqlx::types::Json(serde_json::json!({ "path": path }))),
+        result: "denied".into(),
+        request_id: meta.request_id.clone(),
+        client_addr: meta.client_addr.clone(),
+        user_agent: meta.user_agent.clone(),
+    };
+    if let Err(e) = audit::append_alone(&state.db, &event).await {
+        tracing::error!(error = %e, "could not record a failed authentication");
+    }
+}

@@ -1,0 +1,153 @@
+//! The HTTP control API under `/v1`: JSON in and out, API-key authentication, roles,
+//! tenant scoping, and an audit event for every change and every denial.
+//!
+//! Layers, outermost first: request id → tracing → panic catcher → timeout → routes.
+//! Each route module has a `router()`; [`router`] nests them.
+
+pub mod error;
+pub mod extract;
+mod routes;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderName, StatusCode};
+use serde::{Deserialize, Serialize};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::costs::PriceModel;
+use crate::db::Db;
+use crate::db::writer::ExecutionWriter;
+use crate::limits::Limits;
+use crate::runtime::{LoadedAgent, Runtime};
+
+pub use self::error::ApiError;
+
+/// What the API needs from the server's configuration.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// The host's limits: every invocation's defaults and ceiling.
+    pub limits: Limits,
+    /// Prices.
+    pub prices: PriceModel,
+    /// Largest accepted component upload.
+    pub max_upload_bytes: usize,
+    /// Largest accepted JSON body (and so invocation input).
+    pub max_body_bytes: usize,
+    /// How long a request may take before `408`.
+    pub request_timeout: Duration,
+}
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub db: Db,
+    /// The sandbox.
+    pub runtime: Arc<Runtime>,
+    /// The group-commit writer for execution records.
+    pub writer: ExecutionWriter,
+    /// Settings.
+    pub settings: Arc<ApiSettings>,
+    /// Loaded agents by version id, so invocations skip the database's component bytes.
+    pub loaded: Arc<Mutex<HashMap<String, Arc<LoadedAgent>>>>,
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let timeout = state.settings.request_timeout;
+    let body_limit = state
+        .settings
+        .max_body_bytes
+        .max(state.settings.max_upload_bytes);
+    Router::new()
+        .merge(routes::health::router())
+        .merge(routes::openapi::router())
+        .nest(
+            "/v1",
+            Router::new()
+                .merge(routes::agents::router())
+                .merge(routes::versions::router())
+                .merge(routes::invoke::router())
+                .merge(routes::executions::router())
+                .merge(routes::audit::router())
+                .merge(routes::costs::router())
+                .merge(routes::tenants::router())
+                .merge(routes::keys::router()),
+        )
+        .fallback(|| async { ApiError::not_found("this route") })
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(TraceLayer::new_for_http())
+                .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(CatchPanicLayer::custom(|_| {
+                    ApiError::internal("a handler panicked").into_response_parts()
+                }))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    timeout,
+                )),
+        )
+        .with_state(state)
+}
+
+impl ApiError {
+    fn into_response_parts(self) -> axum::response::Response {
+        axum::response::IntoResponse::into_response(self)
+    }
+}
+
+/// `?limit=&cursor=` for every list.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Page {
+    /// Items per page, 1 to 200 (default 50).
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl Page {
+    /// The limit, checked.
+    pub fn limit(&self) -> Result<i64, ApiError> {
+        match self.limit {
+            None => Ok(50),
+            Some(n) if (1..=200).contains(&n) => Ok(n),
+            Some(n) => Err(ApiError::bad_request(
+                "invalid_query",
+                format!("limit must be between 1 and 200, not {n}"),
+            )),
+        }
+    }
+}
+
+/// A page of results. `next_cursor` is absent on the last page.
+#[derive(Debug, Clone, Serialize)]
+pub struct Paged<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Paged<T> {
+    /// Builds a page from `limit + 1` fetched rows: the extra row only says more exist.
+    pub fn from_rows(mut rows: Vec<T>, limit: i64, id: impl Fn(&T) -> String) -> Paged<T> {
+        let more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        let next_cursor = if more { rows.last().map(&id) } else { None };
+        Paged {
+            items: rows,
+            next_cursor,
+        }
+    }
+}

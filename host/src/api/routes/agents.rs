@@ -1,0 +1,287 @@
+//! Agents: create, list, get, update policy, pause, resume, delete.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use sqlx::types::Json as DbJson;
+
+use crate::api::extract::{ApiJson, ApiQuery, Principal};
+use crate::api::{ApiError, AppState, Page, Paged};
+use crate::db::agents::{self, Agent};
+use crate::db::keys::Role;
+use crate::db::{self, DbError, audit};
+use crate::policy::AgentPolicy;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/agents", post(create).get(list))
+        .route("/agents/{name}", get(show).delete(remove))
+        .route("/agents/{name}/policy", put(update_policy))
+        .route("/agents/{name}/pause", post(pause))
+        .route("/agents/{name}/resume", post(resume))
+}
+
+/// An agent as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct AgentView {
+    id: String,
+    name: String,
+    description: String,
+    status: String,
+    policy: AgentPolicy,
+    active_version_id: Option<String>,
+    created_at: chrono::DateTime<chrono::Utc>,
+    updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<&Agent> for AgentView {
+    fn from(a: &Agent) -> Self {
+        AgentView {
+            id: a.id.clone(),
+            name: a.name.clone(),
+            description: a.description.clone(),
+            status: a.status.clone(),
+            policy: a.policy.0.clone(),
+            active_version_id: a.active_version_id.clone(),
+            created_at: a.created_at,
+            updated_at: a.updated_at,
+        }
+    }
+}
+
+fn snapshot(agent: &Agent) -> Option<DbJson<serde_json::Value>> {
+    Some(DbJson(
+        serde_json::to_value(AgentView::from(agent)).expect("agent serializes"),
+    ))
+}
+
+/// Finds a live agent of the caller's tenant, or 404 (also for other tenants' agents).
+pub async fn find(state: &AppState, principal: &Principal, name: &str) -> Result<Agent, ApiError> {
+    agents::by_name(&state.db, principal.tenant_id(), name)
+        .await
+        .map_err(|e| match e {
+            DbError::NotFound => ApiError::not_found(format!("agent {name:?}")),
+            e => e.into(),
+        })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateAgent {
+    name: String,
+    #[serde(default)]
+    description: String,
+    policy: Option<AgentPolicy>,
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name.starts_with(|c: char| c.is_ascii_lowercase());
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_name",
+            "an agent name is 1 to 64 characters: lowercase letters, digits, '-' and '_', starting with a letter",
+        ))
+    }
+}
+
+async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<CreateAgent>,
+) -> Result<(StatusCode, Json<AgentView>), ApiError> {
+    principal
+        .require(
+            &state,
+            Role::Developer,
+            "agent.create",
+            "agent",
+            Some(&body.name),
+        )
+        .await?;
+    if body.policy.is_some() {
+        principal
+            .require(
+                &state,
+                Role::Admin,
+                "agent.create",
+                "agent",
+                Some(&body.name),
+            )
+            .await?;
+    }
+    check_name(&body.name)?;
+    let policy = body.policy.unwrap_or_default();
+    policy
+        .limits
+        .validate(&state.settings.limits)
+        .map_err(|m| ApiError::bad_request("invalid_policy", m))?;
+    let now = db::now();
+    let agent = Agent {
+        id: db::new_id(),
+        tenant_id: principal.tenant_id().into(),
+        name: body.name,
+        description: body.description,
+        status: "active".into(),
+        policy: DbJson(policy),
+        active_version_id: None,
+        created_at: now,
+        updated_at: now,
+        deleted_at: None,
+    };
+    let mut event = principal.event("agent.create", "agent", Some(&agent.id));
+    event.after = snapshot(&agent);
+    let mut tx = state.db.begin(Some(principal.tenant_id())).await?;
+    agents::insert(&mut tx, &agent).await.map_err(|e| match e {
+        DbError::Conflict(m) => ApiError::conflict("agent_exists", m),
+        e => e.into(),
+    })?;
+    audit::append(&mut tx, &event).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(AgentView::from(&agent))))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(page): ApiQuery<Page>,
+) -> Result<Json<Paged<AgentView>>, ApiError> {
+    principal
+        .require(&state, Role::Viewer, "agent.list", "agent", None)
+        .await?;
+    let limit = page.limit()?;
+    let rows = agents::list(
+        &state.db,
+        principal.tenant_id(),
+        page.cursor.as_deref(),
+        limit + 1,
+    )
+    .await?;
+    let page = Paged::from_rows(rows, limit, |a| a.id.clone());
+    Ok(Json(Paged {
+        items: page.items.iter().map(AgentView::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> Result<Json<AgentView>, ApiError> {
+    principal
+        .require(&state, Role::Viewer, "agent.get", "agent", Some(&name))
+        .await?;
+    Ok(Json(AgentView::from(
+        &find(&state, &principal, &name).await?,
+    )))
+}
+
+/// Applies `change` to an agent, writing the change and its audit event together.
+async fn change(
+    state: &AppState,
+    principal: &Principal,
+    name: &str,
+    action: &str,
+    change: impl FnOnce(&mut Agent) -> Result<(), ApiError>,
+) -> Result<Json<AgentView>, ApiError> {
+    let mut agent = find(state, principal, name).await?;
+    let mut event = principal.event(action, "agent", Some(&agent.id));
+    event.before = snapshot(&agent);
+    change(&mut agent)?;
+    agent.updated_at = db::now();
+    event.after = snapshot(&agent);
+    let mut tx = state.db.begin(Some(principal.tenant_id())).await?;
+    agents::update(&mut tx, &agent).await?;
+    audit::append(&mut tx, &event).await?;
+    tx.commit().await?;
+    Ok(Json(AgentView::from(&agent)))
+}
+
+async fn update_policy(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+    ApiJson(policy): ApiJson<AgentPolicy>,
+) -> Result<Json<AgentView>, ApiError> {
+    principal
+        .require(
+            &state,
+            Role::Admin,
+            "agent.update_policy",
+            "agent",
+            Some(&name),
+        )
+        .await?;
+    policy
+        .limits
+        .validate(&state.settings.limits)
+        .map_err(|m| ApiError::bad_request("invalid_policy", m))?;
+    change(&state, &principal, &name, "agent.update_policy", |agent| {
+        agent.policy = DbJson(policy);
+        Ok(())
+    })
+    .await
+}
+
+async fn pause(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> Result<Json<AgentView>, ApiError> {
+    principal
+        .require(&state, Role::Developer, "agent.pause", "agent", Some(&name))
+        .await?;
+    change(&state, &principal, &name, "agent.pause", |agent| {
+        agent.status = "paused".into();
+        Ok(())
+    })
+    .await
+}
+
+async fn resume(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> Result<Json<AgentView>, ApiError> {
+    principal
+        .require(
+            &state,
+            Role::Developer,
+            "agent.resume",
+            "agent",
+            Some(&name),
+        )
+        .await?;
+    change(&state, &principal, &name, "agent.resume", |agent| {
+        agent.status = "active".into();
+        Ok(())
+    })
+    .await
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    principal
+        .require(&state, Role::Admin, "agent.delete", "agent", Some(&name))
+        .await?;
+    let agent = find(&state, &principal, &name).await?;
+    let mut event = principal.event("agent.delete", "agent", Some(&agent.id));
+    event.before = snapshot(&agent);
+    let mut tx = state.db.begin(Some(principal.tenant_id())).await?;
+    agents::delete(&mut tx, principal.tenant_id(), &agent.id).await?;
+    audit::append(&mut tx, &event).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,179 @@
+//! Executions: list with filters and cursor pagination; get one with its logs.
+
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::parse_time;
+use crate::api::extract::{ApiQuery, Principal};
+use crate::api::{ApiError, AppState, Page, Paged};
+use crate::costs::format_dollars;
+use crate::db::executions::{self, ExecutionFilter, ExecutionRecord};
+use crate::db::keys::Role;
+use crate::db::{DbError, agents};
+use crate::runtime::{LogEntry, Outcome};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/executions", get(list))
+        .route("/executions/{id}", get(show))
+}
+
+/// An execution as the API shows it. Logs only appear on the single-execution view.
+#[derive(Debug, Serialize)]
+pub struct ExecutionView {
+    id: String,
+    agent: String,
+    agent_id: String,
+    version: String,
+    version_id: String,
+    action: String,
+    outcome: String,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    input_bytes: i64,
+    input_excerpt: String,
+    output_bytes: i64,
+    output_excerpt: Option<String>,
+    fuel: i64,
+    peak_memory_bytes: i64,
+    wall_time_us: i64,
+    log_bytes: i64,
+    cost: String,
+    queued_at: chrono::DateTime<chrono::Utc>,
+    started_at: chrono::DateTime<chrono::Utc>,
+    finished_at: chrono::DateTime<chrono::Utc>,
+    correlation_id: Option<String>,
+    actor_key_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logs: Option<Vec<LogEntry>>,
+}
+
+impl ExecutionView {
+    fn new(r: ExecutionRecord, with_logs: bool) -> Self {
+        ExecutionView {
+            cost: format_dollars(r.cost_picodollars),
+            logs: with_logs.then_some(r.logs.0),
+            id: r.id,
+            agent: r.agent_name,
+            agent_id: r.agent_id,
+            version: r.version,
+            version_id: r.version_id,
+            action: r.action,
+            outcome: r.outcome,
+            error_code: r.error_code,
+            error_message: r.error_message,
+            input_bytes: r.input_bytes,
+            input_excerpt: r.input_excerpt,
+            output_bytes: r.output_bytes,
+            output_excerpt: r.output_excerpt,
+            fuel: r.fuel,
+            peak_memory_bytes: r.peak_memory_bytes,
+            wall_time_us: r.wall_time_us,
+            log_bytes: r.log_bytes,
+            queued_at: r.queued_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            correlation_id: r.correlation_id,
+            actor_key_id: r.actor_key_id,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    agent: Option<String>,
+    outcome: Option<String>,
+    correlation_id: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Paged<ExecutionView>>, ApiError> {
+    principal
+        .require(&state, Role::Viewer, "execution.list", "execution", None)
+        .await?;
+    let limit = Page {
+        limit: q.limit,
+        cursor: None,
+    }
+    .limit()?;
+    if let Some(outcome) = &q.outcome
+        && Outcome::parse(outcome).is_none()
+    {
+        let known: Vec<&str> = Outcome::ALL.iter().map(|o| o.as_str()).collect();
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("outcome must be one of {}", known.join(", ")),
+        ));
+    }
+    let agent_id = match &q.agent {
+        // Deleted agents keep their history, so filter by any agent of this name.
+        Some(name) => match agents::by_name(&state.db, principal.tenant_id(), name).await {
+            Ok(agent) => Some(agent.id),
+            Err(DbError::NotFound) => {
+                return Ok(Json(Paged {
+                    items: Vec::new(),
+                    next_cursor: None,
+                }));
+            }
+            Err(e) => return Err(e.into()),
+        },
+        None => None,
+    };
+    let filter = ExecutionFilter {
+        agent_id,
+        outcome: q.outcome,
+        correlation_id: q.correlation_id,
+        since: parse_time("since", q.since.as_deref())?,
+        until: parse_time("until", q.until.as_deref())?,
+    };
+    let rows = executions::list(
+        &state.db,
+        principal.tenant_id(),
+        &filter,
+        q.cursor.as_deref(),
+        limit + 1,
+    )
+    .await?;
+    let page = Paged::from_rows(rows, limit, |r| r.id.clone());
+    Ok(Json(Paged {
+        items: page
+            .items
+            .into_iter()
+            .map(|r| ExecutionView::new(r, false))
+            .collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<ExecutionView>, ApiError> {
+    principal
+        .require(
+            &state,
+            Role::Viewer,
+            "execution.get",
+            "execution",
+            Some(&id),
+        )
+        .await?;
+    let record = executions::get(&state.db, principal.tenant_id(), &id)
+        .await
+        .map_err(|e| match e {
+            DbError::NotFound => ApiError::not_found(format!("execution {id:?}")),
+            e => e.into(),
+        })?;
+    Ok(Json(ExecutionView::new(record, true)))
+}

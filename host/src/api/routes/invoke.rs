@@ -1,0 +1,316 @@
+//! `POST /v1/agents/{name}/invoke`: run an action in a fresh sandbox and answer only
+//! once the execution record is committed.
+//!
+//! The response is `200` whenever the agent ran, whatever the outcome (the outcome is
+//! in the body, and the execution is recorded); errors (4xx/5xx) mean it did not run.
+//! With an `Idempotency-Key` header a retry returns the first response without running
+//! or billing again, and reusing the key for a different request is `422
+//! idempotency_key_reused`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sqlx::types::Json as DbJson;
+
+use super::agents::find;
+use crate::api::extract::{ApiJson, Principal};
+use crate::api::{ApiError, AppState};
+use crate::costs::format_dollars;
+use crate::db::agents::{self, Agent};
+use crate::db::executions::ExecutionRecord;
+use crate::db::idempotency::{self, Reservation};
+use crate::db::keys::Role;
+use crate::db::writer::{KeyCompletion, WriteError};
+use crate::db::{self, DbError};
+use crate::policy::LimitOverrides;
+use crate::runtime::{ExecutionError, InvokeRequest, LoadedAgent, Usage};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/agents/{name}/invoke", post(invoke))
+}
+
+/// Bytes of input and output kept in the execution record.
+const EXCERPT_BYTES: usize = 1024;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InvokeBody {
+    action: String,
+    #[serde(default = "empty_object")]
+    input: Value,
+    /// Run this version (id or semver) instead of the active one.
+    version: Option<String>,
+    correlation_id: Option<String>,
+    /// Per-call limits; each may only tighten the agent's.
+    #[serde(default)]
+    limits: LimitOverrides,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+/// The response of a completed invocation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InvokeResponse {
+    execution_id: String,
+    agent: String,
+    version: String,
+    action: String,
+    outcome: String,
+    output: Option<Value>,
+    error: Option<ExecutionError>,
+    usage: Usage,
+    /// Dollars, as an exact decimal string.
+    cost: String,
+    correlation_id: Option<String>,
+}
+
+async fn invoke(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<InvokeBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let queued_at = db::now();
+    principal
+        .require(
+            &state,
+            Role::Developer,
+            "agent.invoke",
+            "agent",
+            Some(&name),
+        )
+        .await?;
+    let agent = find(&state, &principal, &name).await?;
+    if agent.status == "paused" {
+        principal
+            .deny(&state, "agent.invoke", "agent", Some(&agent.id))
+            .await;
+        return Err(ApiError::conflict(
+            "agent_paused",
+            format!("agent {name:?} is paused; resume it to invoke it"),
+        ));
+    }
+
+    let limits = agent.policy.0.limits.tighten(state.settings.limits);
+    body.limits
+        .validate(&limits)
+        .map_err(|m| ApiError::bad_request("invalid_limits", format!("{m} (the agent's limit)")))?;
+    let limits = body.limits.tighten(limits);
+
+    let idempotency_key = idempotency_key(&headers)?;
+    if let Some(key) = &idempotency_key {
+        let hash = request_hash(&name, &body);
+        match idempotency::reserve(&state.db, principal.tenant_id(), key, &hash).await? {
+            Reservation::Reserved => {}
+            Reservation::Completed(response) => return Ok((StatusCode::OK, Json(response))),
+            Reservation::InProgress => {
+                return Err(ApiError::conflict(
+                    "idempotency_in_progress",
+                    "a request with this Idempotency-Key is still running; retry later",
+                ));
+            }
+            Reservation::Mismatch => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used for a different request",
+                ));
+            }
+        }
+    }
+
+    let result = run(
+        &state,
+        &principal,
+        &agent,
+        body,
+        limits,
+        queued_at,
+        idempotency_key.as_deref(),
+    )
+    .await;
+    if result.is_err()
+        && let Some(key) = &idempotency_key
+    {
+        // Nothing ran or nothing was recorded: free the key for a retry.
+        let _ = idempotency::release(&state.db, principal.tenant_id(), key).await;
+    }
+    result
+}
+
+async fn run(
+    state: &AppState,
+    principal: &Principal,
+    agent: &Agent,
+    body: InvokeBody,
+    limits: crate::limits::Limits,
+    queued_at: chrono::DateTime<chrono::Utc>,
+    idempotency_key: Option<&str>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let version_ref = match (&body.version, &agent.active_version_id) {
+        (Some(v), _) => v.clone(),
+        (None, Some(active)) => active.clone(),
+        (None, None) => {
+            return Err(ApiError::conflict(
+                "no_active_version",
+                format!(
+                    "agent {:?} has no active version; upload one first",
+                    agent.name
+                ),
+            ));
+        }
+    };
+    let version = agents::version(&state.db, principal.tenant_id(), &agent.id, &version_ref)
+        .await
+        .map_err(|e| match e {
+            DbError::NotFound => {
+                ApiError::not_found(format!("version {version_ref:?} of agent {:?}", agent.name))
+            }
+            e => e.into(),
+        })?;
+    let loaded = load(state, principal.tenant_id(), &version.id).await?;
+
+    let input = body.input.to_string();
+    let execution_id = db::new_id();
+    let started_at = db::now();
+    let request = InvokeRequest {
+        action: body.action.clone(),
+        input: input.clone(),
+        limits,
+        execution_id: Some(execution_id.clone()),
+        correlation_id: body.correlation_id.clone(),
+        agent_name: Some(agent.name.clone()),
+    };
+    let execution = state
+        .runtime
+        .invoke(&loaded, request)
+        .await
+        .map_err(ApiError::internal)?;
+    let finished_at = db::now();
+    let cost = state.settings.prices.cost_picodollars(&execution.usage);
+
+    let output: Option<Value> = execution
+        .output
+        .as_deref()
+        .map(|o| serde_json::from_str(o).unwrap_or(Value::Null));
+    let response = InvokeResponse {
+        execution_id: execution_id.clone(),
+        agent: agent.name.clone(),
+        version: version.version.clone(),
+        action: execution.action.clone(),
+        outcome: execution.outcome.as_str().into(),
+        output,
+        error: execution.error.clone(),
+        usage: execution.usage,
+        cost: format_dollars(cost),
+        correlation_id: body.correlation_id.clone(),
+    };
+    let response = serde_json::to_value(&response).expect("response serializes");
+
+    let record = ExecutionRecord {
+        id: execution_id,
+        tenant_id: principal.tenant_id().into(),
+        agent_id: agent.id.clone(),
+        agent_name: agent.name.clone(),
+        version_id: version.id.clone(),
+        version: version.version.clone(),
+        action: execution.action,
+        outcome: execution.outcome.as_str().into(),
+        error_code: execution.error.as_ref().map(|e| e.code.clone()),
+        error_message: execution.error.as_ref().map(|e| e.message.clone()),
+        input_bytes: input.len() as i64,
+        input_excerpt: excerpt(&input),
+        output_bytes: execution.usage.output_bytes as i64,
+        output_excerpt: execution.output.as_deref().map(excerpt),
+        fuel: execution.usage.fuel as i64,
+        peak_memory_bytes: execution.usage.peak_memory_bytes as i64,
+        wall_time_us: execution.usage.wall_time.as_micros() as i64,
+        log_bytes: execution.usage.log_bytes as i64,
+        logs: DbJson(execution.logs),
+        queued_at,
+        started_at,
+        finished_at,
+        cost_picodollars: cost,
+        correlation_id: body.correlation_id,
+        actor_key_id: Some(principal.key.id.clone()),
+        idempotency_key: idempotency_key.map(Into::into),
+    };
+    let completion = idempotency_key.map(|key| KeyCompletion {
+        key: key.into(),
+        response: response.clone(),
+    });
+    // Acknowledge only what is committed.
+    state
+        .writer
+        .write(record, completion)
+        .await
+        .map_err(|e| match e {
+            WriteError::Stopped => ApiError::unavailable("the server is shutting down"),
+            WriteError::Db(e) => ApiError::internal(e),
+        })?;
+    Ok((StatusCode::OK, Json(response)))
+}
+
+/// The loaded agent for a version: from the in-process map, or from the database's
+/// component bytes (the runtime's caches make that a hash and a lookup, not a compile,
+/// after the first time on this host).
+async fn load(
+    state: &AppState,
+    tenant_id: &str,
+    version_id: &str,
+) -> Result<Arc<LoadedAgent>, ApiError> {
+    if let Some(agent) = state.loaded.lock().expect("loaded lock").get(version_id) {
+        return Ok(agent.clone());
+    }
+    let bytes = agents::component(&state.db, tenant_id, version_id).await?;
+    let loaded = state
+        .runtime
+        .load(bytes)
+        .await
+        .map_err(ApiError::internal)?;
+    state
+        .loaded
+        .lock()
+        .expect("loaded lock")
+        .insert(version_id.into(), loaded.clone());
+    Ok(loaded)
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().unwrap_or("").trim();
+    if key.is_empty() || key.len() > 255 {
+        return Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        ));
+    }
+    Ok(Some(key.to_string()))
+}
+
+fn request_hash(agent: &str, body: &InvokeBody) -> String {
+    let canonical = serde_json::to_string(&(agent, body)).expect("body serializes");
+    hex::encode(Sha256::digest(canonical.as_bytes()))
+}
+
+fn excerpt(text: &str) -> String {
+    if text.len() <= EXCERPT_BYTES {
+        return text.to_string();
+    }
+    let mut end = EXCERPT_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}

@@ -1,0 +1,30 @@
+//! One module per resource, each with `pub fn router() -> Router<AppState>`.
+
+pub mod agents;
+pub mod audit;
+pub mod costs;
+pub mod executions;
+pub mod health;
+pub mod invoke;
+pub mod keys;
+pub mod openapi;
+pub mod tenants;
+pub mod versions;
+
+use chrono::{DateTime, Utc};
+
+use super::ApiError;
+
+/// Parses an RFC 3339 timestamp from a query parameter.
+pub fn parse_time(name: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    value
+        .map(|v| {
+            DateTime::parse_from_rfc3339(v).map(|t| t.with_timezone(&Utc)).map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("{name} must be an RFC 3339 time such as 2026-01-31T00:00:00Z, not {v:?}"),
+                )
+            })
+        })
+        .transpose()
+}

@@ -1,0 +1,253 @@
+//! Versions: upload a component (raw `application/wasm` body, streamed under a size
+//! limit, validated and compiled before it is accepted), list, and activate (which is
+//! also how a rollback is done).
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use sqlx::types::Json as DbJson;
+
+use super::agents::find;
+use crate::api::extract::{ApiQuery, Principal};
+use crate::api::{ApiError, AppState, Page, Paged};
+use crate::db::agents::{self, AgentVersion};
+use crate::db::keys::Role;
+use crate::db::{self, DbError, audit};
+use crate::runtime::{LoadError, Runtime};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/agents/{name}/versions", post(upload).get(list))
+        .route("/agents/{name}/versions/{version}/activate", post(activate))
+}
+
+/// A version as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct VersionView {
+    id: String,
+    version: String,
+    sha256: String,
+    size_bytes: i64,
+    metadata: serde_json::Value,
+    uploaded_by: Option<String>,
+    created_at: chrono::DateTime<chrono::Utc>,
+    active: bool,
+}
+
+impl VersionView {
+    fn new(v: &AgentVersion, active_version_id: Option<&str>) -> Self {
+        VersionView {
+            id: v.id.clone(),
+            version: v.version.clone(),
+            sha256: v.sha256.clone(),
+            size_bytes: v.size_bytes,
+            metadata: v.metadata.0.clone(),
+            uploaded_by: v.uploaded_by.clone(),
+            created_at: v.created_at,
+            active: active_version_id == Some(v.id.as_str()),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UploadQuery {
+    /// Make this the active version. Default: only if the agent has none yet.
+    activate: Option<bool>,
+}
+
+/// The error code for each way a component can be unfit.
+fn load_error(e: LoadError) -> ApiError {
+    let code = match &e {
+        LoadError::NotAComponent(_) => "not_a_component",
+        LoadError::Malformed(_) => "malformed_component",
+        LoadError::TooComplex(_) => "component_too_complex",
+        LoadError::Invalid(_) => "invalid_component",
+        LoadError::CompileTimedOut(_) | LoadError::CompileResourcesExhausted { .. } => {
+            "compile_limit_exceeded"
+        }
+        LoadError::UnknownImport(_) => "unsupported_import",
+        LoadError::WrongWorld(_) => "wrong_world",
+        LoadError::DescribeFailed { .. } => "describe_failed",
+        LoadError::BadMetadata(_) => "bad_metadata",
+        LoadError::Internal(m) => return ApiError::internal(m),
+    };
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
+}
+
+async fn upload(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+    ApiQuery(query): ApiQuery<UploadQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<VersionView>), ApiError> {
+    principal
+        .require(
+            &state,
+            Role::Developer,
+            "version.upload",
+            "agent",
+            Some(&name),
+        )
+        .await?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type != "application/wasm" {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "upload the component as the raw body with `Content-Type: application/wasm`",
+        ));
+    }
+    let mut agent = find(&state, &principal, &name).await?;
+
+    // Streamed: reading stops (413) as soon as the body passes the limit.
+    let limit = state.settings.max_upload_bytes;
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::too_large(limit))?;
+    if bytes.is_empty() {
+        return Err(load_error(LoadError::NotAComponent(
+            "the body is empty".into(),
+        )));
+    }
+
+    let sha256 = Runtime::content_hash(&bytes);
+    if let Some(existing) =
+        agents::version_by_hash(&state.db, principal.tenant_id(), &agent.id, &sha256).await?
+    {
+        // Identical bytes: the same version, nothing new to store.
+        return Ok((
+            StatusCode::OK,
+            Json(VersionView::new(
+                &existing,
+                agent.active_version_id.as_deref(),
+            )),
+        ));
+    }
+
+    // Validates, compiles (in a capped worker, off the executor) and calls describe().
+    let loaded = state
+        .runtime
+        .load(bytes.to_vec())
+        .await
+        .map_err(load_error)?;
+    let version = AgentVersion {
+        id: db::new_id(),
+        tenant_id: principal.tenant_id().into(),
+        agent_id: agent.id.clone(),
+        version: loaded.metadata.version.clone(),
+        sha256,
+        size_bytes: bytes.len() as i64,
+        metadata: DbJson(serde_json::to_value(&loaded.metadata).expect("metadata serializes")),
+        uploaded_by: Some(principal.key.id.clone()),
+        created_at: db::now(),
+    };
+    let activate = query.activate.unwrap_or(agent.active_version_id.is_none());
+
+    let mut event = principal.event("version.upload", "agent_version", Some(&version.id));
+    event.after = Some(DbJson(serde_json::json!({
+        "agent": agent.name, "version": version.version, "sha256": version.sha256,
+        "size_bytes": version.size_bytes, "activated": activate,
+    })));
+    let mut tx = state.db.begin(Some(principal.tenant_id())).await?;
+    agents::insert_version(&mut tx, &version, &bytes)
+        .await
+        .map_err(|e| match e {
+            DbError::Conflict(m) => ApiError::conflict("version_exists", m),
+            e => e.into(),
+        })?;
+    if activate {
+        agent.active_version_id = Some(version.id.clone());
+        agents::update(&mut tx, &agent).await?;
+    }
+    audit::append(&mut tx, &event).await?;
+    tx.commit().await?;
+    state
+        .loaded
+        .lock()
+        .expect("loaded lock")
+        .insert(version.id.clone(), loaded);
+    Ok((
+        StatusCode::CREATED,
+        Json(VersionView::new(
+            &version,
+            agent.active_version_id.as_deref(),
+        )),
+    ))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+    ApiQuery(page): ApiQuery<Page>,
+) -> Result<Json<Paged<VersionView>>, ApiError> {
+    principal
+        .require(&state, Role::Viewer, "version.list", "agent", Some(&name))
+        .await?;
+    let agent = find(&state, &principal, &name).await?;
+    let limit = page.limit()?;
+    let rows = agents::versions(
+        &state.db,
+        principal.tenant_id(),
+        &agent.id,
+        page.cursor.as_deref(),
+        limit + 1,
+    )
+    .await?;
+    let page = Paged::from_rows(rows, limit, |v| v.id.clone());
+    Ok(Json(Paged {
+        items: page
+            .items
+            .iter()
+            .map(|v| VersionView::new(v, agent.active_version_id.as_deref()))
+            .collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+async fn activate(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<VersionView>, ApiError> {
+    principal
+        .require(
+            &state,
+            Role::Developer,
+            "version.activate",
+            "agent",
+            Some(&name),
+        )
+        .await?;
+    let mut agent = find(&state, &principal, &name).await?;
+    let target = agents::version(&state.db, principal.tenant_id(), &agent.id, &version)
+        .await
+        .map_err(|e| match e {
+            DbError::NotFound => {
+                ApiError::not_found(format!("version {version:?} of agent {name:?}"))
+            }
+            e => e.into(),
+        })?;
+    let mut event = principal.event("version.activate", "agent", Some(&agent.id));
+    event.before = Some(DbJson(
+        serde_json::json!({ "active_version_id": agent.active_version_id }),
+    ));
+    event.after = Some(DbJson(
+        serde_json::json!({ "active_version_id": target.id, "version": target.version }),
+    ));
+    agent.active_version_id = Some(target.id.clone());
+    let mut tx = state.db.begin(Some(principal.tenant_id())).await?;
+    agents::update(&mut tx, &agent).await?;
+    audit::append(&mut tx, &event).await?;
+    tx.commit().await?;
+    Ok(Json(VersionView::new(&target, Some(&target.id))))
+}

@@ -1,0 +1,142 @@
+//! Configuration of `corral serve`: every setting from a flag or its environment
+//! variable, with a default that works on a laptop. `corral serve --help` lists them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use rust_decimal::Decimal;
+
+use crate::cli::units::{parse_count, parse_duration, parse_size};
+use crate::costs::PriceModel;
+use crate::limits::Limits;
+
+/// `corral serve` settings.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    #[arg(long, env = "CORRAL_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Where the embedded database and the compiled-artifact cache live.
+    #[arg(long, env = "CORRAL_DATA_DIR", default_value = ".corral")]
+    pub data_dir: PathBuf,
+
+    /// `postgres://…` to use Postgres; unset, an SQLite file in the data directory.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Database connections.
+    #[arg(long, env = "CORRAL_DB_CONNECTIONS", default_value_t = 16)]
+    pub db_connections: u32,
+
+    /// The first admin key, used only when the database has no keys yet. Unset, one is
+    /// generated and printed once.
+    #[arg(long, env = "CORRAL_BOOTSTRAP_KEY", hide_env_values = true)]
+    pub bootstrap_key: Option<String>,
+
+    /// Default (and most) fuel per invocation.
+    #[arg(long, env = "CORRAL_FUEL", default_value_t = Limits::DEFAULT_FUEL, value_parser = parse_count)]
+    pub fuel: u64,
+    /// Default (and most) linear memory per invocation.
+    #[arg(long, env = "CORRAL_MEMORY", default_value = "64MiB", value_parser = parse_size)]
+    pub memory: u64,
+    /// Default (and longest) timeout per invocation.
+    #[arg(long, env = "CORRAL_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Default (and most) output per invocation.
+    #[arg(long, env = "CORRAL_MAX_OUTPUT", default_value = "1MiB", value_parser = parse_size)]
+    pub max_output: u64,
+    /// Default (and most) log bytes per invocation.
+    #[arg(long, env = "CORRAL_MAX_LOGS", default_value = "64KiB", value_parser = parse_size)]
+    pub max_logs: u64,
+
+    /// Price per invocation, in dollars.
+    #[arg(long, env = "CORRAL_PRICE_PER_INVOCATION", default_value = "0.0000001")]
+    pub price_per_invocation: Decimal,
+    /// Price per million fuel units, in dollars.
+    #[arg(
+        long,
+        env = "CORRAL_PRICE_PER_MILLION_FUEL",
+        default_value = "0.000001"
+    )]
+    pub price_per_million_fuel: Decimal,
+    /// Price per GiB-second of peak memory, in dollars.
+    #[arg(
+        long,
+        env = "CORRAL_PRICE_PER_GIB_SECOND",
+        default_value = "0.000016667"
+    )]
+    pub price_per_gib_second: Decimal,
+
+    /// Largest component upload.
+    #[arg(long, env = "CORRAL_MAX_UPLOAD", default_value = "32MiB", value_parser = parse_size)]
+    pub max_upload: u64,
+    /// Largest JSON request body (and so invocation input).
+    #[arg(long, env = "CORRAL_MAX_BODY", default_value = "1MiB", value_parser = parse_size)]
+    pub max_body: u64,
+    /// Longest a request may take (uploads compile within it).
+    #[arg(long, env = "CORRAL_REQUEST_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// On shutdown, how long in-flight requests may take to finish.
+    #[arg(long, env = "CORRAL_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Longest a component may take to compile.
+    #[arg(long, env = "CORRAL_COMPILE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub compile_timeout: Duration,
+    /// Most memory a compile may use.
+    #[arg(long, env = "CORRAL_COMPILE_MEMORY", default_value = "2GiB", value_parser = parse_size)]
+    pub compile_memory: u64,
+    /// The `corral` binary used as compile worker (default: this executable).
+    #[arg(long, env = "CORRAL_COMPILE_WORKER", hide = true)]
+    pub compile_worker: Option<PathBuf>,
+
+    /// Most execution records written in one group commit.
+    #[arg(long, env = "CORRAL_COMMIT_BATCH", default_value_t = 512)]
+    pub commit_batch: usize,
+}
+
+impl ServeConfig {
+    /// The per-invocation limits (defaults and ceiling).
+    pub fn limits(&self) -> Limits {
+        Limits {
+            fuel: self.fuel,
+            memory_bytes: self.memory,
+            timeout: self.timeout,
+            output_bytes: self.max_output,
+            log_bytes: self.max_logs,
+        }
+    }
+
+    /// The price model.
+    pub fn prices(&self) -> PriceModel {
+        PriceModel {
+            per_invocation: self.price_per_invocation,
+            per_million_fuel: self.price_per_million_fuel,
+            per_gib_second: self.price_per_gib_second,
+        }
+    }
+
+    /// The database URL: `DATABASE_URL`, or the SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("corral.db").display()),
+        }
+    }
+
+    /// Defaults for everything, listening on `listen`, keeping data in `data_dir`.
+    pub fn for_data_dir(data_dir: PathBuf, listen: SocketAddr) -> ServeConfig {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: ServeConfig,
+        }
+        let mut config = <Wrapper as clap::Parser>::parse_from(["corral"]).config;
+        config.data_dir = data_dir;
+        config.listen = listen;
+        config
+    }
+}

@@ -1,0 +1,103 @@
+//! The price model: what an execution costs, as an exact decimal number of dollars.
+//!
+//! cost = per_invocation + fuel × per_million_fuel / 10⁶ + GiB-seconds × per_gib_second,
+//! where GiB-seconds = peak linear memory (GiB) × wall time (s). Computed in decimal
+//! arithmetic (never floating point) and rounded half-up to whole picodollars
+//! (10⁻¹² USD), which is how it is stored.
+
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::Usage;
+
+/// Prices in dollars, as decimal strings in config (`"0.000001"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriceModel {
+    /// Charged once per execution.
+    pub per_invocation: Decimal,
+    /// Charged per million fuel units.
+    pub per_million_fuel: Decimal,
+    /// Charged per GiB-second of peak linear memory.
+    pub per_gib_second: Decimal,
+}
+
+impl Default for PriceModel {
+    fn default() -> Self {
+        PriceModel {
+            per_invocation: Decimal::new(1, 7),     // $0.0000001
+            per_million_fuel: Decimal::new(1, 6),   // $0.000001
+            per_gib_second: Decimal::new(16667, 9), // $0.000016667
+        }
+    }
+}
+
+/// 10¹² picodollars to the dollar.
+fn pico() -> Decimal {
+    Decimal::new(1_000_000_000_000, 0)
+}
+
+impl PriceModel {
+    /// The exact cost of `usage`, in picodollars.
+    pub fn cost_picodollars(&self, usage: &Usage) -> i64 {
+        let fuel = Decimal::from(usage.fuel) / Decimal::from(1_000_000u32);
+        let gib = Decimal::from(usage.peak_memory_bytes) / Decimal::from(1u64 << 30);
+        let seconds = Decimal::from(u64::try_from(usage.wall_time.as_micros()).unwrap_or(u64::MAX))
+            / Decimal::from(1_000_000u32);
+        let dollars = self.per_invocation
+            + fuel * self.per_million_fuel
+            + gib * seconds * self.per_gib_second;
+        (dollars * pico())
+            .round_dp_with_strategy(0, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
+            .to_i64()
+            .unwrap_or(i64::MAX)
+    }
+}
+
+/// Picodollars as a dollar amount with 12 decimals, e.g. `"0.000001200000"`.
+pub fn format_dollars(picodollars: i64) -> String {
+    format!("{:.12}", Decimal::from(picodollars) / pico())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_cost_is_exact_decimal_arithmetic() {
+        let prices = PriceModel {
+            per_invocation: Decimal::new(1, 6),
+            per_million_fuel: Decimal::new(2, 6),
+            per_gib_second: Decimal::new(1, 0),
+        };
+        let usage = Usage {
+            fuel: 500_000,
+            peak_memory_bytes: 1 << 30,
+            wall_time: Duration::from_millis(3),
+            ..Usage::default()
+        };
+        // 0.000001 + 0.5 × 0.000002 + 1 GiB × 0.003 s × $1 = 0.003002
+        assert_eq!(prices.cost_picodollars(&usage), 3_002_000_000);
+        assert_eq!(format_dollars(3_002_000_000), "0.003002000000");
+    }
+
+    #[test]
+    fn a_third_of_a_picodollar_rounds_to_the_nearest() {
+        let prices = PriceModel {
+            per_invocation: Decimal::ZERO,
+            per_million_fuel: Decimal::new(1, 12), // one picodollar per million fuel
+            per_gib_second: Decimal::ZERO,
+        };
+        let usage = Usage {
+            fuel: 1_500_000,
+            ..Usage::default()
+        };
+        assert_eq!(
+            prices.cost_picodollars(&usage),
+            2,
+            "1.5 rounds half away from zero"
+        );
+    }
+}

@@ -1,0 +1,241 @@
+//! Execution records: one row per invocation, written by the group-commit
+//! [`writer`](super::writer) and read back with filters and cursors.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::types::Json;
+
+use super::{Db, DbError, Tx};
+use crate::runtime::LogEntry;
+use crate::{on_pool, on_tx};
+
+/// The stored record of one invocation.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct ExecutionRecord {
+    /// The execution id (also given to the guest).
+    pub id: String,
+    /// The tenant.
+    pub tenant_id: String,
+    /// The agent.
+    pub agent_id: String,
+    /// The agent's name at the time.
+    pub agent_name: String,
+    /// The version that ran.
+    pub version_id: String,
+    /// Its semver.
+    pub version: String,
+    /// The action.
+    pub action: String,
+    /// The outcome, e.g. `succeeded`.
+    pub outcome: String,
+    /// The error code, for outcomes other than `succeeded`.
+    pub error_code: Option<String>,
+    /// The error message.
+    pub error_message: Option<String>,
+    /// Input size.
+    pub input_bytes: i64,
+    /// The first bytes of the input.
+    pub input_excerpt: String,
+    /// Output size (also when it was too large to keep).
+    pub output_bytes: i64,
+    /// The first bytes of the output.
+    pub output_excerpt: Option<String>,
+    /// Fuel consumed.
+    pub fuel: i64,
+    /// Peak linear memory.
+    pub peak_memory_bytes: i64,
+    /// Wall time in microseconds.
+    pub wall_time_us: i64,
+    /// Bytes of logs captured.
+    pub log_bytes: i64,
+    /// The captured logs (bounded by the log limit).
+    pub logs: Json<Vec<LogEntry>>,
+    /// When the request arrived.
+    pub queued_at: DateTime<Utc>,
+    /// When the guest started.
+    pub started_at: DateTime<Utc>,
+    /// When it finished.
+    pub finished_at: DateTime<Utc>,
+    /// Cost in picodollars (10⁻¹² USD).
+    pub cost_picodollars: i64,
+    /// The caller's correlation id.
+    pub correlation_id: Option<String>,
+    /// The API key that invoked it.
+    pub actor_key_id: Option<String>,
+    /// The request's idempotency key.
+    pub idempotency_key: Option<String>,
+}
+
+const COLUMNS: &str = "id, tenant_id, agent_id, agent_name, version_id, version, action, outcome, error_code, error_message, \
+    input_bytes, input_excerpt, output_bytes, output_excerpt, fuel, peak_memory_bytes, wall_time_us, log_bytes, logs, \
+    queued_at, started_at, finished_at, cost_picodollars, correlation_id, actor_key_id, idempotency_key";
+
+/// Inserts records in one statement per chunk (called by the group-commit writer).
+pub async fn insert_batch(tx: &mut Tx, records: &[&ExecutionRecord]) -> Result<(), DbError> {
+    // 26 columns; stay well under SQLite's 32,766 bound parameters per statement.
+    for chunk in records.chunks(500) {
+        let mut sql = format!("INSERT INTO executions ({COLUMNS}) VALUES ");
+        for (i, _) in chunk.iter().enumerate() {
+            let base = i * 26;
+            let params: Vec<String> = (1..=26).map(|n| format!("${}", base + n)).collect();
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            sql.push_str(&params.join(", "));
+            sql.push(')');
+        }
+        on_tx!(tx, conn => {
+            let mut query = sqlx::query(&sql);
+            for r in chunk {
+                query = query
+                    .bind(&r.id)
+                    .bind(&r.tenant_id)
+                    .bind(&r.agent_id)
+                    .bind(&r.agent_name)
+                    .bind(&r.version_id)
+                    .bind(&r.version)
+                    .bind(&r.action)
+                    .bind(&r.outcome)
+                    .bind(&r.error_code)
+                    .bind(&r.error_message)
+                    .bind(r.input_bytes)
+                    .bind(&r.input_excerpt)
+                    .bind(r.output_bytes)
+                    .bind(&r.output_excerpt)
+                    .bind(r.fuel)
+                    .bind(r.peak_memory_bytes)
+                    .bind(r.wall_time_us)
+                    .bind(r.log_bytes)
+                    .bind(&r.logs)
+                    .bind(r.queued_at)
+                    .bind(r.started_at)
+                    .bind(r.finished_at)
+                    .bind(r.cost_picodollars)
+                    .bind(&r.correlation_id)
+                    .bind(&r.actor_key_id)
+                    .bind(&r.idempotency_key);
+            }
+            query.execute(conn).await.map(|r| r.rows_affected())
+        })?;
+    }
+    Ok(())
+}
+
+/// Filters for listing executions.
+#[derive(Debug, Clone, Default)]
+pub struct ExecutionFilter {
+    /// Only this agent (by id).
+    pub agent_id: Option<String>,
+    /// Only this outcome.
+    pub outcome: Option<String>,
+    /// Only this correlation id.
+    pub correlation_id: Option<String>,
+    /// Finished at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Finished before.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// A tenant's executions, newest first, before the cursor id.
+pub async fn list(
+    db: &Db,
+    tenant_id: &str,
+    filter: &ExecutionFilter,
+    before: Option<&str>,
+    limit: i64,
+) -> Result<Vec<ExecutionRecord>, DbError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM executions WHERE tenant_id = $1 AND id < $2 \
+         AND ($3 IS NULL OR agent_id = $3) AND ($4 IS NULL OR outcome = $4) \
+         AND ($5 IS NULL OR correlation_id = $5) AND ($6 IS NULL OR finished_at >= $6) \
+         AND ($7 IS NULL OR finished_at < $7) ORDER BY id DESC LIMIT $8"
+    );
+    Ok(
+        on_pool!(db, pool => sqlx::query_as::<_, ExecutionRecord>(&sql)
+        .bind(tenant_id)
+        .bind(before.unwrap_or("~"))
+        .bind(&filter.agent_id)
+        .bind(&filter.outcome)
+        .bind(&filter.correlation_id)
+        .bind(filter.since)
+        .bind(filter.until)
+        .bind(limit)
+        .fetch_all(pool)
+        .await)?,
+    )
+}
+
+/// One execution.
+pub async fn get(db: &Db, tenant_id: &str, id: &str) -> Result<ExecutionRecord, DbError> {
+    let sql = format!("SELECT {COLUMNS} FROM executions WHERE tenant_id = $1 AND id = $2");
+    on_pool!(db, pool => sqlx::query_as::<_, ExecutionRecord>(&sql).bind(tenant_id).bind(id).fetch_one(pool).await)
+        .map_err(DbError::from_fetch)
+}
+
+/// How to bucket costs over time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    /// Calendar days (UTC).
+    Day,
+    /// ISO weeks starting Monday (UTC).
+    Week,
+    /// Calendar months (UTC).
+    Month,
+}
+
+/// One bucket of aggregated cost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct CostRow {
+    /// The agent's name.
+    pub agent_name: String,
+    /// The first day of the bucket, `YYYY-MM-DD`.
+    pub period_start: String,
+    /// Executions in the bucket.
+    pub executions: i64,
+    /// Fuel consumed.
+    pub fuel: i64,
+    /// Total wall time in microseconds.
+    pub wall_time_us: i64,
+    /// Cost in picodollars.
+    pub cost_picodollars: i64,
+}
+
+/// Cost per agent and period over `[since, until)`. Bucketing is the one place
+/// the two dialects differ.
+pub async fn costs(
+    db: &Db,
+    tenant_id: &str,
+    period: Period,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Vec<CostRow>, DbError> {
+    let bucket = match (db, period) {
+        (Db::Postgres(_), Period::Day) => {
+            "to_char(date_trunc('day', finished_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD')"
+        }
+        (Db::Postgres(_), Period::Week) => {
+            "to_char(date_trunc('week', finished_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD')"
+        }
+        (Db::Postgres(_), Period::Month) => {
+            "to_char(date_trunc('month', finished_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD')"
+        }
+        (Db::Sqlite(_), Period::Day) => "strftime('%Y-%m-%d', finished_at)",
+        // The Monday on or before: step a day forward, on to the next Monday, back a week.
+        (Db::Sqlite(_), Period::Week) => "date(finished_at, '+1 day', 'weekday 1', '-7 days')",
+        (Db::Sqlite(_), Period::Month) => "strftime('%Y-%m-01', finished_at)",
+    };
+    let sql = format!(
+        "SELECT agent_name, {bucket} AS period_start, COUNT(*) AS executions, \
+         CAST(SUM(fuel) AS BIGINT) AS fuel, CAST(SUM(wall_time_us) AS BIGINT) AS wall_time_us, \
+         CAST(SUM(cost_picodollars) AS BIGINT) AS cost_picodollars \
+         FROM executions WHERE tenant_id = $1 AND finished_at >= $2 AND finished_at < $3 \
+         GROUP BY agent_name, period_start ORDER BY period_start, agent_name"
+    );
+    Ok(on_pool!(db, pool => sqlx::query_as::<_, CostRow>(&sql)
+        .bind(tenant_id)
+        .bind(since)
+        .bind(until)
+        .fetch_all(pool)
+        .await)?)
+}

@@ -1,0 +1,179 @@
+//! Persistence: Postgres in production, an embedded SQLite file by default.
+//!
+//! [`Db`] is one of two pools. Queries are written once where the SQL is portable
+//! (both accept numbered `$1` placeholders) and run through [`on_pool!`]; backend-specific SQL stays in
+//! one place per aggregate. One file per aggregate: [`tenants`], [`keys`], [`agents`],
+//! [`executions`] (with the group-commit [`writer`]), [`audit`], [`idempotency`].
+//! Migrations live in `migrations/{postgres,sqlite}` and run at start.
+
+pub mod agents;
+pub mod audit;
+mod error;
+pub mod executions;
+pub mod idempotency;
+pub mod keys;
+pub mod tenants;
+pub mod writer;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+pub use self::error::{DbError, ResultExt};
+
+/// The database: one of two connection pools.
+#[derive(Debug, Clone)]
+pub enum Db {
+    /// Postgres (`DATABASE_URL=postgres://…`).
+    Postgres(PgPool),
+    /// An embedded SQLite file.
+    Sqlite(SqlitePool),
+}
+
+/// Runs `$body` with `$pool` bound to whichever pool `$db` holds. The body is
+/// compiled once per backend, so the same query text serves both.
+#[macro_export]
+macro_rules! on_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::db::Db::Postgres($pool) => $body,
+            $crate::db::Db::Sqlite($pool) => $body,
+        }
+    };
+}
+
+/// A transaction on either backend. Every state change and its audit event are
+/// written in one, so a failed request leaves nothing half-written.
+pub enum Tx {
+    /// On Postgres.
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    /// On SQLite.
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+}
+
+/// Runs `$body` with `$conn` bound to the transaction's connection.
+#[macro_export]
+macro_rules! on_tx {
+    ($tx:expr, $conn:ident => $body:expr) => {
+        match $tx {
+            $crate::db::Tx::Postgres(tx) => {
+                let $conn = &mut **tx;
+                $body
+            }
+            $crate::db::Tx::Sqlite(tx) => {
+                let $conn = &mut **tx;
+                $body
+            }
+        }
+    };
+}
+
+impl Tx {
+    /// Commits.
+    pub async fn commit(self) -> Result<(), DbError> {
+        match self {
+            Tx::Postgres(tx) => tx.commit().await?,
+            Tx::Sqlite(tx) => tx.commit().await?,
+        }
+        Ok(())
+    }
+}
+
+impl Db {
+    /// Begins a transaction. On Postgres it is scoped to `tenant_id` for row-level
+    /// security when one is given.
+    pub async fn begin(&self, tenant_id: Option<&str>) -> Result<Tx, DbError> {
+        Ok(match self {
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                if let Some(tenant) = tenant_id {
+                    sqlx::query("SELECT set_config('corral.tenant_id', $1, true)")
+                        .bind(tenant)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Tx::Postgres(tx)
+            }
+            Db::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
+        })
+    }
+
+    /// Connects to `url` (`postgres://…` or `sqlite://…`) and runs the migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Db, sqlx::Error> {
+        let db = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await?;
+            Db::Postgres(pool)
+        } else {
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .foreign_keys(true)
+                // WAL with FULL sync: a committed transaction survives power loss.
+                // Group commit amortises the fsync over many executions.
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(10));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections)
+                .connect_with(options)
+                .await?;
+            Db::Sqlite(pool)
+        };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    /// Opens (creating if needed) the SQLite file at `path`.
+    pub async fn open_sqlite(path: &Path) -> Result<Db, sqlx::Error> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
+        }
+        Db::connect(&format!("sqlite://{}", path.display()), 8).await
+    }
+
+    /// Applies pending migrations from `migrations/<backend>`.
+    pub async fn migrate(&self) -> Result<(), sqlx::Error> {
+        match self {
+            Db::Postgres(pool) => sqlx::migrate!("../migrations/postgres").run(pool).await?,
+            Db::Sqlite(pool) => sqlx::migrate!("../migrations/sqlite").run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// `"postgres"` or `"sqlite"`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Db::Postgres(_) => "postgres",
+            Db::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|r| r.rows_affected()).is_ok())
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+}
+
+/// A new time-ordered id.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Now, truncated to microseconds (what both backends store).
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    chrono::Utc::now().trunc_subsecs(6)
+}

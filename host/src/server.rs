@@ -1,0 +1,202 @@
+//! `corral serve`: builds the application (database, migrations, bootstrap, sandbox,
+//! group-commit writer, router), serves it, and shuts down gracefully.
+//!
+//! Shutdown: stop accepting, let in-flight requests finish (bounded by the grace
+//! period), then let the writer drain and commit every queued execution record, then
+//! close the database. A response that said an invocation ran was only ever sent after
+//! its record committed, so nothing acknowledged is lost.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::api::{self, ApiSettings, AppState};
+use crate::config::ServeConfig;
+use crate::db::keys::{self, Role};
+use crate::db::tenants::{self, Tenant};
+use crate::db::writer::ExecutionWriter;
+use crate::db::{self, Db, audit, idempotency};
+use crate::runtime::{CompileSettings, Runtime, RuntimeConfig};
+
+/// A built, bound, not yet running server.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    writer_task: tokio::task::JoinHandle<()>,
+    config: ServeConfig,
+    bootstrap_secret: Option<String>,
+}
+
+impl Application {
+    /// Connects and migrates the database, bootstraps the first admin key if there is
+    /// none, builds the sandbox and binds the listener.
+    pub async fn build(config: ServeConfig) -> anyhow::Result<Application> {
+        let started = db::now();
+        let url = config.database_url();
+        if config.database_url.is_none() {
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!("creating the data directory {}", config.data_dir.display())
+            })?;
+        }
+        let db = Db::connect(&url, config.db_connections)
+            .await
+            .with_context(|| {
+                format!(
+                    "connecting to the {} database",
+                    if url.starts_with("postgres") {
+                        "Postgres"
+                    } else {
+                        "SQLite"
+                    }
+                )
+            })?;
+        let bootstrap_secret = bootstrap(&db, config.bootstrap_key.as_deref()).await?;
+        let abandoned = idempotency::abandon_stale(&db, started).await?;
+        if abandoned > 0 {
+            tracing::warn!(
+                abandoned,
+                "idempotency keys left pending by a previous run were released"
+            );
+        }
+
+        let mut runtime = RuntimeConfig::in_memory();
+        runtime.cache_dir = Some(config.data_dir.join("artifacts"));
+        let worker = match &config.compile_worker {
+            Some(path) => path.clone(),
+            None => {
+                std::env::current_exe().context("locating the corral binary for compile workers")?
+            }
+        };
+        runtime.compile = CompileSettings {
+            timeout: config.compile_timeout,
+            memory_bytes: config.compile_memory,
+            ..CompileSettings::worker(worker)
+        };
+        let runtime = Runtime::new(runtime).context("building the sandbox")?;
+
+        let (writer, writer_task) = ExecutionWriter::start(db.clone(), config.commit_batch);
+        let state = AppState {
+            db,
+            runtime: Arc::new(runtime),
+            writer,
+            settings: Arc::new(ApiSettings {
+                limits: config.limits(),
+                prices: config.prices(),
+                max_upload_bytes: config.max_upload as usize,
+                max_body_bytes: config.max_body as usize,
+                request_timeout: config.request_timeout,
+            }),
+            loaded: Arc::new(Mutex::new(HashMap::new())),
+        };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.listen))?;
+        Ok(Application {
+            listener,
+            state,
+            writer_task,
+            config,
+            bootstrap_secret,
+        })
+    }
+
+    /// The port actually bound (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The admin key generated at bootstrap, if this start generated one.
+    pub fn bootstrap_secret(&self) -> Option<&str> {
+        self.bootstrap_secret.as_deref()
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.state.db
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down gracefully.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            state,
+            writer_task,
+            config,
+            ..
+        } = self;
+        let db = state.db.clone();
+        let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stopping_tx.send(());
+        });
+        let mut server = std::pin::pin!(server.into_future());
+        tokio::select! {
+            result = &mut server => result?,
+            _ = async {
+                let _ = stopping_rx.await;
+                tokio::time::sleep(config.shutdown_grace).await;
+            } => {
+                tracing::warn!("in-flight requests did not finish within the shutdown grace period");
+            }
+        }
+        // Every AppState clone (and so every writer handle) is gone once the server
+        // future is dropped: the writer drains its queue, commits, and stops.
+        drop(server);
+        let _ = writer_task.await;
+        db.close().await;
+        Ok(())
+    }
+}
+
+/// Creates the operator tenant and its first admin key when the database has no
+/// keys. Returns the secret if it was generated here (to be printed once).
+async fn bootstrap(db: &Db, given: Option<&str>) -> anyhow::Result<Option<String>> {
+    if keys::any_exist(db).await? {
+        return Ok(None);
+    }
+    let generated = given.is_none();
+    let secret = given
+        .map(str::to_string)
+        .unwrap_or_else(keys::generate_secret);
+    if secret.len() < 32 {
+        anyhow::bail!("CORRAL_BOOTSTRAP_KEY must be at least 32 characters");
+    }
+    let tenant = Tenant {
+        id: db::new_id(),
+        name: "operator".into(),
+        is_operator: true,
+        created_at: db::now(),
+    };
+    let key = keys::new_key(&tenant.id, "bootstrap admin", Role::Admin, &secret, None);
+    let event = audit::AuditEvent {
+        id: db::new_id(),
+        tenant_id: tenant.id.clone(),
+        occurred_at: db::now(),
+        actor_key_id: None,
+        action: "tenant.bootstrap".into(),
+        resource_type: "tenant".into(),
+        resource_id: Some(tenant.id.clone()),
+        before: None,
+        after: Some(sqlx::types::Json(
+            serde_json::json!({ "name": tenant.name, "admin_key_id": key.id }),
+        )),
+        result: "ok".into(),
+        request_id: None,
+        client_addr: None,
+        user_agent: None,
+    };
+    let mut tx = db.begin(None).await?;
+    tenants::insert(&mut tx, &tenant).await?;
+    keys::insert(&mut tx, &key, &secret).await?;
+    audit::append(&mut tx, &event).await?;
+    tx.commit().await?;
+    Ok(generated.then_some(secret))
+}
