@@ -105,14 +105,36 @@ impl Db {
 
     /// Connects to `url` (`postgres://…` or `sqlite://…`) and runs the migrations.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Db, sqlx::Error> {
-        let db = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            // Migrate as the login user, then serve from connections that act as
+            // `corral_app`, so row-level security applies to everything the host does.
+            let admin = Db::Postgres(PgPoolOptions::new().max_connections(1).connect(url).await?);
+            admin.migrate().await?;
+            admin.close().await;
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(10))
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        let member: (bool,) = sqlx::query_as(
+                            "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'corral_app') \
+                             AND pg_has_role(current_user, 'corral_app', 'MEMBER')",
+                        )
+                        .fetch_one(&mut *conn)
+                        .await?;
+                        if member.0 {
+                            sqlx::query("SET ROLE corral_app")
+                                .execute(&mut *conn)
+                                .await?;
+                        }
+                        Ok(())
+                    })
+                })
                 .connect(url)
                 .await?;
-            Db::Postgres(pool)
-        } else {
+            return Ok(Db::Postgres(pool));
+        }
+        let db = {
             let options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
                 .foreign_keys(true)
