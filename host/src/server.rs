@@ -6,9 +6,8 @@
 //! close the database. A response that said an invocation ran was only ever sent after
 //! its record committed, so nothing acknowledged is lost.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -78,19 +77,14 @@ impl Application {
         let runtime = Runtime::new(runtime).context("building the sandbox")?;
 
         let (writer, writer_task) = ExecutionWriter::start(db.clone(), config.commit_batch);
-        let state = AppState {
-            db,
-            runtime: Arc::new(runtime),
-            writer,
-            settings: Arc::new(ApiSettings {
-                limits: config.limits(),
-                prices: config.prices(),
-                max_upload_bytes: config.max_upload as usize,
-                max_body_bytes: config.max_body as usize,
-                request_timeout: config.request_timeout,
-            }),
-            loaded: Arc::new(Mutex::new(HashMap::new())),
+        let settings = ApiSettings {
+            limits: config.limits(),
+            prices: config.prices(),
+            max_upload_bytes: config.max_upload as usize,
+            max_body_bytes: config.max_body as usize,
+            request_timeout: config.request_timeout,
         };
+        let state = AppState::new(db, Arc::new(runtime), writer, settings);
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listening on {}", config.listen))?;

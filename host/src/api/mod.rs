@@ -4,12 +4,14 @@
 //! Layers, outermost first: request id → tracing → panic catcher → timeout → routes.
 //! Each route module has a `router()`; [`router`] nests them.
 
+pub mod cache;
 pub mod error;
 pub mod extract;
 mod routes;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
 use std::time::Duration;
 
 use axum::Router;
@@ -21,8 +23,11 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use self::cache::TtlCache;
 use crate::costs::PriceModel;
 use crate::db::Db;
+use crate::db::agents::{Agent, AgentVersion};
+use crate::db::keys::ApiKey;
 use crate::db::writer::ExecutionWriter;
 use crate::limits::Limits;
 use crate::runtime::{LoadedAgent, Runtime};
@@ -57,6 +62,28 @@ pub struct AppState {
     pub settings: Arc<ApiSettings>,
     /// Loaded agents by version id, so invocations skip the database's component bytes.
     pub loaded: Arc<Mutex<HashMap<String, Arc<LoadedAgent>>>>,
+    /// Authenticated keys by secret hash, with whether their tenant is the operator.
+    pub keys: Arc<TtlCache<String, (ApiKey, bool)>>,
+    /// Live agents by (tenant id, name).
+    pub agents: Arc<TtlCache<(String, String), Agent>>,
+    /// Versions by (tenant id, agent id, id or semver); versions never change.
+    pub versions: Arc<TtlCache<(String, String, String), AgentVersion>>,
+}
+
+impl AppState {
+    /// State over `db`, `runtime` and `writer`, with empty caches.
+    pub fn new(db: Db, runtime: Arc<Runtime>, writer: ExecutionWriter, settings: ApiSettings) -> AppState {
+        AppState {
+            db,
+            runtime,
+            writer,
+            settings: Arc::new(settings),
+            loaded: Arc::default(),
+            keys: Arc::new(TtlCache::new(cache::TTL)),
+            agents: Arc::new(TtlCache::new(cache::TTL)),
+            versions: Arc::new(TtlCache::new(Duration::from_secs(3600))),
+        }
+    }
 }
 
 /// The whole API.

@@ -139,22 +139,22 @@ pub async fn authenticate(db: &Db, secret: &str) -> Result<Option<ApiKey>, DbErr
         .await)?)
 }
 
-/// Records that a key was used (at most about once a minute per key, to keep
-/// authentication off the write path).
-pub async fn touch(db: &Db, key: &ApiKey) -> Result<(), DbError> {
+/// Records that a key was used, at most once a minute per key to keep
+/// authentication off the write path. Returns whether it wrote.
+pub async fn touch(db: &Db, key: &ApiKey) -> Result<bool, DbError> {
     let now = now();
     if key
         .last_used_at
         .is_some_and(|t| now - t < chrono::Duration::seconds(60))
     {
-        return Ok(());
+        return Ok(false);
     }
     on_pool!(db, pool => sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
         .bind(now)
         .bind(&key.id)
         .execute(pool)
         .await.map(|r| r.rows_affected()))?;
-    Ok(())
+    Ok(true)
 }
 
 /// Lists a tenant's keys after `after`.

@@ -59,12 +59,25 @@ fn snapshot(agent: &Agent) -> Option<DbJson<serde_json::Value>> {
 
 /// Finds a live agent of the caller's tenant, or 404 (also for other tenants' agents).
 pub async fn find(state: &AppState, principal: &Principal, name: &str) -> Result<Agent, ApiError> {
-    agents::by_name(&state.db, principal.tenant_id(), name)
+    let cache_key = (principal.tenant_id().to_string(), name.to_string());
+    if let Some(agent) = state.agents.get(&cache_key) {
+        return Ok(agent);
+    }
+    let agent = agents::by_name(&state.db, principal.tenant_id(), name)
         .await
         .map_err(|e| match e {
             DbError::NotFound => ApiError::not_found(format!("agent {name:?}")),
             e => e.into(),
-        })
+        })?;
+    state.agents.insert(cache_key, agent.clone());
+    Ok(agent)
+}
+
+/// Drops the cached copy of an agent after changing it.
+pub fn forget(state: &AppState, principal: &Principal, name: &str) {
+    state
+        .agents
+        .remove(&(principal.tenant_id().to_string(), name.to_string()));
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,6 +216,7 @@ async fn change(
     agents::update(&mut tx, &agent).await?;
     audit::append(&mut tx, &event).await?;
     tx.commit().await?;
+    forget(state, principal, name);
     Ok(Json(AgentView::from(&agent)))
 }
 
@@ -283,5 +297,6 @@ async fn remove(
     agents::delete(&mut tx, principal.tenant_id(), &agent.id).await?;
     audit::append(&mut tx, &event).await?;
     tx.commit().await?;
+    forget(&state, &principal, &name);
     Ok(StatusCode::NO_CONTENT)
 }

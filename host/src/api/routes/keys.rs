@@ -188,5 +188,7 @@ async fn revoke(
     ));
     audit::append(&mut tx, &event).await?;
     tx.commit().await?;
+    // Cached keys are indexed by secret hash, which we do not have here: drop them all.
+    state.keys.clear();
     Ok(Json(KeyView::from(&after)))
 }

@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json as DbJson;
 
-use super::agents::find;
+use super::agents::{find, forget};
 use crate::api::extract::{ApiQuery, Principal};
 use crate::api::{ApiError, AppState, Page, Paged};
 use crate::db::agents::{self, AgentVersion};
@@ -170,6 +170,7 @@ async fn upload(
     }
     audit::append(&mut tx, &event).await?;
     tx.commit().await?;
+    forget(&state, &principal, &name);
     state
         .loaded
         .lock()
@@ -249,5 +250,6 @@ async fn activate(
     agents::update(&mut tx, &agent).await?;
     audit::append(&mut tx, &event).await?;
     tx.commit().await?;
+    forget(&state, &principal, &name);
     Ok(Json(VersionView::new(&target, Some(&target.id))))
 }
