@@ -15,12 +15,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::http::{HeaderName, StatusCode};
+use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use tower::ServiceBuilder;
+use tower::timeout::TimeoutLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use self::cache::TtlCache;
@@ -72,7 +74,12 @@ pub struct AppState {
 
 impl AppState {
     /// State over `db`, `runtime` and `writer`, with empty caches.
-    pub fn new(db: Db, runtime: Arc<Runtime>, writer: ExecutionWriter, settings: ApiSettings) -> AppState {
+    pub fn new(
+        db: Db,
+        runtime: Arc<Runtime>,
+        writer: ExecutionWriter,
+        settings: ApiSettings,
+    ) -> AppState {
         AppState {
             db,
             runtime,
@@ -110,6 +117,13 @@ pub fn router(state: AppState) -> Router {
                 .merge(routes::keys::router()),
         )
         .fallback(|| async { ApiError::not_found("this route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method",
+            )
+        })
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .layer(
             ServiceBuilder::new()
@@ -117,20 +131,20 @@ pub fn router(state: AppState) -> Router {
                 .layer(TraceLayer::new_for_http())
                 .layer(PropagateRequestIdLayer::new(request_id))
                 .layer(CatchPanicLayer::custom(|_| {
-                    ApiError::internal("a handler panicked").into_response_parts()
+                    ApiError::internal("a handler panicked").into_response()
                 }))
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::REQUEST_TIMEOUT,
-                    timeout,
-                )),
+                .layer(HandleErrorLayer::new(
+                    move |_: tower::BoxError| async move {
+                        ApiError::new(
+                            StatusCode::REQUEST_TIMEOUT,
+                            "request_timeout",
+                            format!("the request took longer than {timeout:?}"),
+                        )
+                    },
+                ))
+                .layer(TimeoutLayer::new(timeout)),
         )
         .with_state(state)
-}
-
-impl ApiError {
-    fn into_response_parts(self) -> axum::response::Response {
-        axum::response::IntoResponse::into_response(self)
-    }
 }
 
 /// `?limit=&cursor=` for every list.

@@ -6,8 +6,8 @@ use serde::Serialize;
 use sqlx::types::Json;
 
 use super::{Db, DbError, Tx};
+use crate::on_pool;
 use crate::runtime::LogEntry;
-use crate::{on_pool, on_tx};
 
 /// The stored record of one invocation.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
@@ -70,55 +70,118 @@ const COLUMNS: &str = "id, tenant_id, agent_id, agent_name, version_id, version,
     input_bytes, input_excerpt, output_bytes, output_excerpt, fuel, peak_memory_bytes, wall_time_us, log_bytes, logs, \
     queued_at, started_at, finished_at, cost_picodollars, correlation_id, actor_key_id, idempotency_key";
 
-/// Inserts records in one statement per chunk (called by the group-commit writer).
+/// Inserts records (called by the group-commit writer).
+///
+/// Postgres gets one statement of any size: 26 arrays `UNNEST`ed into rows, so the
+/// statement is prepared once. SQLite gets multi-row `VALUES` with anonymous `?`
+/// parameters (numbered ones cost a linear scan per bind), split into power-of-two
+/// chunks so only a handful of statement shapes are ever prepared.
 pub async fn insert_batch(tx: &mut Tx, records: &[&ExecutionRecord]) -> Result<(), DbError> {
-    // 26 columns; stay well under SQLite's 32,766 bound parameters per statement.
-    for chunk in records.chunks(500) {
-        let mut sql = format!("INSERT INTO executions ({COLUMNS}) VALUES ");
-        for (i, _) in chunk.iter().enumerate() {
-            let base = i * 26;
-            let params: Vec<String> = (1..=26).map(|n| format!("${}", base + n)).collect();
-            if i > 0 {
-                sql.push_str(", ");
+    match tx {
+        Tx::Postgres(tx) => insert_unnest(&mut **tx, records).await,
+        Tx::Sqlite(tx) => {
+            let mut rest = records;
+            while !rest.is_empty() {
+                // 26 parameters a row; SQLite allows 32,766 a statement.
+                let size = prev_power_of_two(rest.len().min(1024));
+                let (chunk, tail) = rest.split_at(size);
+                insert_values(&mut **tx, chunk).await?;
+                rest = tail;
             }
-            sql.push('(');
-            sql.push_str(&params.join(", "));
-            sql.push(')');
+            Ok(())
         }
-        on_tx!(tx, conn => {
-            let mut query = sqlx::query(&sql);
-            for r in chunk {
-                query = query
-                    .bind(&r.id)
-                    .bind(&r.tenant_id)
-                    .bind(&r.agent_id)
-                    .bind(&r.agent_name)
-                    .bind(&r.version_id)
-                    .bind(&r.version)
-                    .bind(&r.action)
-                    .bind(&r.outcome)
-                    .bind(&r.error_code)
-                    .bind(&r.error_message)
-                    .bind(r.input_bytes)
-                    .bind(&r.input_excerpt)
-                    .bind(r.output_bytes)
-                    .bind(&r.output_excerpt)
-                    .bind(r.fuel)
-                    .bind(r.peak_memory_bytes)
-                    .bind(r.wall_time_us)
-                    .bind(r.log_bytes)
-                    .bind(&r.logs)
-                    .bind(r.queued_at)
-                    .bind(r.started_at)
-                    .bind(r.finished_at)
-                    .bind(r.cost_picodollars)
-                    .bind(&r.correlation_id)
-                    .bind(&r.actor_key_id)
-                    .bind(&r.idempotency_key);
-            }
-            query.execute(conn).await.map(|r| r.rows_affected())
-        })?;
     }
+}
+
+fn prev_power_of_two(n: usize) -> usize {
+    1 << (usize::BITS - 1 - n.leading_zeros())
+}
+
+async fn insert_unnest(
+    conn: &mut sqlx::PgConnection,
+    rows: &[&ExecutionRecord],
+) -> Result<(), DbError> {
+    fn col<T>(rows: &[&ExecutionRecord], f: impl Fn(&ExecutionRecord) -> T) -> Vec<T> {
+        rows.iter().map(|r| f(r)).collect()
+    }
+    sqlx::query(&format!(
+        "INSERT INTO executions ({COLUMNS}) SELECT * FROM UNNEST(\
+         $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
+         $9::text[], $10::text[], $11::bigint[], $12::text[], $13::bigint[], $14::text[], $15::bigint[], \
+         $16::bigint[], $17::bigint[], $18::bigint[], $19::jsonb[], $20::timestamptz[], $21::timestamptz[], \
+         $22::timestamptz[], $23::bigint[], $24::text[], $25::text[], $26::text[])"
+    ))
+    .bind(col(rows, |r| r.id.clone()))
+    .bind(col(rows, |r| r.tenant_id.clone()))
+    .bind(col(rows, |r| r.agent_id.clone()))
+    .bind(col(rows, |r| r.agent_name.clone()))
+    .bind(col(rows, |r| r.version_id.clone()))
+    .bind(col(rows, |r| r.version.clone()))
+    .bind(col(rows, |r| r.action.clone()))
+    .bind(col(rows, |r| r.outcome.clone()))
+    .bind(col(rows, |r| r.error_code.clone()))
+    .bind(col(rows, |r| r.error_message.clone()))
+    .bind(col(rows, |r| r.input_bytes))
+    .bind(col(rows, |r| r.input_excerpt.clone()))
+    .bind(col(rows, |r| r.output_bytes))
+    .bind(col(rows, |r| r.output_excerpt.clone()))
+    .bind(col(rows, |r| r.fuel))
+    .bind(col(rows, |r| r.peak_memory_bytes))
+    .bind(col(rows, |r| r.wall_time_us))
+    .bind(col(rows, |r| r.log_bytes))
+    .bind(col(rows, |r| r.logs.clone()))
+    .bind(col(rows, |r| r.queued_at))
+    .bind(col(rows, |r| r.started_at))
+    .bind(col(rows, |r| r.finished_at))
+    .bind(col(rows, |r| r.cost_picodollars))
+    .bind(col(rows, |r| r.correlation_id.clone()))
+    .bind(col(rows, |r| r.actor_key_id.clone()))
+    .bind(col(rows, |r| r.idempotency_key.clone()))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn insert_values(
+    conn: &mut sqlx::SqliteConnection,
+    chunk: &[&ExecutionRecord],
+) -> Result<(), DbError> {
+    let row = format!("({})", vec!["?"; 26].join(", "));
+    let sql = format!(
+        "INSERT INTO executions ({COLUMNS}) VALUES {}",
+        vec![row; chunk.len()].join(", ")
+    );
+    let mut query = sqlx::query(&sql);
+    for r in chunk {
+        query = query
+            .bind(&r.id)
+            .bind(&r.tenant_id)
+            .bind(&r.agent_id)
+            .bind(&r.agent_name)
+            .bind(&r.version_id)
+            .bind(&r.version)
+            .bind(&r.action)
+            .bind(&r.outcome)
+            .bind(&r.error_code)
+            .bind(&r.error_message)
+            .bind(r.input_bytes)
+            .bind(&r.input_excerpt)
+            .bind(r.output_bytes)
+            .bind(&r.output_excerpt)
+            .bind(r.fuel)
+            .bind(r.peak_memory_bytes)
+            .bind(r.wall_time_us)
+            .bind(r.log_bytes)
+            .bind(&r.logs)
+            .bind(r.queued_at)
+            .bind(r.started_at)
+            .bind(r.finished_at)
+            .bind(r.cost_picodollars)
+            .bind(&r.correlation_id)
+            .bind(&r.actor_key_id)
+            .bind(&r.idempotency_key);
+    }
+    query.execute(conn).await?;
     Ok(())
 }
 

@@ -1,13 +1,14 @@
 //! Group commit for execution records.
 //!
-//! Every invocation hands its record to one writer task and waits. The writer takes
+//! Every invocation hands its record to the writer and waits. A committer takes
 //! whatever has queued up — one record when idle, hundreds under load — writes them
-//! with one multi-row INSERT per chunk in one transaction, commits (with the
-//! database's full durability), and only then acknowledges each caller. So a response
-//! that says an invocation ran is sent after its row is durable, and the cost of a
-//! commit is shared by everything that arrived while the previous one was in flight.
-//! If a batch fails, its records are retried one by one, so one bad record cannot
-//! fail the others.
+//! in one transaction, commits (with the database's full durability), and only then
+//! acknowledges each caller. So a response that says an invocation ran is sent after
+//! its row is durable, and the cost of a commit is shared by everything that arrived
+//! while the previous one was in flight. On Postgres several committers take turns,
+//! so one batch is written while another waits for its commit to reach disk; SQLite
+//! has a single writer lock, so it gets one. If a batch fails, its records are retried
+//! one by one, so one bad record cannot fail the others.
 
 use std::sync::Arc;
 
@@ -49,12 +50,24 @@ pub struct ExecutionWriter {
 }
 
 impl ExecutionWriter {
-    /// Starts the writer task. It stops after every handle is dropped and the queue
-    /// is drained.
+    /// Starts the committers. They stop after every handle is dropped and the queue
+    /// is drained; the returned task ends when they have.
     pub fn start(db: Db, max_batch: usize) -> (ExecutionWriter, tokio::task::JoinHandle<()>) {
+        let committers = match db {
+            Db::Postgres(_) => 4,
+            Db::Sqlite(_) => 1,
+        };
         let (jobs, queue) = mpsc::channel(max_batch * 4);
-        let task = tokio::spawn(run(db, queue, max_batch));
-        (ExecutionWriter { jobs }, task)
+        let queue = Arc::new(tokio::sync::Mutex::new(queue));
+        let tasks: Vec<_> = (0..committers)
+            .map(|_| tokio::spawn(run(db.clone(), queue.clone(), max_batch)))
+            .collect();
+        let all = tokio::spawn(async move {
+            for task in tasks {
+                let _ = task.await;
+            }
+        });
+        (ExecutionWriter { jobs }, all)
     }
 
     /// Writes `record` (and completes `key`), returning once it is committed.
@@ -75,9 +88,11 @@ impl ExecutionWriter {
     }
 }
 
-async fn run(db: Db, mut queue: mpsc::Receiver<Job>, max_batch: usize) {
+async fn run(db: Db, queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>, max_batch: usize) {
     let mut batch = Vec::with_capacity(max_batch);
-    while queue.recv_many(&mut batch, max_batch).await > 0 {
+    // Take a batch while holding the queue, commit it after letting go, so the next
+    // committer can gather the following batch meanwhile.
+    while queue.lock().await.recv_many(&mut batch, max_batch).await > 0 {
         match commit(&db, &batch).await {
             Ok(()) => {
                 for job in batch.drain(..) {

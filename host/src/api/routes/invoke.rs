@@ -169,19 +169,24 @@ async fn run(
             ));
         }
     };
-    let cache_key = (principal.tenant_id().to_string(), agent.id.clone(), version_ref.clone());
+    let cache_key = (
+        principal.tenant_id().to_string(),
+        agent.id.clone(),
+        version_ref.clone(),
+    );
     let version = match state.versions.get(&cache_key) {
         Some(version) => version,
         None => {
-            let version = agents::version(&state.db, principal.tenant_id(), &agent.id, &version_ref)
-                .await
-                .map_err(|e| match e {
-                    DbError::NotFound => ApiError::not_found(format!(
-                        "version {version_ref:?} of agent {:?}",
-                        agent.name
-                    )),
-                    e => e.into(),
-                })?;
+            let version =
+                agents::version(&state.db, principal.tenant_id(), &agent.id, &version_ref)
+                    .await
+                    .map_err(|e| match e {
+                        DbError::NotFound => ApiError::not_found(format!(
+                            "version {version_ref:?} of agent {:?}",
+                            agent.name
+                        )),
+                        e => e.into(),
+                    })?;
             state.versions.insert(cache_key, version.clone());
             version
         }
