@@ -23,14 +23,19 @@ impl Backend {
             .expect("DATABASE_URL is not set; run ./scripts/test, which finds Postgres");
         let name = format!("corral_durability_{}", uuid::Uuid::new_v4().simple());
         let mut conn = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
         Backend::Postgres { admin_url, name }
     }
 
     async fn cleanup(&self) {
         if let Backend::Postgres { admin_url, name } = self {
             let mut conn = sqlx::PgConnection::connect(admin_url).await.unwrap();
-            let _ = sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut conn).await;
+            let _ = sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await;
         }
     }
 }
@@ -42,7 +47,11 @@ struct Server {
 
 impl Server {
     async fn start(backend: &Backend, data_dir: &Path) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let mut command = Command::new(corral_bin());
         command
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
@@ -57,9 +66,15 @@ impl Server {
             command.env("DATABASE_URL", format!("{base}/{name}"));
         }
         let child = command.spawn().expect("corral serve starts");
-        let server = Server { child, url: format!("http://127.0.0.1:{port}") };
+        let server = Server {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while reqwest::get(format!("{}/healthz", server.url)).await.is_err() {
+        while reqwest::get(format!("{}/healthz", server.url))
+            .await
+            .is_err()
+        {
             assert!(Instant::now() < deadline, "corral serve did not come up");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -85,7 +100,10 @@ impl Drop for Server {
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 async fn setup_agent(url: &str, name: &str, wasm: &str) {
@@ -137,8 +155,16 @@ async fn acknowledged_invocations_survive_a_crash(backend: Backend) {
                 let http = client();
                 let mut acknowledged = Vec::new();
                 for i in 0.. {
-                    match invoke(&http, &url, "echo", json!({ "action": "echo", "input": { "c": c, "i": i } })).await {
-                        Some(response) => acknowledged.push(response["execution_id"].as_str().unwrap().to_string()),
+                    match invoke(
+                        &http,
+                        &url,
+                        "echo",
+                        json!({ "action": "echo", "input": { "c": c, "i": i } }),
+                    )
+                    .await
+                    {
+                        Some(response) => acknowledged
+                            .push(response["execution_id"].as_str().unwrap().to_string()),
                         None => break,
                     }
                 }
@@ -152,7 +178,11 @@ async fn acknowledged_invocations_survive_a_crash(backend: Backend) {
     for client in clients {
         acknowledged.extend(client.await.unwrap());
     }
-    assert!(acknowledged.len() > 20, "the load ran: {} acknowledged", acknowledged.len());
+    assert!(
+        acknowledged.len() > 20,
+        "the load ran: {} acknowledged",
+        acknowledged.len()
+    );
 
     let restarted = Server::start(&backend, dir.path()).await;
     let http = client();
@@ -163,7 +193,11 @@ async fn acknowledged_invocations_survive_a_crash(backend: Backend) {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), 200, "acknowledged execution {id} is missing after the crash");
+        assert_eq!(
+            response.status(),
+            200,
+            "acknowledged execution {id} is missing after the crash"
+        );
         let record: Value = response.json().await.unwrap();
         assert_eq!(record["outcome"], "succeeded");
     }
@@ -190,7 +224,13 @@ async fn shutdown_lets_in_flight_invocations_finish(backend: Backend) {
         .map(|_| {
             let url = server.url.clone();
             tokio::spawn(async move {
-                invoke(&client(), &url, "hostile", json!({ "action": "sleep", "input": { "ms": 800 } })).await
+                invoke(
+                    &client(),
+                    &url,
+                    "hostile",
+                    json!({ "action": "sleep", "input": { "ms": 800 } }),
+                )
+                .await
             })
         })
         .collect();
@@ -199,13 +239,19 @@ async fn shutdown_lets_in_flight_invocations_finish(backend: Backend) {
 
     let mut ids = Vec::new();
     for request in in_flight {
-        let response = request.await.unwrap().expect("an in-flight invocation was cut off by shutdown");
+        let response = request
+            .await
+            .unwrap()
+            .expect("an in-flight invocation was cut off by shutdown");
         assert_eq!(response["outcome"], "succeeded");
         ids.push(response["execution_id"].as_str().unwrap().to_string());
     }
     let mut server = server;
     let status = server.child.wait().unwrap();
-    assert!(status.success(), "corral serve exits cleanly after SIGTERM: {status}");
+    assert!(
+        status.success(),
+        "corral serve exits cleanly after SIGTERM: {status}"
+    );
 
     let restarted = Server::start(&backend, dir.path()).await;
     for id in ids {
