@@ -5,6 +5,7 @@
 //! `cargo test` (into `target/plugins`) and [`plugins`] holds the paths of the results;
 //! [`harness`] holds the helpers the tests share.
 
+pub mod app;
 pub mod harness;
 
 /// Absolute paths of the test components that `build.rs` built from `plugins/`:

@@ -1,0 +1,189 @@
+//! Invoking: results, outcomes, refusals, idempotency and durability.
+
+use corral_tests::app::{ADMIN_KEY, Backend, spawn_app};
+use corral_tests::plugins::{ECHO, HOSTILE};
+use serde_json::json;
+
+crate::on_both_backends!(
+    an_invocation_returns_its_result_after_it_is_recorded,
+    failed_outcomes_are_answered_and_recorded_too,
+    bad_invocations_are_refused_before_running,
+    an_idempotency_key_runs_and_bills_once,
+);
+
+async fn an_invocation_returns_its_result_after_it_is_recorded(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.agent_with("echo", ECHO).await;
+    let reply = app
+        .invoke(
+            "echo",
+            ADMIN_KEY,
+            json!({ "action": "echo", "input": { "hello": "world" }, "correlation_id": "order-7" }),
+        )
+        .await
+        .ok(200);
+    assert_eq!(reply["outcome"], "succeeded");
+    assert_eq!(reply["output"], json!({ "hello": "world" }));
+    assert_eq!(reply["correlation_id"], "order-7");
+    assert!(reply["usage"]["fuel"].as_u64().unwrap() > 0);
+    let cost = reply["cost"].as_str().unwrap();
+    assert_eq!(
+        cost.split('.').nth(1).map(str::len),
+        Some(12),
+        "dollars with 12 decimals: {cost}"
+    );
+
+    // The record is already committed when the answer arrives.
+    let id = reply["execution_id"].as_str().unwrap();
+    let record = app
+        .get(&format!("/v1/executions/{id}"), ADMIN_KEY)
+        .await
+        .ok(200);
+    assert_eq!(record["outcome"], "succeeded");
+    assert_eq!(record["cost"], cost);
+    assert_eq!(record["correlation_id"], "order-7");
+    assert_eq!(record["logs"][0]["message"], "echo: 17 bytes");
+    assert_eq!(record["input_excerpt"], r#"{"hello":"world"}"#);
+    app.stop().await;
+}
+
+async fn failed_outcomes_are_answered_and_recorded_too(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.agent_with("hostile", HOSTILE).await;
+    let failed = app
+        .invoke("hostile", ADMIN_KEY, json!({ "action": "fail" }))
+        .await
+        .ok(200);
+    assert_eq!(failed["outcome"], "agent_error");
+    assert_eq!(failed["error"]["code"], "upstream_unavailable");
+    assert_eq!(failed["error"]["retryable"], true);
+    let spun = app
+        .invoke(
+            "hostile",
+            ADMIN_KEY,
+            json!({ "action": "spin", "limits": { "fuel": 100000 } }),
+        )
+        .await
+        .ok(200);
+    assert_eq!(spun["outcome"], "fuel_exhausted");
+    let crashed = app
+        .invoke("hostile", ADMIN_KEY, json!({ "action": "panic" }))
+        .await
+        .ok(200);
+    assert_eq!(
+        (
+            crashed["outcome"].as_str(),
+            crashed["error"]["code"].as_str()
+        ),
+        (Some("trapped"), Some("unreachable"))
+    );
+    let listed = app
+        .get("/v1/executions?agent=hostile", ADMIN_KEY)
+        .await
+        .ok(200);
+    let outcomes: Vec<_> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["trapped", "fuel_exhausted", "agent_error"],
+        "newest first"
+    );
+    app.stop().await;
+}
+
+async fn bad_invocations_are_refused_before_running(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.agent_with("echo", ECHO).await;
+    app.post("/v1/agents", ADMIN_KEY, json!({ "name": "empty" }))
+        .await
+        .ok(201);
+    let before = app.snapshot().await;
+    app.invoke("missing", ADMIN_KEY, json!({ "action": "echo" }))
+        .await
+        .assert_error(404, "not_found");
+    app.invoke("empty", ADMIN_KEY, json!({ "action": "echo" }))
+        .await
+        .assert_error(409, "no_active_version");
+    app.invoke("echo", ADMIN_KEY, json!({ "input": {} }))
+        .await
+        .assert_error(400, "invalid_json");
+    app.invoke(
+        "echo",
+        ADMIN_KEY,
+        json!({ "action": "echo", "limits": { "fuel": 0 } }),
+    )
+    .await
+    .assert_error(400, "invalid_limits");
+    app.invoke(
+        "echo",
+        ADMIN_KEY,
+        json!({ "action": "echo", "limits": { "timeout_ms": 999999999 } }),
+    )
+    .await
+    .assert_error(400, "invalid_limits");
+    let raw = app
+        .http
+        .post(format!("{}/v1/agents/echo/invoke", app.url))
+        .bearer_auth(ADMIN_KEY)
+        .header("content-type", "application/json")
+        .body(r#"{"action": "echo", "input": {"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), 400);
+    let error: serde_json::Value = raw.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "invalid_json");
+    assert_eq!(
+        app.snapshot().await,
+        before,
+        "nothing ran, nothing was written"
+    );
+    app.stop().await;
+}
+
+async fn an_idempotency_key_runs_and_bills_once(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.agent_with("echo", ECHO).await;
+    let call = |body: serde_json::Value, key: &'static str| {
+        app.http
+            .post(format!("{}/v1/agents/echo/invoke", app.url))
+            .bearer_auth(ADMIN_KEY)
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+    };
+    let body = json!({ "action": "echo", "input": { "pay": 10 } });
+    let first: serde_json::Value = call(body.clone(), "k-1")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let executions = app.count("executions").await;
+    let retry: serde_json::Value = call(body.clone(), "k-1")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(retry, first, "the retry gets the original answer");
+    assert_eq!(
+        app.count("executions").await,
+        executions,
+        "and nothing ran again"
+    );
+
+    let reused = call(json!({ "action": "echo", "input": { "pay": 99 } }), "k-1")
+        .await
+        .unwrap();
+    assert_eq!(reused.status(), 422);
+    let error: serde_json::Value = reused.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "idempotency_key_reused");
+    let other: serde_json::Value = call(body, "k-2").await.unwrap().json().await.unwrap();
+    assert_ne!(other["execution_id"], first["execution_id"]);
+    app.stop().await;
+}

@@ -1,0 +1,29 @@
+//! The control API over real HTTP against a real `corral serve` application, on a fresh
+//! SQLite file and on a fresh Postgres database: every test runs on both.
+
+mod access;
+mod agents;
+mod invocations;
+mod records;
+mod versions;
+
+/// Generates `mod <test> { fn sqlite(); fn postgres(); }` for each `async fn
+/// <test>(backend)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name(corral_tests::app::Backend::Sqlite).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name(corral_tests::app::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}

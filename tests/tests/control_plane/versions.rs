@@ -1,0 +1,213 @@
+//! Uploading, listing and activating versions; every malformed upload is refused with
+//! its own code and writes nothing.
+
+use corral_tests::app::{ADMIN_KEY, Backend, spawn_app, spawn_app_with};
+use corral_tests::plugins::{ECHO, HOSTILE, NOT_AN_AGENT, TEXT_STATS};
+use serde_json::json;
+
+crate::on_both_backends!(
+    an_upload_is_validated_compiled_versioned_and_deduplicated,
+    malformed_uploads_are_refused_by_kind_and_write_nothing,
+    an_oversized_upload_is_cut_off,
+    versions_are_activated_and_rolled_back,
+);
+
+async fn an_upload_is_validated_compiled_versioned_and_deduplicated(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.post("/v1/agents", ADMIN_KEY, json!({ "name": "echo" }))
+        .await
+        .ok(201);
+    let first = app
+        .upload("echo", ADMIN_KEY, std::fs::read(ECHO).unwrap())
+        .await
+        .ok(201);
+    assert_eq!(first["metadata"]["name"], "echo");
+    assert_eq!(first["version"], "0.1.0");
+    assert_eq!(first["active"], true, "the first version becomes active");
+    assert_eq!(first["size_bytes"], std::fs::read(ECHO).unwrap().len());
+
+    // The same bytes again are the same version, not a new row.
+    let rows = app.count("agent_versions").await;
+    let again = app
+        .upload("echo", ADMIN_KEY, std::fs::read(ECHO).unwrap())
+        .await
+        .ok(200);
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(app.count("agent_versions").await, rows);
+
+    // Different bytes claiming the same semver (hostile is 0.1.0 too) are refused.
+    app.upload("echo", ADMIN_KEY, std::fs::read(HOSTILE).unwrap())
+        .await
+        .assert_error(409, "version_exists");
+    assert_eq!(app.count("agent_versions").await, rows);
+    app.upload("missing", ADMIN_KEY, std::fs::read(ECHO).unwrap())
+        .await
+        .assert_error(404, "not_found");
+    let listed = app.get("/v1/agents/echo/versions", ADMIN_KEY).await.ok(200);
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    app.stop().await;
+}
+
+async fn malformed_uploads_are_refused_by_kind_and_write_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.post("/v1/agents", ADMIN_KEY, json!({ "name": "target" }))
+        .await
+        .ok(201);
+    let mut truncated = std::fs::read(ECHO).unwrap();
+    truncated.truncate(truncated.len() / 2);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty", Vec::new(), "not_a_component"),
+        (
+            "not wasm",
+            b"definitely not wasm".to_vec(),
+            "not_a_component",
+        ),
+        ("text", b"(component)".to_vec(), "not_a_component"),
+        (
+            "core module",
+            wat::parse_str("(module)").unwrap(),
+            "not_a_component",
+        ),
+        ("truncated", truncated, "malformed_component"),
+        (
+            "wrong world",
+            std::fs::read(NOT_AN_AGENT).unwrap(),
+            "wrong_world",
+        ),
+    ];
+    let before = app.snapshot().await;
+    for (what, bytes, code) in cases {
+        let reply = app.upload("target", ADMIN_KEY, bytes).await;
+        assert_eq!(reply.status.as_u16(), 422, "{what}: {:#}", reply.body);
+        assert_eq!(
+            reply.body["error"]["code"], code,
+            "{what}: {:#}",
+            reply.body
+        );
+    }
+    let wrong_type = app
+        .http
+        .post(format!("{}/v1/agents/target/versions", app.url))
+        .bearer_auth(ADMIN_KEY)
+        .header("content-type", "application/octet-stream")
+        .body(std::fs::read(ECHO).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_type.status(), 415);
+    assert_eq!(app.snapshot().await, before, "no refused upload left a row");
+    assert_eq!(
+        app.get("/v1/agents/target", ADMIN_KEY).await.ok(200)["active_version_id"],
+        serde_json::Value::Null
+    );
+    app.stop().await;
+}
+
+async fn an_oversized_upload_is_cut_off(backend: Backend) {
+    let app = spawn_app_with(backend, |config| config.max_upload = 64 * 1024).await;
+    app.post("/v1/agents", ADMIN_KEY, json!({ "name": "big" }))
+        .await
+        .ok(201);
+    let before = app.snapshot().await;
+    app.upload("big", ADMIN_KEY, std::fs::read(HOSTILE).unwrap())
+        .await
+        .assert_error(413, "payload_too_large");
+    assert_eq!(app.snapshot().await, before);
+    app.stop().await;
+}
+
+async fn versions_are_activated_and_rolled_back(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.post("/v1/agents", ADMIN_KEY, json!({ "name": "multi" }))
+        .await
+        .ok(201);
+    let old = app
+        .upload("multi", ADMIN_KEY, std::fs::read(ECHO).unwrap())
+        .await
+        .ok(201);
+    // A later upload is stored but not activated unless asked.
+    let new = app
+        .upload("multi", ADMIN_KEY, std::fs::read(TEXT_STATS).unwrap())
+        .await
+        .ok(201);
+    assert_eq!(
+        (new["version"].as_str(), new["active"].as_bool()),
+        (Some("1.0.0"), Some(false))
+    );
+    let echo = json!({ "action": "echo", "input": { "v": 1 } });
+    let stats = json!({ "action": "stats", "input": { "text": "one two" } });
+    assert_eq!(
+        app.invoke("multi", ADMIN_KEY, echo.clone()).await.ok(200)["version"],
+        "0.1.0"
+    );
+
+    // Activate the new version by semver, then roll back by id.
+    app.post(
+        "/v1/agents/multi/versions/1.0.0/activate",
+        ADMIN_KEY,
+        json!({}),
+    )
+    .await
+    .ok(200);
+    let ran = app.invoke("multi", ADMIN_KEY, stats.clone()).await.ok(200);
+    assert_eq!(
+        (ran["version"].as_str(), ran["output"]["words"].as_i64()),
+        (Some("1.0.0"), Some(2))
+    );
+    let id = old["id"].as_str().unwrap();
+    let back = app
+        .post(
+            &format!("/v1/agents/multi/versions/{id}/activate"),
+            ADMIN_KEY,
+            json!({}),
+        )
+        .await
+        .ok(200);
+    assert_eq!(back["active"], true);
+    assert_eq!(
+        app.invoke("multi", ADMIN_KEY, echo).await.ok(200)["output"],
+        json!({ "v": 1 })
+    );
+    assert_eq!(
+        app.invoke("multi", ADMIN_KEY, stats).await.ok(200)["outcome"],
+        "agent_error"
+    );
+
+    // An invocation may pin a version; unknown versions are 404.
+    let pinned = app
+        .invoke(
+            "multi",
+            ADMIN_KEY,
+            json!({ "action": "stats", "input": { "text": "a" }, "version": "1.0.0" }),
+        )
+        .await
+        .ok(200);
+    assert_eq!(pinned["outcome"], "succeeded");
+    app.post(
+        "/v1/agents/multi/versions/9.9.9/activate",
+        ADMIN_KEY,
+        json!({}),
+    )
+    .await
+    .assert_error(404, "not_found");
+    app.invoke(
+        "multi",
+        ADMIN_KEY,
+        json!({ "action": "echo", "version": "2.0.0" }),
+    )
+    .await
+    .assert_error(404, "not_found");
+
+    let listed = app
+        .get("/v1/agents/multi/versions?limit=1", ADMIN_KEY)
+        .await
+        .ok(200);
+    assert_eq!(listed["items"][0]["version"], "1.0.0", "newest first");
+    assert!(listed["next_cursor"].is_string());
+    let audit = app
+        .get("/v1/audit?action=version.activate", ADMIN_KEY)
+        .await
+        .ok(200);
+    assert_eq!(audit["items"].as_array().unwrap().len(), 2);
+    app.stop().await;
+}
