@@ -93,7 +93,10 @@ async fn run(db: Db, queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>, max_ba
     // Take a batch while holding the queue, commit it after letting go, so the next
     // committer can gather the following batch meanwhile.
     while queue.lock().await.recv_many(&mut batch, max_batch).await > 0 {
-        tracing::debug!(size = batch.len(), "committing a batch of execution records");
+        tracing::debug!(
+            size = batch.len(),
+            "committing a batch of execution records"
+        );
         match commit(&db, &batch).await {
             Ok(()) => {
                 for job in batch.drain(..) {
