@@ -117,7 +117,14 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut ServeConfi
     let db = Db::connect(&database_url, 2).await.unwrap();
     TestApp {
         url,
-        http: reqwest::Client::new(),
+        // A connection per request. The server answers some refusals (415, 413, 401)
+        // before reading the body and then closes the connection; a pooled client
+        // could send its next request on that closing connection and fail for a
+        // reason that has nothing to do with the test.
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap(),
         db,
         shutdown: Some(tx),
         server: Some(server),
@@ -161,14 +168,10 @@ impl TestApp {
         self.send(Method::POST, path, Some(key), Some(body)).await
     }
 
-    /// Uploads component bytes to an agent. A refused upload is answered before its
-    /// body is read, and the server then closes the connection, so uploads use a
-    /// connection of their own.
+    /// Uploads component bytes to an agent.
     pub async fn upload(&self, agent: &str, key: &str, bytes: Vec<u8>) -> Reply {
-        let response = reqwest::Client::builder()
-            .pool_max_idle_per_host(0)
-            .build()
-            .unwrap()
+        let response = self
+            .http
             .post(format!("{}/v1/agents/{agent}/versions", self.url))
             .bearer_auth(key)
             .header("content-type", "application/wasm")
@@ -242,6 +245,25 @@ impl TestApp {
         counts
     }
 
+    /// A request with `key` (if any), for bodies and headers the helpers do not cover.
+    pub fn request(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.url));
+        match key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
+    }
+
+    /// Sends a request built with [`TestApp::request`].
+    pub async fn send_request(&self, request: reqwest::RequestBuilder) -> Reply {
+        reply(request.send().await.expect("the request is answered")).await
+    }
+
     /// Stops the server and drops its database.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -256,6 +278,39 @@ impl TestApp {
             let _ = sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
                 .execute(&mut conn)
                 .await;
+        }
+    }
+}
+
+/// A test that panics never reaches [`TestApp::stop`]: drop its Postgres database
+/// anyway, so failed runs do not leave databases behind.
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let Some((admin, name)) = self.postgres.take() else {
+            return;
+        };
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        // Drop runs inside the test's runtime, which cannot be blocked on: use a
+        // runtime of its own on a thread of its own. FORCE ends the server's sessions.
+        let database = name.clone();
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(_))) {
+            eprintln!("could not drop the test database {name}");
         }
     }
 }

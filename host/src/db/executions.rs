@@ -188,8 +188,9 @@ async fn insert_values(
 /// Filters for listing executions.
 #[derive(Debug, Clone, Default)]
 pub struct ExecutionFilter {
-    /// Only this agent (by id).
-    pub agent_id: Option<String>,
+    /// Only agents of this name, live or deleted: a deleted agent keeps its history,
+    /// and a new agent may take its name.
+    pub agent_name: Option<String>,
     /// Only this outcome.
     pub outcome: Option<String>,
     /// Only this correlation id.
@@ -210,7 +211,8 @@ pub async fn list(
 ) -> Result<Vec<ExecutionRecord>, DbError> {
     let sql = format!(
         "SELECT {COLUMNS} FROM executions WHERE tenant_id = $1 AND id < $2 \
-         AND ($3 IS NULL OR agent_id = $3) AND ($4 IS NULL OR outcome = $4) \
+         AND ($3 IS NULL OR agent_id IN (SELECT id FROM agents WHERE tenant_id = $1 AND name = $3)) \
+         AND ($4 IS NULL OR outcome = $4) \
          AND ($5 IS NULL OR correlation_id = $5) AND ($6 IS NULL OR finished_at >= $6) \
          AND ($7 IS NULL OR finished_at < $7) ORDER BY id DESC LIMIT $8"
     );
@@ -218,7 +220,7 @@ pub async fn list(
         on_pool!(db, pool => sqlx::query_as::<_, ExecutionRecord>(&sql)
         .bind(tenant_id)
         .bind(before.unwrap_or("~"))
-        .bind(&filter.agent_id)
+        .bind(&filter.agent_name)
         .bind(&filter.outcome)
         .bind(&filter.correlation_id)
         .bind(filter.since)

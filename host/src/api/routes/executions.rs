@@ -1,17 +1,17 @@
 //! Executions: list with filters and cursor pagination; get one with its logs.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::parse_time;
-use crate::api::extract::{ApiQuery, Principal};
+use crate::api::extract::{ApiPath, ApiQuery, Principal};
 use crate::api::{ApiError, AppState, Page, Paged};
 use crate::costs::format_dollars;
+use crate::db::DbError;
 use crate::db::executions::{self, ExecutionFilter, ExecutionRecord};
 use crate::db::keys::Role;
-use crate::db::{DbError, agents};
 use crate::runtime::{LogEntry, Outcome};
 
 pub fn router() -> Router<AppState> {
@@ -115,22 +115,9 @@ async fn list(
             format!("outcome must be one of {}", known.join(", ")),
         ));
     }
-    let agent_id = match &q.agent {
-        // Deleted agents keep their history, so filter by any agent of this name.
-        Some(name) => match agents::by_name(&state.db, principal.tenant_id(), name).await {
-            Ok(agent) => Some(agent.id),
-            Err(DbError::NotFound) => {
-                return Ok(Json(Paged {
-                    items: Vec::new(),
-                    next_cursor: None,
-                }));
-            }
-            Err(e) => return Err(e.into()),
-        },
-        None => None,
-    };
     let filter = ExecutionFilter {
-        agent_id,
+        // Deleted agents keep their history, so this is any agent of this name.
+        agent_name: q.agent,
         outcome: q.outcome,
         correlation_id: q.correlation_id,
         since: parse_time("since", q.since.as_deref())?,
@@ -158,7 +145,7 @@ async fn list(
 async fn show(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ExecutionView>, ApiError> {
     principal
         .require(
