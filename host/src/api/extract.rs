@@ -1,9 +1,9 @@
-//! Extractors whose rejections use our error body: [`ApiJson`], [`ApiQuery`], and the
-//! authenticated [`Principal`] with the request's [`RequestMeta`].
+//! Extractors whose rejections use our error body: [`ApiJson`], [`ApiQuery`], [`ApiPath`],
+//! and the authenticated [`Principal`] with the request's [`RequestMeta`].
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, OriginalUri, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
@@ -12,7 +12,7 @@ use super::AppState;
 use super::error::ApiError;
 use crate::db::audit::AuditEvent;
 use crate::db::keys::{self, ApiKey, Role};
-use crate::db::{self, audit, tenants};
+use crate::db::{self, agents, audit, tenants};
 
 /// JSON body; malformed JSON is `400 invalid_json`, a wrong content type `415`.
 pub struct ApiJson<T>(pub T);
@@ -53,6 +53,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
             .await
             .map(|q| ApiQuery(q.0))
             .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+    }
+}
+
+/// Path parameters; a segment that is not valid UTF-8 (or will not parse) is
+/// `400 invalid_path` rather than axum's plain-text rejection.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))
     }
 }
 
@@ -142,11 +157,40 @@ impl Principal {
             return Ok(());
         }
         self.deny(state, action, resource_type, resource_id).await;
-        Err(ApiError::forbidden(format!(
+        Err(self.lacks(role, action))
+    }
+
+    /// [`require`](Self::require) for an action on the agent called `name`: a denial
+    /// names the agent by id, like every other event about it, when it exists.
+    pub async fn require_on_agent(
+        &self,
+        state: &AppState,
+        role: Role,
+        action: &str,
+        name: &str,
+    ) -> Result<(), ApiError> {
+        if self.key.role() >= role {
+            return Ok(());
+        }
+        let id = agents::by_name(&state.db, self.tenant_id(), name)
+            .await
+            .ok()
+            .map(|agent| agent.id);
+        let mut event = self.event(action, "agent", id.as_deref());
+        event.result = "denied".into();
+        event.after = Some(sqlx::types::Json(serde_json::json!({ "name": name })));
+        if let Err(e) = audit::append_alone(&state.db, &event).await {
+            tracing::error!(error = %e, "could not record a denial");
+        }
+        Err(self.lacks(role, action))
+    }
+
+    fn lacks(&self, role: Role, action: &str) -> ApiError {
+        ApiError::forbidden(format!(
             "{action} needs the {} role; this key is a {}",
             role.as_str(),
             self.key.role
-        )))
+        ))
     }
 
     /// Records a denied attempt.
@@ -173,31 +217,58 @@ impl FromRequestParts<AppState> for Principal {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let meta = RequestMeta::from_parts(parts);
+        // The scheme is case-insensitive (RFC 9110 §11.1): `bearer` is `Bearer`.
         let secret = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        let key = match secret {
-            Some(secret) if !secret.is_empty() => keys::authenticate(&state.db, secret).await?,
-            _ => None,
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, secret)| secret.trim());
+        let hash = secret.filter(|s| !s.is_empty()).map(keys::hash_secret);
+        let cached = hash.as_ref().and_then(|hash| state.keys.get(hash));
+        let (mut key, is_operator) = match (cached, &hash) {
+            (Some(entry), _) => entry,
+            (None, Some(hash)) => match keys::authenticate_hash(&state.db, hash).await? {
+                Some(key) => {
+                    let is_operator = tenants::get(&state.db, &key.tenant_id).await?.is_operator;
+                    (key, is_operator)
+                }
+                None => {
+                    let path = original_path(parts);
+                    record_unauthenticated(state, &meta, &path, secret.map(keys::prefix_of)).await;
+                    return Err(ApiError::unauthenticated());
+                }
+            },
+            (None, None) => {
+                let path = original_path(parts);
+                record_unauthenticated(state, &meta, &path, None).await;
+                return Err(ApiError::unauthenticated());
+            }
         };
-        let Some(key) = key else {
-            record_unauthenticated(state, &meta, parts.uri.path(), secret.map(keys::prefix_of))
-                .await;
-            return Err(ApiError::unauthenticated());
-        };
-        if let Err(e) = keys::touch(&state.db, &key).await {
-            tracing::warn!(error = %e, "could not record key use");
+        match keys::touch(&state.db, &key).await {
+            Ok(true) => key.last_used_at = Some(db::now()),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "could not record key use"),
         }
-        let is_operator = tenants::get(&state.db, &key.tenant_id).await?.is_operator;
+        if let Some(hash) = hash {
+            state.keys.insert(hash, (key.clone(), is_operator));
+        }
         Ok(Principal {
             key,
             is_operator,
             meta,
         })
     }
+}
+
+/// The path the client asked for, before nesting stripped any prefix.
+fn original_path(parts: &Parts) -> String {
+    parts
+        .extensions
+        .get::<OriginalUri>()
+        .map_or_else(|| parts.uri.path(), |OriginalUri(uri)| uri.path())
+        .to_string()
 }
 
 /// Failed authentication belongs to no tenant we can name, so it is recorded in the

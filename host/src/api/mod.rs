@@ -97,10 +97,9 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let timeout = state.settings.request_timeout;
-    let body_limit = state
-        .settings
-        .max_body_bytes
-        .max(state.settings.max_upload_bytes);
+    // For the JSON extractors only: uploads read the raw body, which this does not
+    // limit, under `max_upload_bytes` of their own.
+    let body_limit = state.settings.max_body_bytes;
     Router::new()
         .merge(routes::health::router())
         .merge(routes::openapi::router())
@@ -149,6 +148,7 @@ pub fn router(state: AppState) -> Router {
 
 /// `?limit=&cursor=` for every list.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Page {
     /// Items per page, 1 to 200 (default 50).
     pub limit: Option<i64>,

@@ -85,20 +85,49 @@ pub async fn insert(tx: &mut Tx, agent: &Agent) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Writes an agent's mutable fields (description, status, policy, active version).
-pub async fn update(tx: &mut Tx, agent: &Agent) -> Result<(), DbError> {
-    let done = on_tx!(tx, conn => sqlx::query(
-        "UPDATE agents SET description = $1, status = $2, policy = $3, active_version_id = $4, updated_at = $5 \
-         WHERE id = $6 AND tenant_id = $7 AND deleted_at IS NULL")
-        .bind(&agent.description)
-        .bind(&agent.status)
-        .bind(&agent.policy)
-        .bind(&agent.active_version_id)
-        .bind(now())
-        .bind(&agent.id)
-        .bind(&agent.tenant_id)
-        .execute(conn)
-        .await.map(|r| r.rows_affected()))?;
+/// One change to an agent. Each writes only its own column, so concurrent changes
+/// (a pause and an activation, say) never overwrite each other with stale copies.
+#[derive(Debug, Clone, Copy)]
+pub enum AgentChange<'a> {
+    /// `active` or `paused`.
+    Status(&'a str),
+    /// A new policy.
+    Policy(&'a Json<AgentPolicy>),
+    /// The version invocations run.
+    ActiveVersion(&'a str),
+}
+
+/// Applies one change to a live agent.
+pub async fn update(
+    tx: &mut Tx,
+    tenant_id: &str,
+    id: &str,
+    change: AgentChange<'_>,
+) -> Result<(), DbError> {
+    let column = match change {
+        AgentChange::Status(_) => "status",
+        AgentChange::Policy(_) => "policy",
+        AgentChange::ActiveVersion(_) => "active_version_id",
+    };
+    let sql = format!(
+        "UPDATE agents SET {column} = $1, updated_at = $2 \
+         WHERE id = $3 AND tenant_id = $4 AND deleted_at IS NULL"
+    );
+    let done = on_tx!(tx, conn => {
+        let query = sqlx::query(&sql);
+        let query = match change {
+            AgentChange::Status(status) => query.bind(status),
+            AgentChange::Policy(policy) => query.bind(policy),
+            AgentChange::ActiveVersion(version) => query.bind(version),
+        };
+        query
+            .bind(now())
+            .bind(id)
+            .bind(tenant_id)
+            .execute(conn)
+            .await
+            .map(|r| r.rows_affected())
+    })?;
     if done == 0 {
         return Err(DbError::NotFound);
     }

@@ -132,9 +132,14 @@ pub async fn insert(tx: &mut Tx, key: &ApiKey, secret: &str) -> Result<(), DbErr
 
 /// The live (not revoked) key with this secret.
 pub async fn authenticate(db: &Db, secret: &str) -> Result<Option<ApiKey>, DbError> {
+    authenticate_hash(db, &hash_secret(secret)).await
+}
+
+/// The live key whose secret hashes to `hash`.
+pub async fn authenticate_hash(db: &Db, hash: &str) -> Result<Option<ApiKey>, DbError> {
     let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE hash = $1 AND revoked_at IS NULL");
     Ok(on_pool!(db, pool => sqlx::query_as::<_, ApiKey>(&sql)
-        .bind(hash_secret(secret))
+        .bind(hash)
         .fetch_optional(pool)
         .await)?)
 }

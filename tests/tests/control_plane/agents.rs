@@ -1,7 +1,7 @@
 //! Agents: create, list with cursors, get, policy, pause and resume, delete.
 
 use corral_tests::app::{ADMIN_KEY, Backend, spawn_app};
-use corral_tests::plugins::ECHO;
+use corral_tests::plugins::{ECHO, TEXT_STATS};
 use reqwest::Method;
 use serde_json::json;
 
@@ -11,7 +11,56 @@ crate::on_both_backends!(
     policies_are_validated_and_only_tighten,
     a_paused_agent_refuses_invocations_until_resumed,
     a_deleted_agent_is_gone_but_its_history_stays,
+    concurrent_changes_to_one_agent_all_stick,
 );
+
+/// A pause and an activation racing each other each change only their own field:
+/// neither undoes the other with a stale copy of the agent.
+async fn concurrent_changes_to_one_agent_all_stick(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.agent_with("racer", ECHO).await;
+    let stats = app
+        .upload("racer", ADMIN_KEY, std::fs::read(TEXT_STATS).unwrap())
+        .await
+        .ok(201);
+    for round in 0..5 {
+        let (target, status) = if round % 2 == 0 {
+            ("1.0.0", "paused")
+        } else {
+            ("0.1.0", "active")
+        };
+        let verb = if status == "paused" {
+            "pause"
+        } else {
+            "resume"
+        };
+        let activate_path = format!("/v1/agents/racer/versions/{target}/activate");
+        let change_path = format!("/v1/agents/racer/{verb}");
+        let activate = app.post(&activate_path, ADMIN_KEY, json!({}));
+        let change = app.post(&change_path, ADMIN_KEY, json!({}));
+        let (activated, changed) = tokio::join!(activate, change);
+        activated.ok(200);
+        changed.ok(200);
+        let agent = app.get("/v1/agents/racer", ADMIN_KEY).await.ok(200);
+        assert_eq!(agent["status"], status, "round {round}: {agent:#}");
+        if target == "1.0.0" {
+            assert_eq!(agent["active_version_id"], stats["id"], "round {round}");
+        }
+        let versions = app
+            .get("/v1/agents/racer/versions", ADMIN_KEY)
+            .await
+            .ok(200);
+        let active: Vec<_> = versions["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["active"] == true)
+            .map(|v| v["version"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(active, [target], "round {round}: {versions:#}");
+    }
+    app.stop().await;
+}
 
 async fn agents_are_created_listed_and_found_by_name(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -39,25 +88,25 @@ async fn agents_are_created_listed_and_found_by_name(backend: Backend) {
     )
     .await
     .assert_error(400, "invalid_json");
-    let not_json = app
-        .http
-        .post(format!("{}/v1/agents", app.url))
-        .bearer_auth(ADMIN_KEY)
-        .header("content-type", "application/json")
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(not_json.status(), 400);
-    let wrong_type = app
-        .http
-        .post(format!("{}/v1/agents", app.url))
-        .bearer_auth(ADMIN_KEY)
-        .body("name=x")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(wrong_type.status(), 415);
+    app.send_request(
+        app.request(Method::POST, "/v1/agents", Some(ADMIN_KEY))
+            .header("content-type", "application/json")
+            .body("{not json"),
+    )
+    .await
+    .assert_error(400, "invalid_json");
+    app.send_request(
+        app.request(Method::POST, "/v1/agents", Some(ADMIN_KEY))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("name=x"),
+    )
+    .await
+    .assert_error(415, "unsupported_media_type");
+    for bad in ["", "9lives", "-x", "a b", "ünïcode", &"a".repeat(65)] {
+        app.post("/v1/agents", ADMIN_KEY, json!({ "name": bad }))
+            .await
+            .assert_error(400, "invalid_name");
+    }
     assert_eq!(app.snapshot().await, before, "nothing half-written");
 
     assert_eq!(

@@ -1,7 +1,8 @@
 //! Invoking: results, outcomes, refusals, idempotency and durability.
 
-use corral_tests::app::{ADMIN_KEY, Backend, spawn_app};
+use corral_tests::app::{ADMIN_KEY, Backend, spawn_app, spawn_app_with};
 use corral_tests::plugins::{ECHO, HOSTILE};
+use reqwest::Method;
 use serde_json::json;
 
 crate::on_both_backends!(
@@ -9,6 +10,7 @@ crate::on_both_backends!(
     failed_outcomes_are_answered_and_recorded_too,
     bad_invocations_are_refused_before_running,
     an_idempotency_key_runs_and_bills_once,
+    a_json_body_over_the_body_limit_is_refused_but_uploads_are_not_held_to_it,
 );
 
 async fn an_invocation_returns_its_result_after_it_is_recorded(backend: Backend) {
@@ -125,18 +127,31 @@ async fn bad_invocations_are_refused_before_running(backend: Backend) {
     )
     .await
     .assert_error(400, "invalid_limits");
-    let raw = app
-        .http
-        .post(format!("{}/v1/agents/echo/invoke", app.url))
-        .bearer_auth(ADMIN_KEY)
-        .header("content-type", "application/json")
-        .body(r#"{"action": "echo", "input": {"#)
-        .send()
+    let invoke = || app.request(Method::POST, "/v1/agents/echo/invoke", Some(ADMIN_KEY));
+    app.send_request(
+        invoke()
+            .header("content-type", "application/json")
+            .body(r#"{"action": "echo", "input": {"#),
+    )
+    .await
+    .assert_error(400, "invalid_json");
+    app.send_request(
+        invoke()
+            .header("content-type", "text/plain")
+            .body(r#"{"action": "echo"}"#),
+    )
+    .await
+    .assert_error(415, "unsupported_media_type");
+    app.send_request(invoke().body(r#"{"action": "echo"}"#))
         .await
-        .unwrap();
-    assert_eq!(raw.status(), 400);
-    let error: serde_json::Value = raw.json().await.unwrap();
-    assert_eq!(error["error"]["code"], "invalid_json");
+        .assert_error(415, "unsupported_media_type");
+    app.send_request(
+        invoke()
+            .header("idempotency-key", "k".repeat(256))
+            .json(&json!({ "action": "echo" })),
+    )
+    .await
+    .assert_error(400, "invalid_idempotency_key");
     assert_eq!(
         app.snapshot().await,
         before,
@@ -183,7 +198,68 @@ async fn an_idempotency_key_runs_and_bills_once(backend: Backend) {
     assert_eq!(reused.status(), 422);
     let error: serde_json::Value = reused.json().await.unwrap();
     assert_eq!(error["error"]["code"], "idempotency_key_reused");
-    let other: serde_json::Value = call(body, "k-2").await.unwrap().json().await.unwrap();
+    let other: serde_json::Value = call(body.clone(), "k-2")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_ne!(other["execution_id"], first["execution_id"]);
+
+    // Keys belong to a tenant: another tenant's "k-1" is a request of its own.
+    let (_, tenant) = app.tenant("other").await;
+    app.post("/v1/agents", &tenant, json!({ "name": "echo" }))
+        .await
+        .ok(201);
+    app.upload("echo", &tenant, std::fs::read(ECHO).unwrap())
+        .await
+        .ok(201);
+    let theirs = app
+        .send_request(
+            app.request(Method::POST, "/v1/agents/echo/invoke", Some(&tenant))
+                .header("idempotency-key", "k-1")
+                .json(&body),
+        )
+        .await
+        .ok(200);
+    assert_ne!(theirs["execution_id"], first["execution_id"]);
+    assert_eq!(app.count("executions").await, executions + 2);
+    app.stop().await;
+}
+
+async fn a_json_body_over_the_body_limit_is_refused_but_uploads_are_not_held_to_it(
+    backend: Backend,
+) {
+    let app = spawn_app_with(backend, |config| config.max_body = 16 * 1024).await;
+    // The component is several times the JSON limit; uploads have a limit of their own.
+    assert!(std::fs::read(ECHO).unwrap().len() > 4 * 16 * 1024);
+    app.agent_with("echo", ECHO).await;
+    let before = app.snapshot().await;
+    app.invoke(
+        "echo",
+        ADMIN_KEY,
+        json!({ "action": "echo", "input": { "text": "x".repeat(32 * 1024) } }),
+    )
+    .await
+    .assert_error(413, "payload_too_large");
+    app.post(
+        "/v1/agents",
+        ADMIN_KEY,
+        json!({ "name": "big", "description": "x".repeat(32 * 1024) }),
+    )
+    .await
+    .assert_error(413, "payload_too_large");
+    assert_eq!(
+        app.snapshot().await,
+        before,
+        "nothing ran, nothing was written"
+    );
+    app.invoke(
+        "echo",
+        ADMIN_KEY,
+        json!({ "action": "echo", "input": { "text": "x".repeat(8 * 1024) } }),
+    )
+    .await
+    .ok(200);
     app.stop().await;
 }

@@ -2,12 +2,16 @@
 
 use corral_tests::app::{ADMIN_KEY, Backend, spawn_app};
 use corral_tests::plugins::{ECHO, HOSTILE};
+use reqwest::Method;
 use serde_json::json;
 
 crate::on_both_backends!(
     executions_are_filtered_and_paged,
     the_audit_trail_records_each_change_with_before_and_after,
     costs_add_up_to_the_executions,
+    a_deleted_agents_executions_are_still_found_by_its_name,
+    time_filters_include_since_and_exclude_until,
+    every_change_is_audited_with_what_it_changed,
 );
 
 async fn executions_are_filtered_and_paged(backend: Backend) {
@@ -212,4 +216,302 @@ fn picodollars(dollars: &str) -> i128 {
     let (whole, fraction) = dollars.split_once('.').unwrap();
     assert_eq!(fraction.len(), 12, "{dollars}");
     whole.parse::<i128>().unwrap() * 1_000_000_000_000 + fraction.parse::<i128>().unwrap()
+}
+
+async fn a_deleted_agents_executions_are_still_found_by_its_name(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.agent_with("echo", ECHO).await;
+    let old = app
+        .invoke(
+            "echo",
+            ADMIN_KEY,
+            json!({ "action": "echo", "input": { "v": 1 } }),
+        )
+        .await
+        .ok(200);
+    assert_eq!(
+        app.send(Method::DELETE, "/v1/agents/echo", Some(ADMIN_KEY), None)
+            .await
+            .status,
+        204
+    );
+    let ids = |page: serde_json::Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let old_id = old["execution_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        ids(app.get("/v1/executions", ADMIN_KEY).await.ok(200)),
+        [old_id.clone()]
+    );
+    assert_eq!(
+        ids(app
+            .get("/v1/executions?agent=echo", ADMIN_KEY)
+            .await
+            .ok(200)),
+        [old_id.clone()],
+        "the history of a deleted agent is found by its name"
+    );
+
+    // A new agent under the same name: the name's whole history, newest first.
+    app.agent_with("echo", ECHO).await;
+    let new = app
+        .invoke(
+            "echo",
+            ADMIN_KEY,
+            json!({ "action": "echo", "input": { "v": 2 } }),
+        )
+        .await
+        .ok(200);
+    let new_id = new["execution_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        ids(app
+            .get("/v1/executions?agent=echo", ADMIN_KEY)
+            .await
+            .ok(200)),
+        [new_id.clone(), old_id.clone()]
+    );
+    let first = app
+        .get("/v1/executions?agent=echo&limit=1", ADMIN_KEY)
+        .await
+        .ok(200);
+    let cursor = first["next_cursor"].as_str().unwrap().to_string();
+    assert_eq!(ids(first), [new_id]);
+    assert_eq!(
+        ids(app
+            .get(
+                &format!("/v1/executions?agent=echo&limit=1&cursor={cursor}"),
+                ADMIN_KEY
+            )
+            .await
+            .ok(200)),
+        [old_id]
+    );
+    app.stop().await;
+}
+
+async fn time_filters_include_since_and_exclude_until(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.agent_with("echo", ECHO).await;
+    let mut finished = Vec::new();
+    for i in 0..3 {
+        let run = app
+            .invoke(
+                "echo",
+                ADMIN_KEY,
+                json!({ "action": "echo", "input": { "i": i } }),
+            )
+            .await
+            .ok(200);
+        let id = run["execution_id"].as_str().unwrap();
+        let record = app
+            .get(&format!("/v1/executions/{id}"), ADMIN_KEY)
+            .await
+            .ok(200);
+        let at = chrono::DateTime::parse_from_rfc3339(record["finished_at"].as_str().unwrap())
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        finished.push((id.to_string(), at));
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let rfc =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let listed = |query: String| {
+        let app = &app;
+        async move {
+            let page = app
+                .get(&format!("/v1/executions?{query}"), ADMIN_KEY)
+                .await
+                .ok(200);
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    let (middle, at) = finished[1].clone();
+    assert_eq!(
+        listed(format!("since={}&until={}", rfc(at), rfc(finished[2].1))).await,
+        [middle.clone()],
+        "since is inclusive, until exclusive"
+    );
+    let just_after = at + chrono::Duration::microseconds(1);
+    assert_eq!(
+        listed(format!("since={}", rfc(just_after))).await,
+        [finished[2].0.clone()]
+    );
+    assert_eq!(
+        listed(format!("until={}", rfc(just_after))).await,
+        [middle.clone(), finished[0].0.clone()]
+    );
+    // An offset other than Z names the same instant.
+    let in_paris = at
+        .with_timezone(&chrono::FixedOffset::east_opt(3600).unwrap())
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, false);
+    assert_eq!(
+        listed(format!(
+            "since={}&until={}",
+            in_paris.replace('+', "%2B"),
+            rfc(just_after)
+        ))
+        .await,
+        [middle]
+    );
+    let report = app
+        .get(
+            &format!("/v1/costs?since={}&until={}", rfc(at), rfc(just_after)),
+            ADMIN_KEY,
+        )
+        .await
+        .ok(200);
+    assert_eq!(report["total_executions"], 1, "{report:#}");
+    app.stop().await;
+}
+
+async fn every_change_is_audited_with_what_it_changed(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let created = app
+        .post("/v1/agents", ADMIN_KEY, json!({ "name": "multi" }))
+        .await
+        .ok(201);
+    let agent_id = created["id"].as_str().unwrap().to_string();
+    let first = app
+        .upload("multi", ADMIN_KEY, std::fs::read(ECHO).unwrap())
+        .await
+        .ok(201);
+    let second = app
+        .upload(
+            "multi",
+            ADMIN_KEY,
+            std::fs::read(corral_tests::plugins::TEXT_STATS).unwrap(),
+        )
+        .await
+        .ok(201);
+    app.post(
+        "/v1/agents/multi/versions/1.0.0/activate",
+        ADMIN_KEY,
+        json!({}),
+    )
+    .await
+    .ok(200);
+    app.send(
+        Method::PUT,
+        "/v1/agents/multi/policy",
+        Some(ADMIN_KEY),
+        Some(json!({ "limits": { "fuel": 5000000 } })),
+    )
+    .await
+    .ok(200);
+    app.post("/v1/agents/multi/pause", ADMIN_KEY, json!({}))
+        .await
+        .ok(200);
+    app.post("/v1/agents/multi/resume", ADMIN_KEY, json!({}))
+        .await
+        .ok(200);
+    assert_eq!(
+        app.send(Method::DELETE, "/v1/agents/multi", Some(ADMIN_KEY), None)
+            .await
+            .status,
+        204
+    );
+    let (tenant_id, _) = app.tenant("acme").await;
+
+    let one = |action: &'static str| {
+        let app = &app;
+        async move {
+            let page = app
+                .get(&format!("/v1/audit?action={action}"), ADMIN_KEY)
+                .await
+                .ok(200);
+            let items = page["items"].as_array().unwrap();
+            assert_eq!(items.len(), 1, "{action}: {page:#}");
+            let event = items[0].clone();
+            assert_eq!(event["result"], "ok", "{event:#}");
+            assert!(event["actor_key_id"].is_string(), "{event:#}");
+            event
+        }
+    };
+    let create = one("agent.create").await;
+    assert_eq!(create["resource_id"], agent_id.as_str());
+    assert!(create["before"].is_null());
+    assert_eq!(create["after"]["name"], "multi");
+
+    let uploads = app
+        .get("/v1/audit?action=version.upload", ADMIN_KEY)
+        .await
+        .ok(200);
+    let uploads = uploads["items"].as_array().unwrap();
+    assert_eq!(uploads.len(), 2);
+    assert_eq!(uploads[0]["resource_id"], second["id"]);
+    assert_eq!(uploads[0]["after"]["activated"], false);
+    assert_eq!(uploads[1]["resource_id"], first["id"]);
+    assert_eq!(uploads[1]["after"]["sha256"], first["sha256"]);
+
+    let activate = one("version.activate").await;
+    assert_eq!(activate["before"]["active_version_id"], first["id"]);
+    assert_eq!(activate["after"]["active_version_id"], second["id"]);
+
+    let policy = one("agent.update_policy").await;
+    assert_eq!(policy["before"]["policy"]["limits"], json!({}));
+    assert_eq!(policy["after"]["policy"]["limits"]["fuel"], 5_000_000);
+
+    let pause = one("agent.pause").await;
+    assert_eq!(pause["after"]["status"], "paused");
+    let resume = one("agent.resume").await;
+    assert_eq!(
+        (
+            resume["before"]["status"].as_str(),
+            resume["after"]["status"].as_str()
+        ),
+        (Some("paused"), Some("active"))
+    );
+
+    let delete = one("agent.delete").await;
+    assert_eq!(delete["resource_id"], agent_id.as_str());
+    assert_eq!(delete["before"]["name"], "multi");
+    assert_eq!(delete["before"]["active_version_id"], second["id"]);
+    assert!(delete["after"].is_null());
+
+    let tenant = one("tenant.create").await;
+    assert_eq!(tenant["resource_id"], tenant_id.as_str());
+    assert_eq!(tenant["after"]["name"], "acme");
+
+    // Every event about the agent, found by resource, in order.
+    let trail = app
+        .get(
+            &format!("/v1/audit?resource_type=agent&resource_id={agent_id}"),
+            ADMIN_KEY,
+        )
+        .await
+        .ok(200);
+    let actions: Vec<_> = trail["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "agent.delete",
+            "agent.resume",
+            "agent.pause",
+            "agent.update_policy",
+            "version.activate",
+            "agent.create",
+        ]
+    );
+    app.get("/v1/audit?since=now", ADMIN_KEY)
+        .await
+        .assert_error(400, "invalid_query");
+    app.get("/v1/audit?colour=red", ADMIN_KEY)
+        .await
+        .assert_error(400, "invalid_query");
+    app.stop().await;
 }

@@ -3,6 +3,7 @@
 
 use corral_tests::app::{ADMIN_KEY, Backend, spawn_app, spawn_app_with};
 use corral_tests::plugins::{ECHO, HOSTILE, NOT_AN_AGENT, TEXT_STATS};
+use reqwest::Method;
 use serde_json::json;
 
 crate::on_both_backends!(
@@ -10,6 +11,8 @@ crate::on_both_backends!(
     malformed_uploads_are_refused_by_kind_and_write_nothing,
     an_oversized_upload_is_cut_off,
     versions_are_activated_and_rolled_back,
+    an_upload_may_ask_to_be_activated_or_not,
+    viewers_list_versions_and_developers_activate_them,
 );
 
 async fn an_upload_is_validated_compiled_versioned_and_deduplicated(backend: Backend) {
@@ -85,16 +88,21 @@ async fn malformed_uploads_are_refused_by_kind_and_write_nothing(backend: Backen
             reply.body
         );
     }
-    let wrong_type = app
-        .http
-        .post(format!("{}/v1/agents/target/versions", app.url))
-        .bearer_auth(ADMIN_KEY)
-        .header("content-type", "application/octet-stream")
-        .body(std::fs::read(ECHO).unwrap())
-        .send()
+    for content_type in ["application/octet-stream", "application/json"] {
+        app.send_request(
+            app.request(Method::POST, "/v1/agents/target/versions", Some(ADMIN_KEY))
+                .header("content-type", content_type)
+                .body(std::fs::read(ECHO).unwrap()),
+        )
         .await
-        .unwrap();
-    assert_eq!(wrong_type.status(), 415);
+        .assert_error(415, "unsupported_media_type");
+    }
+    app.send_request(
+        app.request(Method::POST, "/v1/agents/target/versions", Some(ADMIN_KEY))
+            .body(std::fs::read(ECHO).unwrap()),
+    )
+    .await
+    .assert_error(415, "unsupported_media_type");
     assert_eq!(app.snapshot().await, before, "no refused upload left a row");
     assert_eq!(
         app.get("/v1/agents/target", ADMIN_KEY).await.ok(200)["active_version_id"],
@@ -209,5 +217,141 @@ async fn versions_are_activated_and_rolled_back(backend: Backend) {
         .await
         .ok(200);
     assert_eq!(audit["items"].as_array().unwrap().len(), 2);
+    app.stop().await;
+}
+
+async fn an_upload_may_ask_to_be_activated_or_not(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.post("/v1/agents", ADMIN_KEY, json!({ "name": "multi" }))
+        .await
+        .ok(201);
+    let upload = |query: &'static str, plugin: &'static str| {
+        let app = &app;
+        async move {
+            app.send_request(
+                app.request(
+                    Method::POST,
+                    &format!("/v1/agents/multi/versions{query}"),
+                    Some(ADMIN_KEY),
+                )
+                .header("content-type", "application/wasm")
+                .body(std::fs::read(plugin).unwrap()),
+            )
+            .await
+        }
+    };
+    let before = app.snapshot().await;
+    upload("?activate=maybe", ECHO)
+        .await
+        .assert_error(400, "invalid_query");
+    upload("?color=red", ECHO)
+        .await
+        .assert_error(400, "invalid_query");
+    assert_eq!(app.snapshot().await, before);
+
+    // The first version is not activated when told not to be.
+    let first = upload("?activate=false", ECHO).await.ok(201);
+    assert_eq!(first["active"], false);
+    assert!(app.get("/v1/agents/multi", ADMIN_KEY).await.ok(200)["active_version_id"].is_null());
+    app.invoke("multi", ADMIN_KEY, json!({ "action": "echo" }))
+        .await
+        .assert_error(409, "no_active_version");
+    // A later one is, when told to be.
+    let second = upload("?activate=true", TEXT_STATS).await.ok(201);
+    assert_eq!(second["active"], true);
+    assert_eq!(
+        app.get("/v1/agents/multi", ADMIN_KEY).await.ok(200)["active_version_id"],
+        second["id"]
+    );
+    let listed = app
+        .get("/v1/agents/multi/versions", ADMIN_KEY)
+        .await
+        .ok(200);
+    let active: Vec<_> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_str().unwrap(),
+                v["active"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(active, [("1.0.0", true), ("0.1.0", false)]);
+    app.get("/v1/agents/multi/versions?limit=0", ADMIN_KEY)
+        .await
+        .assert_error(400, "invalid_query");
+    app.get("/v1/agents/missing/versions", ADMIN_KEY)
+        .await
+        .assert_error(404, "not_found");
+    app.stop().await;
+}
+
+async fn viewers_list_versions_and_developers_activate_them(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let first = app.agent_with("multi", ECHO).await;
+    app.upload("multi", ADMIN_KEY, std::fs::read(TEXT_STATS).unwrap())
+        .await
+        .ok(201);
+    let viewer = app.key("viewer").await;
+    let developer = app.key("developer").await;
+    assert_eq!(
+        app.get("/v1/agents/multi/versions", &viewer).await.ok(200)["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let denied_before = app.get("/v1/audit?limit=200", ADMIN_KEY).await.ok(200)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["result"] == "denied")
+        .count();
+    app.post(
+        "/v1/agents/multi/versions/1.0.0/activate",
+        &viewer,
+        json!({}),
+    )
+    .await
+    .assert_error(403, "forbidden");
+    assert_eq!(
+        app.get("/v1/agents/multi", ADMIN_KEY).await.ok(200)["active_version_id"],
+        first["id"]
+    );
+    let denied = app
+        .get("/v1/audit?action=version.activate", ADMIN_KEY)
+        .await
+        .ok(200);
+    assert_eq!(denied["items"][0]["result"], "denied");
+    assert_eq!(
+        app.get("/v1/audit?limit=200", ADMIN_KEY).await.ok(200)["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["result"] == "denied")
+            .count(),
+        denied_before + 1
+    );
+    let activated = app
+        .post(
+            "/v1/agents/multi/versions/1.0.0/activate",
+            &developer,
+            json!({}),
+        )
+        .await
+        .ok(200);
+    assert_eq!(activated["active"], true);
+    assert_eq!(
+        app.invoke(
+            "multi",
+            &developer,
+            json!({ "action": "stats", "input": { "text": "a b c" } })
+        )
+        .await
+        .ok(200)["output"]["words"],
+        3
+    );
     app.stop().await;
 }

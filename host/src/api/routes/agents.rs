@@ -1,15 +1,15 @@
 //! Agents: create, list, get, update policy, pause, resume, delete.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json as DbJson;
 
-use crate::api::extract::{ApiJson, ApiQuery, Principal};
+use crate::api::extract::{ApiJson, ApiPath, ApiQuery, Principal};
 use crate::api::{ApiError, AppState, Page, Paged};
-use crate::db::agents::{self, Agent};
+use crate::db::agents::{self, Agent, AgentChange};
 use crate::db::keys::Role;
 use crate::db::{self, DbError, audit};
 use crate::policy::AgentPolicy;
@@ -188,10 +188,10 @@ async fn list(
 async fn show(
     State(state): State<AppState>,
     principal: Principal,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<AgentView>, ApiError> {
     principal
-        .require(&state, Role::Viewer, "agent.get", "agent", Some(&name))
+        .require_on_agent(&state, Role::Viewer, "agent.get", &name)
         .await?;
     Ok(Json(AgentView::from(
         &find(&state, &principal, &name).await?,
@@ -204,16 +204,20 @@ async fn change(
     principal: &Principal,
     name: &str,
     action: &str,
-    change: impl FnOnce(&mut Agent) -> Result<(), ApiError>,
+    change: AgentChange<'_>,
 ) -> Result<Json<AgentView>, ApiError> {
     let mut agent = find(state, principal, name).await?;
     let mut event = principal.event(action, "agent", Some(&agent.id));
     event.before = snapshot(&agent);
-    change(&mut agent)?;
+    match change {
+        AgentChange::Status(status) => agent.status = status.into(),
+        AgentChange::Policy(policy) => agent.policy = policy.clone(),
+        AgentChange::ActiveVersion(id) => agent.active_version_id = Some(id.into()),
+    }
     agent.updated_at = db::now();
     event.after = snapshot(&agent);
     let mut tx = state.db.begin(Some(principal.tenant_id())).await?;
-    agents::update(&mut tx, &agent).await?;
+    agents::update(&mut tx, principal.tenant_id(), &agent.id, change).await?;
     audit::append(&mut tx, &event).await?;
     tx.commit().await?;
     forget(state, principal, name);
@@ -223,72 +227,70 @@ async fn change(
 async fn update_policy(
     State(state): State<AppState>,
     principal: Principal,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(policy): ApiJson<AgentPolicy>,
 ) -> Result<Json<AgentView>, ApiError> {
     principal
-        .require(
-            &state,
-            Role::Admin,
-            "agent.update_policy",
-            "agent",
-            Some(&name),
-        )
+        .require_on_agent(&state, Role::Admin, "agent.update_policy", &name)
         .await?;
     policy
         .limits
         .validate(&state.settings.limits)
         .map_err(|m| ApiError::bad_request("invalid_policy", m))?;
-    change(&state, &principal, &name, "agent.update_policy", |agent| {
-        agent.policy = DbJson(policy);
-        Ok(())
-    })
+    let policy = DbJson(policy);
+    change(
+        &state,
+        &principal,
+        &name,
+        "agent.update_policy",
+        AgentChange::Policy(&policy),
+    )
     .await
 }
 
 async fn pause(
     State(state): State<AppState>,
     principal: Principal,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<AgentView>, ApiError> {
     principal
-        .require(&state, Role::Developer, "agent.pause", "agent", Some(&name))
+        .require_on_agent(&state, Role::Developer, "agent.pause", &name)
         .await?;
-    change(&state, &principal, &name, "agent.pause", |agent| {
-        agent.status = "paused".into();
-        Ok(())
-    })
+    change(
+        &state,
+        &principal,
+        &name,
+        "agent.pause",
+        AgentChange::Status("paused"),
+    )
     .await
 }
 
 async fn resume(
     State(state): State<AppState>,
     principal: Principal,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<AgentView>, ApiError> {
     principal
-        .require(
-            &state,
-            Role::Developer,
-            "agent.resume",
-            "agent",
-            Some(&name),
-        )
+        .require_on_agent(&state, Role::Developer, "agent.resume", &name)
         .await?;
-    change(&state, &principal, &name, "agent.resume", |agent| {
-        agent.status = "active".into();
-        Ok(())
-    })
+    change(
+        &state,
+        &principal,
+        &name,
+        "agent.resume",
+        AgentChange::Status("active"),
+    )
     .await
 }
 
 async fn remove(
     State(state): State<AppState>,
     principal: Principal,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     principal
-        .require(&state, Role::Admin, "agent.delete", "agent", Some(&name))
+        .require_on_agent(&state, Role::Admin, "agent.delete", &name)
         .await?;
     let agent = find(&state, &principal, &name).await?;
     let mut event = principal.event("agent.delete", "agent", Some(&agent.id));

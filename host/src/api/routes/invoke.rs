@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use sqlx::types::Json as DbJson;
 
 use super::agents::find;
-use crate::api::extract::{ApiJson, Principal};
+use crate::api::extract::{ApiJson, ApiPath, Principal};
 use crate::api::{ApiError, AppState};
 use crate::costs::format_dollars;
 use crate::db::agents::{self, Agent};
@@ -75,19 +75,13 @@ pub struct InvokeResponse {
 async fn invoke(
     State(state): State<AppState>,
     principal: Principal,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<InvokeBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let queued_at = db::now();
     principal
-        .require(
-            &state,
-            Role::Developer,
-            "agent.invoke",
-            "agent",
-            Some(&name),
-        )
+        .require_on_agent(&state, Role::Developer, "agent.invoke", &name)
         .await?;
     let agent = find(&state, &principal, &name).await?;
     if agent.status == "paused" {

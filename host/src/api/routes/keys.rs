@@ -1,14 +1,14 @@
 //! API keys: admins create (the secret is shown once), list and revoke their tenant's
 //! keys; operator admins may do so for any tenant with `tenant_id`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json as DbJson;
 
-use crate::api::extract::{ApiJson, ApiQuery, Principal};
+use crate::api::extract::{ApiJson, ApiPath, ApiQuery, Principal};
 use crate::api::{ApiError, AppState, Paged};
 use crate::db::keys::{self, ApiKey, Role};
 use crate::db::{DbError, audit, tenants};
@@ -167,7 +167,7 @@ struct RevokeQuery {
 async fn revoke(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<RevokeQuery>,
 ) -> Result<Json<KeyView>, ApiError> {
     let tenant_id = target_tenant(&state, &principal, "key.revoke", q.tenant_id).await?;

@@ -3,7 +3,7 @@
 //! also how a rollback is done).
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 use sqlx::types::Json as DbJson;
 
 use super::agents::{find, forget};
-use crate::api::extract::{ApiQuery, Principal};
+use crate::api::extract::{ApiPath, ApiQuery, Principal};
 use crate::api::{ApiError, AppState, Page, Paged};
-use crate::db::agents::{self, AgentVersion};
+use crate::db::agents::{self, AgentChange, AgentVersion};
 use crate::db::keys::Role;
 use crate::db::{self, DbError, audit};
 use crate::runtime::{LoadError, Runtime};
@@ -81,19 +81,13 @@ fn load_error(e: LoadError) -> ApiError {
 async fn upload(
     State(state): State<AppState>,
     principal: Principal,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiQuery(query): ApiQuery<UploadQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<VersionView>), ApiError> {
     principal
-        .require(
-            &state,
-            Role::Developer,
-            "version.upload",
-            "agent",
-            Some(&name),
-        )
+        .require_on_agent(&state, Role::Developer, "version.upload", &name)
         .await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -166,7 +160,13 @@ async fn upload(
         })?;
     if activate {
         agent.active_version_id = Some(version.id.clone());
-        agents::update(&mut tx, &agent).await?;
+        agents::update(
+            &mut tx,
+            principal.tenant_id(),
+            &agent.id,
+            AgentChange::ActiveVersion(&version.id),
+        )
+        .await?;
     }
     audit::append(&mut tx, &event).await?;
     tx.commit().await?;
@@ -188,11 +188,11 @@ async fn upload(
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiQuery(page): ApiQuery<Page>,
 ) -> Result<Json<Paged<VersionView>>, ApiError> {
     principal
-        .require(&state, Role::Viewer, "version.list", "agent", Some(&name))
+        .require_on_agent(&state, Role::Viewer, "version.list", &name)
         .await?;
     let agent = find(&state, &principal, &name).await?;
     let limit = page.limit()?;
@@ -218,16 +218,10 @@ async fn list(
 async fn activate(
     State(state): State<AppState>,
     principal: Principal,
-    Path((name, version)): Path<(String, String)>,
+    ApiPath((name, version)): ApiPath<(String, String)>,
 ) -> Result<Json<VersionView>, ApiError> {
     principal
-        .require(
-            &state,
-            Role::Developer,
-            "version.activate",
-            "agent",
-            Some(&name),
-        )
+        .require_on_agent(&state, Role::Developer, "version.activate", &name)
         .await?;
     let mut agent = find(&state, &principal, &name).await?;
     let target = agents::version(&state.db, principal.tenant_id(), &agent.id, &version)
@@ -247,7 +241,13 @@ async fn activate(
     ));
     agent.active_version_id = Some(target.id.clone());
     let mut tx = state.db.begin(Some(principal.tenant_id())).await?;
-    agents::update(&mut tx, &agent).await?;
+    agents::update(
+        &mut tx,
+        principal.tenant_id(),
+        &agent.id,
+        AgentChange::ActiveVersion(&target.id),
+    )
+    .await?;
     audit::append(&mut tx, &event).await?;
     tx.commit().await?;
     forget(&state, &principal, &name);
