@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -11,6 +12,7 @@ use rust_decimal::Decimal;
 use crate::cli::units::{parse_count, parse_duration, parse_size};
 use crate::costs::PriceModel;
 use crate::limits::Limits;
+use crate::quota::clock::Clock;
 
 /// `corral serve` settings.
 #[derive(Debug, Clone, Args)]
@@ -96,6 +98,15 @@ pub struct ServeConfig {
     /// Most execution records written in one group commit.
     #[arg(long, env = "CORRAL_COMMIT_BATCH", default_value_t = 512)]
     pub commit_batch: usize,
+
+    /// How long a concurrency lease outlives its invocation's timeout: the most a host
+    /// that died can hold a slot.
+    #[arg(long, env = "CORRAL_LEASE_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub lease_grace: Duration,
+
+    /// The clock quotas are measured by (tests step it across periods).
+    #[arg(skip)]
+    pub clock: Option<Arc<dyn Clock>>,
 }
 
 impl ServeConfig {

@@ -54,6 +54,12 @@ impl PriceModel {
     }
 }
 
+/// A dollar amount in whole picodollars (rounded down; budgets are validated to at
+/// most 12 decimals, so nothing is lost).
+pub fn picodollars(dollars: Decimal) -> i64 {
+    (dollars * pico()).trunc().to_i64().unwrap_or(i64::MAX)
+}
+
 /// Picodollars as a dollar amount with 12 decimals, e.g. `"0.000001200000"`.
 pub fn format_dollars(picodollars: i64) -> String {
     format!("{:.12}", Decimal::from(picodollars) / pico())

@@ -11,6 +11,7 @@ pub mod costs;
 pub mod db;
 pub mod limits;
 pub mod policy;
+pub mod quota;
 pub mod runtime;
 pub mod server;
 pub mod telemetry;

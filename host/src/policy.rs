@@ -1,13 +1,17 @@
-//! An agent's policy: what its invocations may use. Stored as JSON with the agent.
+//! Policies: what an agent's invocations may use, and what a tenant's agents may use
+//! together. Stored as JSON with the agent and with the tenant.
 //!
-//! Every limit is optional and can only *tighten* the host's defaults: the effective
-//! limits of an invocation are the host defaults, tightened by the agent's policy,
-//! tightened by the limits on the call itself. Values are whole numbers in the unit
-//! their name says (`_bytes`, `_ms`); zero and values above the host's ceiling are
-//! refused with a message naming the field.
+//! Every limit is optional and can only *tighten*: the effective per-invocation limits
+//! are the host defaults, tightened by the tenant's policy, by the agent's, and by the
+//! limits on the call itself. Quotas (concurrency, rate, budgets) are enforced at both
+//! levels — the agent's for that agent, the tenant's for all its agents together — so
+//! the tighter of the two always holds. Values are whole numbers in the unit their
+//! name says (`_bytes`, `_ms`, `fuel_`, `dollars_`); zero, negatives and values above
+//! the host's ceiling are refused with a message naming the field.
 
 use std::time::Duration;
 
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::limits::Limits;
@@ -19,6 +23,249 @@ pub struct AgentPolicy {
     /// Per-invocation limits.
     #[serde(default)]
     pub limits: LimitOverrides,
+    /// Concurrency, rate and budgets of this agent.
+    #[serde(default)]
+    pub quotas: Quotas,
+}
+
+impl AgentPolicy {
+    /// Refuses zeros, negatives and values above the host's ceiling, naming the field.
+    pub fn validate(&self, ceiling: &Limits) -> Result<(), String> {
+        self.limits.validate(ceiling)?;
+        self.quotas.validate()
+    }
+}
+
+/// A tenant's policy: defaults every agent's limits are tightened by, quotas for all
+/// the tenant's agents together, and plan caps on what it may store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantPolicy {
+    /// Per-invocation limits for every agent of the tenant.
+    #[serde(default)]
+    pub limits: LimitOverrides,
+    /// Concurrency, rate and budgets of all the tenant's agents together.
+    #[serde(default)]
+    pub quotas: Quotas,
+    /// What the tenant may store.
+    #[serde(default)]
+    pub caps: PlanCaps,
+}
+
+impl TenantPolicy {
+    /// Refuses zeros, negatives and values above the host's ceilings, naming the field.
+    pub fn validate(&self, ceiling: &Limits, max_upload_bytes: u64) -> Result<(), String> {
+        self.limits.validate(ceiling)?;
+        self.quotas.validate()?;
+        self.caps.validate(max_upload_bytes)
+    }
+}
+
+/// The most a concurrency quota may be set to.
+pub const MAX_CONCURRENCY: u32 = 100_000;
+/// The most requests a rate quota may allow per second (and the largest burst).
+pub const MAX_RATE_PER_SECOND: u64 = 1_000_000;
+/// The largest dollar budget: what fits in the picodollar counters, rounded down.
+pub const MAX_DOLLARS: u64 = 1_000_000;
+
+/// Quotas of one scope (an agent, or a tenant's agents together). Unset means no limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quotas {
+    /// Invocations running at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    /// A token bucket on invocations started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<RateLimit>,
+    /// Spending per calendar period (UTC).
+    #[serde(default, skip_serializing_if = "Budgets::is_empty")]
+    pub budgets: Budgets,
+}
+
+impl Quotas {
+    /// Whether any quota is set.
+    pub fn is_empty(&self) -> bool {
+        self.max_concurrency.is_none() && self.rate.is_none() && self.budgets.is_empty()
+    }
+
+    /// Refuses zeros and values above the host's ceilings, naming the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(n) = self.max_concurrency {
+            check_count("quotas.max_concurrency", n.into(), MAX_CONCURRENCY.into())?;
+        }
+        if let Some(rate) = &self.rate {
+            rate.validate()?;
+        }
+        self.budgets.validate()
+    }
+}
+
+/// `requests` per `per`, with bursts of up to `burst` (default: `requests`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Invocations allowed per period.
+    pub requests: u64,
+    /// The period.
+    pub per: RatePeriod,
+    /// The most invocations that may start at once after a quiet spell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u64>,
+}
+
+/// The period of a [`RateLimit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RatePeriod {
+    /// One second.
+    Second,
+    /// One minute.
+    Minute,
+    /// One hour.
+    Hour,
+}
+
+impl RateLimit {
+    /// Tokens added per second.
+    pub fn per_second(&self) -> f64 {
+        let seconds = match self.per {
+            RatePeriod::Second => 1.0,
+            RatePeriod::Minute => 60.0,
+            RatePeriod::Hour => 3600.0,
+        };
+        self.requests as f64 / seconds
+    }
+
+    /// The bucket's size.
+    pub fn burst(&self) -> u64 {
+        self.burst.unwrap_or(self.requests)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let ceiling = match self.per {
+            RatePeriod::Second => MAX_RATE_PER_SECOND,
+            RatePeriod::Minute => MAX_RATE_PER_SECOND * 60,
+            RatePeriod::Hour => MAX_RATE_PER_SECOND * 3600,
+        };
+        check_count("quotas.rate.requests", self.requests, ceiling)?;
+        if let Some(burst) = self.burst {
+            check_count("quotas.rate.burst", burst, MAX_RATE_PER_SECOND)?;
+        }
+        Ok(())
+    }
+}
+
+/// Budgets per UTC calendar day and month. Fuel in fuel units; dollars as exact
+/// decimal strings (`"2.50"`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budgets {
+    /// Fuel per day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel_per_day: Option<u64>,
+    /// Fuel per month.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel_per_month: Option<u64>,
+    /// Dollars per day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dollars_per_day: Option<Decimal>,
+    /// Dollars per month.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dollars_per_month: Option<Decimal>,
+}
+
+impl Budgets {
+    /// Whether no budget is set.
+    pub fn is_empty(&self) -> bool {
+        self == &Budgets::default()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for (name, fuel) in [
+            ("fuel_per_day", self.fuel_per_day),
+            ("fuel_per_month", self.fuel_per_month),
+        ] {
+            if let Some(fuel) = fuel {
+                check_count(&format!("quotas.budgets.{name}"), fuel, i64::MAX as u64)?;
+            }
+        }
+        for (name, dollars) in [
+            ("dollars_per_day", self.dollars_per_day),
+            ("dollars_per_month", self.dollars_per_month),
+        ] {
+            let Some(dollars) = dollars else { continue };
+            if dollars <= Decimal::ZERO {
+                return Err(format!(
+                    "quotas.budgets.{name} must be more than 0 dollars, not {dollars}"
+                ));
+            }
+            if dollars > Decimal::from(MAX_DOLLARS) {
+                return Err(format!(
+                    "quotas.budgets.{name} is {dollars} dollars; this host allows at most {MAX_DOLLARS}"
+                ));
+            }
+            if dollars.scale() > 12 {
+                return Err(format!(
+                    "quotas.budgets.{name} has more than 12 decimals (picodollars are the smallest unit)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a tenant may store. Unset means only the host's own limits apply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanCaps {
+    /// Live agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_agents: Option<u64>,
+    /// Stored versions of live agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_versions: Option<u64>,
+    /// Bytes of all stored versions of live agents together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_total_component_bytes: Option<u64>,
+    /// Bytes of one component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_component_bytes: Option<u64>,
+}
+
+impl PlanCaps {
+    fn validate(&self, max_upload_bytes: u64) -> Result<(), String> {
+        let checks = [
+            ("max_agents", self.max_agents, i64::MAX as u64),
+            ("max_versions", self.max_versions, i64::MAX as u64),
+            (
+                "max_total_component_bytes",
+                self.max_total_component_bytes,
+                i64::MAX as u64,
+            ),
+            (
+                "max_component_bytes",
+                self.max_component_bytes,
+                max_upload_bytes,
+            ),
+        ];
+        for (name, value, max) in checks {
+            if let Some(value) = value {
+                check_count(&format!("caps.{name}"), value, max)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_count(name: &str, value: u64, max: u64) -> Result<(), String> {
+    if value == 0 {
+        return Err(format!("{name} must be at least 1"));
+    }
+    if value > max {
+        return Err(format!("{name} is {value}; this host allows at most {max}"));
+    }
+    Ok(())
 }
 
 /// Optional per-invocation limits, each tightening the one above it.
@@ -131,6 +378,66 @@ mod tests {
             ..Default::default()
         };
         assert!(exact.validate(&ceiling).is_ok());
+    }
+
+    #[test]
+    fn quotas_parse_with_explicit_units_and_are_checked() {
+        let policy: AgentPolicy = serde_json::from_str(
+            r#"{"quotas": {"max_concurrency": 2, "rate": {"requests": 10, "per": "minute"},
+                "budgets": {"fuel_per_day": 1000, "dollars_per_month": "2.50"}}}"#,
+        )
+        .unwrap();
+        let rate = policy.quotas.rate.unwrap();
+        assert_eq!((rate.burst(), rate.per_second()), (10, 10.0 / 60.0));
+        assert_eq!(
+            policy.quotas.budgets.dollars_per_month,
+            Some(Decimal::new(250, 2))
+        );
+        assert!(policy.validate(&Limits::default()).is_ok());
+
+        let refused = |json: &str| {
+            serde_json::from_str::<AgentPolicy>(json)
+                .map_err(|e| e.to_string())
+                .and_then(|p| p.validate(&Limits::default()))
+                .unwrap_err()
+        };
+        assert!(refused(r#"{"quotas": {"max_concurrency": 0}}"#).contains("max_concurrency"));
+        assert!(refused(r#"{"quotas": {"max_concurrency": -1}}"#).contains("invalid value"));
+        assert!(refused(r#"{"quotas": {"rate": {"requests": 5}}}"#).contains("per"));
+        assert!(
+            refused(r#"{"quotas": {"rate": {"requests": 5, "per": "fortnight"}}}"#)
+                .contains("unknown variant")
+        );
+        assert!(
+            refused(r#"{"quotas": {"budgets": {"dollars_per_day": "-1"}}}"#)
+                .contains("dollars_per_day")
+        );
+        assert!(
+            refused(r#"{"quotas": {"budgets": {"dollars_per_day": "9999999"}}}"#)
+                .contains("at most")
+        );
+        assert!(
+            refused(r#"{"quotas": {"budgets": {"fuel_per_week": 5}}}"#).contains("unknown field")
+        );
+        assert!(refused(r#"{"quotas": {"max_concurrency": 100001}}"#).contains("at most 100000"));
+    }
+
+    #[test]
+    fn plan_caps_are_bounded_by_the_upload_limit() {
+        let policy = TenantPolicy {
+            caps: PlanCaps {
+                max_component_bytes: Some(2 << 20),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(policy.validate(&Limits::default(), 4 << 20).is_ok());
+        assert!(
+            policy
+                .validate(&Limits::default(), 1 << 20)
+                .unwrap_err()
+                .contains("caps.max_component_bytes")
+        );
     }
 
     #[test]

@@ -18,6 +18,8 @@ use crate::db::keys::{self, Role};
 use crate::db::tenants::{self, Tenant};
 use crate::db::writer::ExecutionWriter;
 use crate::db::{self, Db, audit, idempotency};
+use crate::quota::Enforcer;
+use crate::quota::clock::SystemClock;
 use crate::runtime::{CompileSettings, Runtime, RuntimeConfig};
 
 /// A built, bound, not yet running server.
@@ -84,7 +86,12 @@ impl Application {
             max_body_bytes: config.max_body as usize,
             request_timeout: config.request_timeout,
         };
-        let state = AppState::new(db, Arc::new(runtime), writer, settings);
+        let clock = config
+            .clock
+            .clone()
+            .unwrap_or_else(|| Arc::new(SystemClock));
+        let quotas = Enforcer::new(db.clone(), clock, config.lease_grace);
+        let state = AppState::new(db, Arc::new(runtime), writer, settings, quotas);
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
@@ -168,6 +175,7 @@ async fn bootstrap(db: &Db, given: Option<&str>) -> anyhow::Result<Option<String
         name: "operator".into(),
         is_operator: true,
         created_at: db::now(),
+        policy: Default::default(),
     };
     let key = keys::new_key(&tenant.id, "bootstrap admin", Role::Admin, &secret, None);
     let event = audit::AuditEvent {

@@ -44,6 +44,8 @@ pub struct Reply {
     pub status: StatusCode,
     /// The body.
     pub body: Value,
+    /// The headers.
+    pub headers: reqwest::header::HeaderMap,
 }
 
 impl Reply {
@@ -59,6 +61,14 @@ impl Reply {
             "{:#}",
             self.body
         );
+    }
+
+    /// The `Retry-After` header, in seconds.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.headers
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
     }
 
     /// Asserts a success status and returns the body.
@@ -317,11 +327,16 @@ impl Drop for TestApp {
 
 async fn reply(response: reqwest::Response) -> Reply {
     let status = response.status();
+    let headers = response.headers().clone();
     let text = response.text().await.unwrap_or_default();
     let body = if text.is_empty() {
         Value::Null
     } else {
         serde_json::from_str(&text).unwrap_or(Value::String(text))
     };
-    Reply { status, body }
+    Reply {
+        status,
+        body,
+        headers,
+    }
 }

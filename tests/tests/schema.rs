@@ -75,7 +75,17 @@ async fn both_migration_trees_produce_the_same_tables_and_columns() {
     let pg_db = PgDatabase::create().await;
     let postgres = Db::connect(&pg_db.url(), 2).await.unwrap();
 
-    let (a, b) = (columns(&sqlite).await, columns(&postgres).await);
+    // Where several hosts share Postgres, they admit invocations through shared
+    // leases and rate buckets; an SQLite file has one host, which keeps them in memory.
+    const POSTGRES_ONLY: [&str; 2] = ["concurrency_leases", "rate_buckets"];
+    let (a, mut b) = (columns(&sqlite).await, columns(&postgres).await);
+    assert!(
+        POSTGRES_ONLY
+            .iter()
+            .all(|t| b.iter().any(|(table, _)| table == t)),
+        "{b:?}"
+    );
+    b.retain(|(table, _)| !POSTGRES_ONLY.contains(&table.as_str()));
     assert!(a.len() > 50, "the schema has its tables: {a:?}");
     assert_eq!(
         a.symmetric_difference(&b).collect::<Vec<_>>(),

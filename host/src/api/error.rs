@@ -3,11 +3,12 @@
 //! and answered with a fixed message: no SQL, paths or stack traces reach clients.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::db::DbError;
+use crate::quota::Denial;
 
 /// An error response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +19,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// A human-readable explanation.
     pub message: String,
+    /// Sent as `Retry-After` (whole seconds, rounded up).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -27,6 +30,19 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 429: a quota refused the request; `Retry-After` says when trying again may help.
+    pub fn quota(denial: &Denial) -> Self {
+        ApiError {
+            retry_after: Some(denial.retry_after()),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                denial.code(),
+                denial.message(),
+            )
         }
     }
 
@@ -103,7 +119,14 @@ impl std::fmt::Display for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Json(json!({ "error": { "code": self.code, "message": self.message } }));
-        (self.status, body).into_response()
+        let mut response = (self.status, body).into_response();
+        if let Some(after) = self.retry_after {
+            let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
+        response
     }
 }
 

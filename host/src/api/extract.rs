@@ -231,7 +231,7 @@ impl FromRequestParts<AppState> for Principal {
             (Some(entry), _) => entry,
             (None, Some(hash)) => match keys::authenticate_hash(&state.db, hash).await? {
                 Some(key) => {
-                    let is_operator = tenants::get(&state.db, &key.tenant_id).await?.is_operator;
+                    let is_operator = state.tenant(&key.tenant_id).await?.is_operator;
                     (key, is_operator)
                 }
                 None => {

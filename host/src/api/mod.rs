@@ -30,8 +30,10 @@ use crate::costs::PriceModel;
 use crate::db::Db;
 use crate::db::agents::{Agent, AgentVersion};
 use crate::db::keys::ApiKey;
+use crate::db::tenants::Tenant;
 use crate::db::writer::ExecutionWriter;
 use crate::limits::Limits;
+use crate::quota::Enforcer;
 use crate::runtime::{LoadedAgent, Runtime};
 
 pub use self::error::ApiError;
@@ -70,6 +72,10 @@ pub struct AppState {
     pub agents: Arc<TtlCache<(String, String), Agent>>,
     /// Versions by (tenant id, agent id, id or semver); versions never change.
     pub versions: Arc<TtlCache<(String, String, String), AgentVersion>>,
+    /// Tenants (with their policies) by id.
+    pub tenants: Arc<TtlCache<String, Tenant>>,
+    /// Quota enforcement.
+    pub quotas: Arc<Enforcer>,
 }
 
 impl AppState {
@@ -79,6 +85,7 @@ impl AppState {
         runtime: Arc<Runtime>,
         writer: ExecutionWriter,
         settings: ApiSettings,
+        quotas: Enforcer,
     ) -> AppState {
         AppState {
             db,
@@ -89,7 +96,21 @@ impl AppState {
             keys: Arc::new(TtlCache::new(cache::TTL)),
             agents: Arc::new(TtlCache::new(cache::TTL)),
             versions: Arc::new(TtlCache::new(Duration::from_secs(3600))),
+            tenants: Arc::new(TtlCache::new(cache::TTL)),
+            quotas: Arc::new(quotas),
         }
+    }
+}
+
+impl AppState {
+    /// A tenant, from the cache or the database.
+    pub async fn tenant(&self, id: &str) -> Result<Tenant, ApiError> {
+        if let Some(tenant) = self.tenants.get(&id.to_string()) {
+            return Ok(tenant);
+        }
+        let tenant = crate::db::tenants::get(&self.db, id).await?;
+        self.tenants.insert(id.into(), tenant.clone());
+        Ok(tenant)
     }
 }
 
@@ -110,6 +131,7 @@ pub fn router(state: AppState) -> Router {
                 .merge(routes::versions::router())
                 .merge(routes::invoke::router())
                 .merge(routes::executions::router())
+                .merge(routes::usage::router())
                 .merge(routes::audit::router())
                 .merge(routes::costs::router())
                 .merge(routes::tenants::router())

@@ -1,6 +1,7 @@
 //! The `corral` command line: `run` and `inspect` a component locally, and the hidden
 //! `compile-worker` the host starts for each compile.
 
+mod client;
 mod inspect;
 mod run;
 pub mod units;
@@ -35,6 +36,10 @@ enum Command {
     /// (fuel_exhausted, memory_limit_exceeded, timed_out, output_too_large,
     /// log_limit_exceeded).
     Run(run::RunArgs),
+    /// Read or set an agent's policy, and read its usage, on a running server.
+    Agent(client::AgentArgs),
+    /// Read or set a tenant's policy, and read its usage, on a running server.
+    Tenant(client::TenantArgs),
     /// Show what a component is: whether it is a valid agent, its metadata, imports and exports.
     Inspect(inspect::InspectArgs),
     /// Compile a component read on stdin under caps (started by the host itself).
@@ -165,6 +170,8 @@ pub fn main() -> ExitCode {
             Command::Serve(config) => serve(*config).await,
             Command::Run(args) => run::run(args).await,
             Command::Inspect(args) => inspect::inspect(args).await,
+            Command::Agent(args) => client::agent(args).await,
+            Command::Tenant(args) => client::tenant(args).await,
             Command::CompileWorker(_) => unreachable!("handled above"),
         }
     })

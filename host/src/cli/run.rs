@@ -83,7 +83,7 @@ async fn try_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(exit_code(execution.outcome))
 }
 
-fn read_input(arg: &str) -> anyhow::Result<String> {
+pub(super) fn read_input(arg: &str) -> anyhow::Result<String> {
     match arg.strip_prefix('@') {
         Some("-") => Ok(std::io::read_to_string(std::io::stdin())?),
         Some(path) => std::fs::read_to_string(path)

@@ -270,3 +270,25 @@ pub async fn component(db: &Db, tenant_id: &str, version_id: &str) -> Result<Vec
     .map_err(DbError::from_fetch)?;
     Ok(row.0)
 }
+
+/// A tenant's live agents, counted.
+pub async fn count_live(tx: &mut Tx, tenant_id: &str) -> Result<i64, DbError> {
+    let row: (i64,) = on_tx!(tx, conn => sqlx::query_as(
+        "SELECT COUNT(*) FROM agents WHERE tenant_id = $1 AND deleted_at IS NULL")
+        .bind(tenant_id)
+        .fetch_one(conn)
+        .await)?;
+    Ok(row.0)
+}
+
+/// The versions of a tenant's live agents: how many, and their bytes together.
+pub async fn stored(tx: &mut Tx, tenant_id: &str) -> Result<(i64, i64), DbError> {
+    let row: (i64, i64) = on_tx!(tx, conn => sqlx::query_as(
+        "SELECT COUNT(*), CAST(COALESCE(SUM(v.size_bytes), 0) AS BIGINT) FROM agent_versions v \
+         JOIN agents a ON a.id = v.agent_id \
+         WHERE v.tenant_id = $1 AND a.deleted_at IS NULL")
+        .bind(tenant_id)
+        .fetch_one(conn)
+        .await)?;
+    Ok(row)
+}

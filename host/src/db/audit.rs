@@ -121,3 +121,30 @@ pub async fn list(
         .fetch_all(pool)
         .await)?)
 }
+
+/// Quota denials of a tenant (or of one of its agents) since `since`, by code.
+pub async fn count_denials(
+    db: &Db,
+    tenant_id: &str,
+    agent_id: Option<&str>,
+    since: DateTime<Utc>,
+) -> Result<Vec<(String, i64)>, DbError> {
+    let code = match db {
+        Db::Postgres(_) => "after->>'code'",
+        Db::Sqlite(_) => "json_extract(after, '$.code')",
+    };
+    let sql = format!(
+        "SELECT {code}, COUNT(*) FROM audit_events \
+         WHERE tenant_id = $1 AND action = 'agent.invoke' AND result = 'denied' \
+         AND occurred_at >= $2 AND ($3 IS NULL OR resource_id = $3) AND {code} IS NOT NULL \
+         GROUP BY {code}"
+    );
+    Ok(
+        on_pool!(db, pool => sqlx::query_as::<_, (String, i64)>(&sql)
+        .bind(tenant_id)
+        .bind(since)
+        .bind(agent_id)
+        .fetch_all(pool)
+        .await)?,
+    )
+}

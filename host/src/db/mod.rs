@@ -13,6 +13,7 @@ pub mod executions;
 pub mod idempotency;
 pub mod keys;
 pub mod tenants;
+pub mod usage;
 pub mod writer;
 
 use std::path::Path;

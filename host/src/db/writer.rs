@@ -8,14 +8,15 @@
 //! while the previous one was in flight. On Postgres several committers take turns,
 //! so one batch is written while another waits for its commit to reach disk; SQLite
 //! has a single writer lock, so it gets one. If a batch fails, its records are retried
-//! one by one, so one bad record cannot fail the others.
+//! one by one, so one bad record cannot fail the others. The same transaction charges
+//! the records to their agents' and tenants' usage counters, which budgets read.
 
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::executions::{self, ExecutionRecord};
-use super::{Db, DbError, idempotency};
+use super::{Db, DbError, idempotency, usage};
 
 /// An idempotency key to complete with the record.
 #[derive(Debug, Clone)]
@@ -60,7 +61,7 @@ impl ExecutionWriter {
         let (jobs, queue) = mpsc::channel(max_batch * 4);
         let queue = Arc::new(tokio::sync::Mutex::new(queue));
         let tasks: Vec<_> = (0..committers)
-            .map(|_| tokio::spawn(run(db.clone(), queue.clone(), max_batch)))
+            .map(|shard| tokio::spawn(run(db.clone(), queue.clone(), max_batch, shard)))
             .collect();
         let all = tokio::spawn(async move {
             for task in tasks {
@@ -88,7 +89,12 @@ impl ExecutionWriter {
     }
 }
 
-async fn run(db: Db, queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>, max_batch: usize) {
+async fn run(
+    db: Db,
+    queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
+    max_batch: usize,
+    shard: i32,
+) {
     let mut batch = Vec::with_capacity(max_batch);
     // Take a batch while holding the queue, commit it after letting go, so the next
     // committer can gather the following batch meanwhile.
@@ -97,7 +103,7 @@ async fn run(db: Db, queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>, max_ba
             size = batch.len(),
             "committing a batch of execution records"
         );
-        match commit(&db, &batch).await {
+        match commit(&db, &batch, shard).await {
             Ok(()) => {
                 for job in batch.drain(..) {
                     let _ = job.done.send(Ok(()));
@@ -110,7 +116,7 @@ async fn run(db: Db, queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>, max_ba
             Err(e) => {
                 tracing::warn!(error = %e, size = batch.len(), "batch commit failed; retrying one by one");
                 for job in batch.drain(..) {
-                    let result = commit(&db, std::slice::from_ref(&job))
+                    let result = commit(&db, std::slice::from_ref(&job), shard)
                         .await
                         .map_err(Arc::new);
                     let _ = job.done.send(result);
@@ -120,10 +126,11 @@ async fn run(db: Db, queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>, max_ba
     }
 }
 
-async fn commit(db: &Db, jobs: &[Job]) -> Result<(), DbError> {
+async fn commit(db: &Db, jobs: &[Job], shard: i32) -> Result<(), DbError> {
     let records: Vec<&ExecutionRecord> = jobs.iter().map(|j| &j.record).collect();
     let mut tx = db.begin(None).await?;
     executions::insert_batch(&mut tx, &records).await?;
+    usage::charge(&mut tx, &records, shard).await?;
     for job in jobs {
         if let Some(key) = &job.key {
             idempotency::complete(

@@ -11,7 +11,7 @@ use crate::api::extract::{ApiJson, ApiPath, ApiQuery, Principal};
 use crate::api::{ApiError, AppState, Page, Paged};
 use crate::db::agents::{self, Agent, AgentChange};
 use crate::db::keys::Role;
-use crate::db::{self, DbError, audit};
+use crate::db::{self, DbError, audit, tenants};
 use crate::policy::AgentPolicy;
 
 pub fn router() -> Router<AppState> {
@@ -71,6 +71,28 @@ pub async fn find(state: &AppState, principal: &Principal, name: &str) -> Result
         })?;
     state.agents.insert(cache_key, agent.clone());
     Ok(agent)
+}
+
+/// Records a refusal by a plan cap and answers `409 plan_limit_reached`.
+pub async fn plan_limit(
+    state: &AppState,
+    principal: &Principal,
+    action: &str,
+    cap: &str,
+    max: u64,
+) -> ApiError {
+    let mut event = principal.event(action, "tenant", Some(principal.tenant_id()));
+    event.result = "denied".into();
+    event.after = Some(DbJson(
+        serde_json::json!({ "code": "plan_limit_reached", "cap": cap, "max": max }),
+    ));
+    if let Err(e) = audit::append_alone(&state.db, &event).await {
+        tracing::error!(error = %e, "could not record a plan-cap denial");
+    }
+    ApiError::conflict(
+        "plan_limit_reached",
+        format!("the tenant's plan allows {cap} = {max}, and this would exceed it"),
+    )
 }
 
 /// Drops the cached copy of an agent after changing it.
@@ -134,7 +156,6 @@ async fn create(
     check_name(&body.name)?;
     let policy = body.policy.unwrap_or_default();
     policy
-        .limits
         .validate(&state.settings.limits)
         .map_err(|m| ApiError::bad_request("invalid_policy", m))?;
     let now = db::now();
@@ -153,6 +174,13 @@ async fn create(
     let mut event = principal.event("agent.create", "agent", Some(&agent.id));
     event.after = snapshot(&agent);
     let mut tx = state.db.begin(Some(principal.tenant_id())).await?;
+    let tenant = tenants::lock(&mut tx, principal.tenant_id()).await?;
+    if let Some(max) = tenant.policy.0.caps.max_agents
+        && agents::count_live(&mut tx, &tenant.id).await? >= max as i64
+    {
+        drop(tx);
+        return Err(plan_limit(&state, &principal, "agent.create", "max_agents", max).await);
+    }
     agents::insert(&mut tx, &agent).await.map_err(|e| match e {
         DbError::Conflict(m) => ApiError::conflict("agent_exists", m),
         e => e.into(),
@@ -234,7 +262,6 @@ async fn update_policy(
         .require_on_agent(&state, Role::Admin, "agent.update_policy", &name)
         .await?;
     policy
-        .limits
         .validate(&state.settings.limits)
         .map_err(|m| ApiError::bad_request("invalid_policy", m))?;
     let policy = DbJson(policy);

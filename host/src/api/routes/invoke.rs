@@ -26,9 +26,12 @@ use crate::db::agents::{self, Agent};
 use crate::db::executions::ExecutionRecord;
 use crate::db::idempotency::{self, Reservation};
 use crate::db::keys::Role;
+use crate::db::tenants::Tenant;
 use crate::db::writer::{KeyCompletion, WriteError};
 use crate::db::{self, DbError};
+use crate::db::{audit, usage};
 use crate::policy::LimitOverrides;
+use crate::quota::{Admission, AdmitError, AdmitRequest, Denial, Scope};
 use crate::runtime::{ExecutionError, InvokeRequest, LoadedAgent, Usage};
 
 pub fn router() -> Router<AppState> {
@@ -79,7 +82,7 @@ async fn invoke(
     headers: HeaderMap,
     ApiJson(body): ApiJson<InvokeBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let queued_at = db::now();
+    let queued_at = state.quotas.clock().now();
     principal
         .require_on_agent(&state, Role::Developer, "agent.invoke", &name)
         .await?;
@@ -94,7 +97,9 @@ async fn invoke(
         ));
     }
 
-    let limits = agent.policy.0.limits.tighten(state.settings.limits);
+    let tenant = state.tenant(principal.tenant_id()).await?;
+    let limits = tenant.policy.0.limits.tighten(state.settings.limits);
+    let limits = agent.policy.0.limits.tighten(limits);
     body.limits
         .validate(&limits)
         .map_err(|m| ApiError::bad_request("invalid_limits", format!("{m} (the agent's limit)")))?;
@@ -126,6 +131,7 @@ async fn invoke(
         &state,
         &principal,
         &agent,
+        &tenant,
         body,
         limits,
         queued_at,
@@ -145,8 +151,9 @@ async fn run(
     state: &AppState,
     principal: &Principal,
     agent: &Agent,
+    tenant: &Tenant,
     body: InvokeBody,
-    limits: crate::limits::Limits,
+    mut limits: crate::limits::Limits,
     queued_at: chrono::DateTime<chrono::Utc>,
     idempotency_key: Option<&str>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -187,9 +194,16 @@ async fn run(
     };
     let loaded = load(state, principal.tenant_id(), &version.id).await?;
 
+    // Quotas last, just before the guest runs: the lease covers the run and the commit.
+    let admission = admit(state, principal, agent, tenant, limits.timeout).await?;
+    if let Some(left) = admission.fuel_left {
+        limits.fuel = limits.fuel.min(left);
+    }
+
+    let clock = state.quotas.clock();
     let input = body.input.to_string();
     let execution_id = db::new_id();
-    let started_at = db::now();
+    let started_at = clock.now();
     let request = InvokeRequest {
         action: body.action.clone(),
         input: input.clone(),
@@ -203,7 +217,7 @@ async fn run(
         .invoke(&loaded, request)
         .await
         .map_err(ApiError::internal)?;
-    let finished_at = db::now();
+    let finished_at = clock.now();
     let cost = state.settings.prices.cost_picodollars(&execution.usage);
 
     let output: Option<Value> = execution
@@ -265,7 +279,60 @@ async fn run(
             WriteError::Stopped => ApiError::unavailable("the server is shutting down"),
             WriteError::Db(e) => ApiError::internal(e),
         })?;
+    // Only now, with the execution charged, may its slot go to another.
+    drop(admission);
     Ok((StatusCode::OK, Json(response)))
+}
+
+/// Takes the invocation's place in its agent's and tenant's quotas, or records the
+/// denial and refuses with `429` and `Retry-After`.
+async fn admit(
+    state: &AppState,
+    principal: &Principal,
+    agent: &Agent,
+    tenant: &Tenant,
+    timeout: std::time::Duration,
+) -> Result<Admission, ApiError> {
+    let agent_scope = usage::agent_scope(&agent.id);
+    let tenant_scope = usage::tenant_scope(&tenant.id);
+    let request = AdmitRequest {
+        tenant_id: &tenant.id,
+        scopes: [
+            Scope {
+                key: &agent_scope,
+                quotas: &agent.policy.0.quotas,
+            },
+            Scope {
+                key: &tenant_scope,
+                quotas: &tenant.policy.0.quotas,
+            },
+        ],
+        timeout,
+    };
+    match state.quotas.admit(request).await {
+        Ok(admission) => Ok(admission),
+        Err(AdmitError::Db(e)) => Err(e.into()),
+        Err(AdmitError::Denied(denial)) => {
+            let mut event = principal.event("agent.invoke", "agent", Some(&agent.id));
+            event.result = "denied".into();
+            // On the quota clock, so usage reports count it in the period it refused.
+            event.occurred_at = state.quotas.clock().now();
+            let budget = match &denial {
+                Denial::BudgetExhausted { budget, .. } => Some(*budget),
+                _ => None,
+            };
+            event.after = Some(DbJson(serde_json::json!({
+                "code": denial.code(),
+                "scope": denial.scope(),
+                "budget": budget,
+                "retry_after_ms": denial.retry_after().as_millis() as u64,
+            })));
+            if let Err(e) = audit::append_alone(&state.db, &event).await {
+                tracing::error!(error = %e, "could not record a quota denial");
+            }
+            Err(ApiError::quota(&denial))
+        }
+    }
 }
 
 /// The loaded agent for a version: from the in-process map, or from the database's

@@ -9,6 +9,7 @@ pub mod invoke;
 pub mod keys;
 pub mod openapi;
 pub mod tenants;
+pub mod usage;
 pub mod versions;
 
 use chrono::{DateTime, Utc};

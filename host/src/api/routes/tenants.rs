@@ -14,6 +14,7 @@ use crate::api::{ApiError, AppState, Page, Paged};
 use crate::db::keys::{self, Role};
 use crate::db::tenants::{self, Tenant};
 use crate::db::{self, DbError, audit};
+use crate::policy::TenantPolicy;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/tenants", post(create).get(list))
@@ -41,6 +42,9 @@ pub async fn require_operator(
 #[serde(deny_unknown_fields)]
 struct CreateTenant {
     name: String,
+    /// Limits, quotas and plan caps (default: none beyond the host's).
+    #[serde(default)]
+    policy: TenantPolicy,
 }
 
 #[derive(Debug, Serialize)]
@@ -64,11 +68,13 @@ async fn create(
             "a tenant name is 1 to 128 characters",
         ));
     }
+    validate(&state, &body.policy)?;
     let tenant = Tenant {
         id: db::new_id(),
         name: name.into(),
         is_operator: false,
         created_at: db::now(),
+        policy: DbJson(body.policy),
     };
     let secret = keys::generate_secret();
     let key = keys::new_key(
@@ -112,4 +118,13 @@ async fn list(
     let limit = page.limit()?;
     let rows = tenants::list(&state.db, page.cursor.as_deref(), limit + 1).await?;
     Ok(Json(Paged::from_rows(rows, limit, |t| t.id.clone())))
+}
+
+fn validate(state: &AppState, policy: &TenantPolicy) -> Result<(), ApiError> {
+    policy
+        .validate(
+            &state.settings.limits,
+            state.settings.max_upload_bytes as u64,
+        )
+        .map_err(|m| ApiError::bad_request("invalid_policy", m))
 }

@@ -15,7 +15,7 @@ use crate::api::extract::{ApiPath, ApiQuery, Principal};
 use crate::api::{ApiError, AppState, Page, Paged};
 use crate::db::agents::{self, AgentChange, AgentVersion};
 use crate::db::keys::Role;
-use crate::db::{self, DbError, audit};
+use crate::db::{self, DbError, audit, tenants};
 use crate::runtime::{LoadError, Runtime};
 
 pub fn router() -> Router<AppState> {
@@ -102,11 +102,28 @@ async fn upload(
     }
     let mut agent = find(&state, &principal, &name).await?;
 
-    // Streamed: reading stops (413) as soon as the body passes the limit.
-    let limit = state.settings.max_upload_bytes;
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::too_large(limit))?;
+    // Streamed: reading stops (413) as soon as the body passes the limit — the
+    // host's, or the tenant plan's if that is smaller.
+    let host_limit = state.settings.max_upload_bytes;
+    let plan_limit = state
+        .tenant(principal.tenant_id())
+        .await?
+        .policy
+        .0
+        .caps
+        .max_component_bytes;
+    let limit = plan_limit.map_or(host_limit, |p| host_limit.min(p as usize));
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        if limit < host_limit {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "component_too_large",
+                format!("the tenant's plan allows components of at most {limit} bytes"),
+            )
+        } else {
+            ApiError::too_large(limit)
+        }
+    })?;
     if bytes.is_empty() {
         return Err(load_error(LoadError::NotAComponent(
             "the body is empty".into(),
@@ -152,6 +169,30 @@ async fn upload(
         "size_bytes": version.size_bytes, "activated": activate,
     })));
     let mut tx = state.db.begin(Some(principal.tenant_id())).await?;
+    let caps = tenants::lock(&mut tx, principal.tenant_id())
+        .await?
+        .policy
+        .0
+        .caps;
+    if caps.max_versions.is_some() || caps.max_total_component_bytes.is_some() {
+        let (count, total) = agents::stored(&mut tx, principal.tenant_id()).await?;
+        let over = [
+            ("max_versions", caps.max_versions, count + 1),
+            (
+                "max_total_component_bytes",
+                caps.max_total_component_bytes,
+                total + version.size_bytes,
+            ),
+        ]
+        .into_iter()
+        .find_map(|(cap, max, after)| max.filter(|&m| after > m as i64).map(|m| (cap, m)));
+        if let Some((cap, max)) = over {
+            drop(tx);
+            return Err(
+                super::agents::plan_limit(&state, &principal, "version.upload", cap, max).await,
+            );
+        }
+    }
     agents::insert_version(&mut tx, &version, &bytes)
         .await
         .map_err(|e| match e {
