@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod harness;
+pub mod process;
 
 /// Absolute paths of the test components that `build.rs` built from `plugins/`:
 /// `ECHO`, `TEXT_STATS`, `HOSTILE` (agents) and `NOT_AN_AGENT` (a plain

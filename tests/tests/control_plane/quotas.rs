@@ -174,7 +174,10 @@ async fn policies_are_validated_and_read_back(backend: Backend) {
         .collect();
     // The operator's change, and the tenant admin's refused attempt.
     assert_eq!(results.len(), 2, "{audit:#}");
-    assert!(results.contains(&"ok") && results.contains(&"denied"), "{audit:#}");
+    assert!(
+        results.contains(&"ok") && results.contains(&"denied"),
+        "{audit:#}"
+    );
     app.stop().await;
 }
 

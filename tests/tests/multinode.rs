@@ -1,0 +1,382 @@
+//! Quotas hold across hosts: several real `corral serve` processes sharing one
+//! Postgres database enforce one set of concurrency, rate and budget quotas, and a
+//! host that dies holding concurrency slots gives them up when its leases expire.
+
+use std::time::{Duration, Instant};
+
+use corral_tests::plugins::{ECHO, HOSTILE, TEXT_STATS};
+use corral_tests::process::{Backend, KEY, Server, client, setup_agent};
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+/// `count` servers on one fresh Postgres database, each with `env`.
+async fn servers(
+    count: usize,
+    env: &[(&str, &str)],
+) -> (Backend, Vec<Server>, Vec<tempfile::TempDir>) {
+    let backend = Backend::postgres().await;
+    let dirs: Vec<_> = (0..count).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut started = Vec::new();
+    for dir in &dirs {
+        started.push(Server::start_with(&backend, dir.path(), env).await);
+    }
+    (backend, started, dirs)
+}
+
+async fn set_policy(url: &str, agent: &str, policy: Value) {
+    let response = client()
+        .put(format!("{url}/v1/agents/{agent}/policy"))
+        .bearer_auth(KEY)
+        .json(&policy)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+}
+
+/// Invokes once: the status, and the body.
+async fn call(http: &reqwest::Client, url: &str, agent: &str, body: &Value) -> (u16, Value) {
+    let response = http
+        .post(format!("{url}/v1/agents/{agent}/invoke"))
+        .bearer_auth(KEY)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// `per_server` clients on every server call `agent` until `stop` says so (given the
+/// reply) or `deadline` passes. Returns every (status, body, server index).
+async fn hammer(
+    servers: &[Server],
+    per_server: usize,
+    agent: &str,
+    body: Value,
+    deadline: Duration,
+    stop: fn(u16, &Value) -> bool,
+) -> Vec<(u16, Value, usize)> {
+    let end = Instant::now() + deadline;
+    let tasks: Vec<_> = servers
+        .iter()
+        .enumerate()
+        .flat_map(|(index, server)| (0..per_server).map(move |_| (index, server.url.clone())))
+        .map(|(index, url)| {
+            let (agent, body) = (agent.to_string(), body.clone());
+            tokio::spawn(async move {
+                let http = client();
+                let mut replies = Vec::new();
+                while Instant::now() < end {
+                    let (status, reply) = call(&http, &url, &agent, &body).await;
+                    let done = stop(status, &reply);
+                    replies.push((status, reply, index));
+                    if done {
+                        break;
+                    }
+                }
+                replies
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all
+}
+
+async fn database(backend: &Backend) -> sqlx::PgConnection {
+    let Backend::Postgres { admin_url, name } = backend else {
+        unreachable!("these tests run on Postgres")
+    };
+    let base = admin_url.rsplit_once('/').unwrap().0;
+    sqlx::PgConnection::connect(&format!("{base}/{name}"))
+        .await
+        .unwrap()
+}
+
+fn codes(replies: &[(u16, Value, usize)]) -> Vec<String> {
+    replies
+        .iter()
+        .map(|(status, body, _)| match status {
+            200 => "ok".to_string(),
+            _ => body["error"]["code"].as_str().unwrap_or("?").to_string(),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrency_never_exceeds_the_quota_across_three_servers() {
+    let (backend, servers, _dirs) = servers(3, &[]).await;
+    setup_agent(&servers[0].url, "slow", HOSTILE).await;
+    set_policy(
+        &servers[0].url,
+        "slow",
+        json!({ "quotas": { "max_concurrency": 2 } }),
+    )
+    .await;
+    // Let every server's agent cache see the policy.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let replies = hammer(
+        &servers,
+        4,
+        "slow",
+        json!({ "action": "sleep", "input": { "ms": 50 } }),
+        Duration::from_secs(3),
+        |_, _| false,
+    )
+    .await;
+    let codes = codes(&replies);
+    let ok = codes.iter().filter(|c| *c == "ok").count();
+    let limited = codes.iter().filter(|c| *c == "concurrency_limited").count();
+    assert_eq!(
+        ok + limited,
+        codes.len(),
+        "only admissions and refusals: {codes:?}"
+    );
+    assert!(ok >= 10 && limited >= 10, "{ok} ran, {limited} refused");
+    for index in 0..3 {
+        assert!(
+            replies.iter().any(|(s, _, i)| *s == 200 && *i == index),
+            "server {index} admitted nothing"
+        );
+    }
+
+    // The records' own start and finish times, from all three servers: never more
+    // than two overlap.
+    let mut db = database(&backend).await;
+    let spans: Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as("SELECT started_at, finished_at FROM executions WHERE agent_name = 'slow'")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(spans.len(), ok);
+    let mut events: Vec<(chrono::DateTime<chrono::Utc>, i32)> = spans
+        .iter()
+        .flat_map(|(start, end)| [(*start, 1), (*end, -1)])
+        .collect();
+    // At equal times, an end comes before a start.
+    events.sort();
+    let (mut running, mut most) = (0, 0);
+    for (_, step) in events {
+        running += step;
+        most = most.max(running);
+    }
+    assert_eq!(most, 2, "at most two at once, and the quota was reached");
+    eprintln!("concurrency 2 on 3 servers: {ok} ran, {limited} refused, at most {most} at once");
+    db.close().await.unwrap();
+    drop(servers);
+    backend.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rate_quota_is_one_bucket_for_all_servers() {
+    let (backend, servers, _dirs) = servers(3, &[]).await;
+    setup_agent(&servers[0].url, "echo", ECHO).await;
+    set_policy(
+        &servers[0].url,
+        "echo",
+        json!({ "quotas": { "rate": { "requests": 10, "per": "hour" } } }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let replies = hammer(
+        &servers,
+        3,
+        "echo",
+        json!({ "action": "echo", "input": {} }),
+        Duration::from_secs(2),
+        |status, _| status == 429,
+    )
+    .await;
+    let codes = codes(&replies);
+    assert_eq!(codes.iter().filter(|c| *c == "ok").count(), 10, "{codes:?}");
+    assert_eq!(codes.iter().filter(|c| *c == "rate_limited").count(), 9);
+    drop(servers);
+    backend.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn budgets_are_overspent_by_no_more_than_the_documented_bound() {
+    // An invocation costs exactly $1.
+    let prices = [
+        ("CORRAL_PRICE_PER_INVOCATION", "1"),
+        ("CORRAL_PRICE_PER_MILLION_FUEL", "0"),
+        ("CORRAL_PRICE_PER_GIB_SECOND", "0"),
+    ];
+    let (backend, servers, _dirs) = servers(3, &prices).await;
+    let url = servers[0].url.clone();
+    setup_agent(&url, "echo", ECHO).await;
+    setup_agent(&url, "stats", TEXT_STATS).await;
+    let stats_call = json!({ "action": "stats", "input": { "text": "one two three" } });
+    let (_, first) = call(&client(), &url, "stats", &stats_call).await;
+    let fuel_per_call = first["usage"]["fuel"].as_u64().unwrap();
+
+    const C: u64 = 3;
+    set_policy(
+        &url,
+        "echo",
+        json!({ "quotas": { "max_concurrency": C, "budgets": { "dollars_per_day": "20" } } }),
+    )
+    .await;
+    // Each call may use exactly what it needs; the day allows ten and a half.
+    let fuel_budget = fuel_per_call * 21 / 2;
+    set_policy(
+        &url,
+        "stats",
+        json!({ "limits": { "fuel": fuel_per_call },
+                "quotas": { "max_concurrency": C, "budgets": { "fuel_per_day": fuel_budget } } }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let exhausted =
+        |status: u16, body: &Value| status == 429 && body["error"]["code"] == "budget_exhausted";
+    let echo = hammer(
+        &servers,
+        4,
+        "echo",
+        json!({ "action": "echo" }),
+        Duration::from_secs(20),
+        exhausted,
+    )
+    .await;
+    let stats = hammer(
+        &servers,
+        4,
+        "stats",
+        stats_call,
+        Duration::from_secs(20),
+        exhausted,
+    )
+    .await;
+    for (name, replies) in [("echo", &echo), ("stats", &stats)] {
+        let codes = codes(replies);
+        assert!(
+            codes
+                .iter()
+                .all(|c| ["ok", "budget_exhausted", "concurrency_limited"].contains(&c.as_str())),
+            "{name}: {codes:?}"
+        );
+        assert!(
+            codes.iter().any(|c| c == "budget_exhausted"),
+            "{name} ran out: {codes:?}"
+        );
+    }
+
+    let mut db = database(&backend).await;
+    let (runs, dollars): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), CAST(SUM(cost_picodollars) / 1000000000000 AS BIGINT) \
+         FROM executions WHERE agent_name = 'echo'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(runs, dollars);
+    // Admitted only while under $20, each costing $1, at most C at once: at most
+    // $20 + C − 1 (the documented bound is C × the largest cost: $23).
+    eprintln!("a $20 budget, {C} at once, 3 servers: spent ${dollars}");
+    assert!(
+        (20..=20 + C as i64 - 1).contains(&dollars),
+        "spent ${dollars} of a $20 budget with {C} at once"
+    );
+    let (fuel,): (i64,) = sqlx::query_as(
+        "SELECT CAST(SUM(fuel) AS BIGINT) FROM executions WHERE agent_name = 'stats'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    let fuel = fuel as u64;
+    eprintln!(
+        "a {fuel_budget}-fuel budget ({fuel_per_call} a call, {C} at once, 3 servers): used {fuel}"
+    );
+    // Every admitted call's fuel is capped by what was left: (C − 1) × the per-call
+    // limit is the most a fuel budget can be passed by.
+    assert!(
+        fuel >= fuel_budget && fuel <= fuel_budget + (C - 1) * fuel_per_call,
+        "used {fuel} fuel of a {fuel_budget} budget (per call {fuel_per_call}, {C} at once)"
+    );
+    db.close().await.unwrap();
+    drop(servers);
+    backend.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_servers_slots_come_back_when_its_leases_expire() {
+    let (backend, mut servers, _dirs) = servers(2, &[("CORRAL_LEASE_GRACE", "1s")]).await;
+    let (a, b) = (servers[0].url.clone(), servers[1].url.clone());
+    setup_agent(&a, "slow", HOSTILE).await;
+    set_policy(
+        &a,
+        "slow",
+        json!({ "limits": { "timeout_ms": 2000 }, "quotas": { "max_concurrency": 1 } }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // Server A takes the only slot with a call that runs for seconds, then dies.
+    let holder = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            // Its server dies under it: no answer is expected.
+            let _ = client()
+                .post(format!("{a}/v1/agents/slow/invoke"))
+                .bearer_auth(KEY)
+                .json(&json!({ "action": "sleep", "input": { "ms": 1900 } }))
+                .send()
+                .await;
+        })
+    };
+    let usage = |url: String| async move {
+        client()
+            .get(format!("{url}/v1/agents/slow/usage"))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let mut held = false;
+    for _ in 0..100 {
+        if usage(b.clone()).await["usage"]["concurrency"]["in_flight"] == 1 {
+            held = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(held, "server A never took the slot");
+    servers[0].kill();
+    let killed = Instant::now();
+    let _ = holder.await;
+
+    let quick = json!({ "action": "sleep", "input": { "ms": 1 } });
+    let (status, body) = call(&client(), &b, "slow", &quick).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (429, Some("concurrency_limited"))
+    );
+    // The lease lasts the timeout (2 s) plus the grace (1 s) from when it was taken.
+    loop {
+        let (status, body) = call(&client(), &b, "slow", &quick).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(body["error"]["code"], "concurrency_limited");
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "the dead server's slot never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "a dead server's slot came back {:?} after the kill",
+        killed.elapsed()
+    );
+    assert!(killed.elapsed() < Duration::from_secs(4));
+    drop(servers);
+    backend.cleanup().await;
+}
