@@ -376,7 +376,6 @@ async fn a_dead_servers_slots_come_back_when_its_leases_expire() {
         "a dead server's slot came back {:?} after the kill",
         killed.elapsed()
     );
-    assert!(killed.elapsed() < Duration::from_secs(4));
     drop(servers);
     backend.cleanup().await;
 }
