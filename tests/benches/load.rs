@@ -2,6 +2,10 @@
 //! execution durably persisted, on SQLite and on Postgres, against the in-process
 //! invocation rate measured in the same run.
 //!
+//! Then the cost of quota enforcement: the same agent with and without quotas that
+//! never refuse (concurrency, rate and budgets all set, so every check runs), taking
+//! turns on one server, as a ratio.
+//!
 //! Run with `./scripts/bench-load` (it builds the release binary and installs wrk).
 //! Environment: `LOAD_SECONDS` (default 10), `LOAD_CONNECTIONS` (default 64),
 //! `DATABASE_URL` (Postgres admin URL; the Postgres part is skipped, loudly, without it).
@@ -119,20 +123,30 @@ fn curl(args: &[&str]) -> String {
 }
 
 fn setup(url: &str) {
-    curl(&[
+    setup_agent(url, "echo", None);
+}
+
+/// Creates `name` (with `policy`, if any) running the echo agent.
+fn setup_agent(url: &str, name: &str, policy: Option<&str>) {
+    let create = match policy {
+        Some(policy) => format!(r#"{{"name":"{name}","policy":{policy}}}"#),
+        None => format!(r#"{{"name":"{name}"}}"#),
+    };
+    let out = curl(&[
         "-H",
         "content-type: application/json",
         "-d",
-        r#"{"name":"echo"}"#,
+        &create,
         &format!("{url}/v1/agents"),
     ]);
+    assert!(out.contains(&format!("\"name\":\"{name}\"")), "{out}");
     let body = format!("@{ECHO}");
     let out = curl(&[
         "-H",
         "content-type: application/wasm",
         "--data-binary",
         &body,
-        &format!("{url}/v1/agents/echo/versions"),
+        &format!("{url}/v1/agents/{name}/versions"),
     ]);
     assert!(out.contains("\"active\":true"), "{out}");
 }
@@ -159,6 +173,10 @@ fn parse_ms(text: &str) -> f64 {
 }
 
 fn wrk(url: &str, seconds: u64, connections: u64, delay_ms: f64) -> WrkResult {
+    wrk_agent(url, "echo", seconds, connections, delay_ms)
+}
+
+fn wrk_agent(url: &str, agent: &str, seconds: u64, connections: u64, delay_ms: f64) -> WrkResult {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/invoke.lua");
     let out = Command::new("wrk")
         .args([
@@ -169,7 +187,7 @@ fn wrk(url: &str, seconds: u64, connections: u64, delay_ms: f64) -> WrkResult {
             "-s",
             script,
         ])
-        .arg(format!("{url}/v1/agents/echo/invoke"))
+        .arg(format!("{url}/v1/agents/{agent}/invoke"))
         .env("CORRAL_KEY", KEY)
         .env("WRK_DELAY_MS", format!("{delay_ms:.0}"))
         .output()
@@ -236,6 +254,29 @@ fn run_backend(
     (peak, half)
 }
 
+/// Quotas that are all checked on every invocation and never refuse one.
+const GENEROUS_QUOTAS: &str = r#"{"quotas":{"max_concurrency":100000,"rate":{"requests":1000000,"per":"second"},"budgets":{"fuel_per_day":9000000000000000000,"dollars_per_month":"1000000"}}}"#;
+
+/// With and without quotas on one server, in turns: (rate without, rate with,
+/// p50 without at one connection, p50 with at one connection).
+fn quota_overhead(database_url: Option<&str>, seconds: u64, connections: u64) -> [f64; 4] {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(database_url, dir.path());
+    setup_agent(&server.url, "free", None);
+    setup_agent(&server.url, "limited", Some(GENEROUS_QUOTAS));
+    for agent in ["free", "limited"] {
+        wrk_agent(&server.url, agent, 2, connections, 0.0);
+    }
+    let (mut free, mut limited) = (0.0, 0.0);
+    for _ in 0..2 {
+        free += wrk_agent(&server.url, "free", seconds, connections, 0.0).rate / 2.0;
+        limited += wrk_agent(&server.url, "limited", seconds, connections, 0.0).rate / 2.0;
+    }
+    let free_p50 = wrk_agent(&server.url, "free", seconds, 1, 0.0).p50_ms;
+    let limited_p50 = wrk_agent(&server.url, "limited", seconds, 1, 0.0).p50_ms;
+    [free, limited, free_p50, limited_p50]
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return; // `cargo test --benches` and `cargo bench -- --list` probe bench binaries
@@ -247,6 +288,7 @@ fn main() {
     println!("in-process: {in_process:.0} invocations/s");
 
     let mut rows = vec![("SQLite", run_backend("sqlite", None, seconds, connections))];
+    let mut quota_rows = vec![("SQLite", quota_overhead(None, seconds / 2, connections))];
     match std::env::var("DATABASE_URL") {
         Ok(admin) => {
             let name = format!("corral_load_{}", uuid::Uuid::new_v4().simple());
@@ -261,7 +303,11 @@ fn main() {
             let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
             rows.push((
                 "Postgres",
-                run_backend("postgres", Some(url), seconds, connections),
+                run_backend("postgres", Some(url.clone()), seconds, connections),
+            ));
+            quota_rows.push((
+                "Postgres",
+                quota_overhead(Some(&url), seconds / 2, connections),
             ));
             rt.block_on(async {
                 let mut c = sqlx::PgConnection::connect(&admin).await.unwrap();
@@ -293,4 +339,16 @@ fn main() {
     println!(
         "\nin-process rate (same machine, same run): {in_process:.0} invocations/s; {connections} connections, {seconds} s per run"
     );
+
+    println!();
+    println!(
+        "| backend | without quotas /s | with quotas /s | with / without | p50 at 1 connection without | with |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (name, [free, limited, free_p50, limited_p50]) in quota_rows {
+        println!(
+            "| {name} | {free:.0} | {limited:.0} | {:.2} | {free_p50:.2} ms | {limited_p50:.2} ms |",
+            limited / free
+        );
+    }
 }
