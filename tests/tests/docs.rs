@@ -42,6 +42,11 @@ const OPERATIONS: &[(&str, &str)] = &[
     // executions.rs
     ("GET", "/v1/executions"),
     ("GET", "/v1/executions/{id}"),
+    // usage.rs
+    ("GET", "/v1/agents/{name}/usage"),
+    ("GET", "/v1/tenants/{id}/usage"),
+    ("GET", "/v1/tenants/{id}/policy"),
+    ("PUT", "/v1/tenants/{id}/policy"),
     // audit.rs
     ("GET", "/v1/audit"),
     // costs.rs
