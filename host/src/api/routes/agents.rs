@@ -134,7 +134,6 @@ async fn create(
     check_name(&body.name)?;
     let policy = body.policy.unwrap_or_default();
     policy
-        .limits
         .validate(&state.settings.limits)
         .map_err(|m| ApiError::bad_request("invalid_policy", m))?;
     let now = db::now();
@@ -234,7 +233,6 @@ async fn update_policy(
         .require_on_agent(&state, Role::Admin, "agent.update_policy", &name)
         .await?;
     policy
-        .limits
         .validate(&state.settings.limits)
         .map_err(|m| ApiError::bad_request("invalid_policy", m))?;
     let policy = DbJson(policy);

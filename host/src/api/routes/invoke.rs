@@ -29,7 +29,7 @@ use crate::db::keys::Role;
 use crate::db::writer::{KeyCompletion, WriteError};
 use crate::db::{self, DbError};
 use crate::policy::LimitOverrides;
-use crate::runtime::{ExecutionError, InvokeRequest, LoadedAgent, Usage};
+use crate::runtime::{Denial, ExecutionError, InvokeRequest, LoadedAgent, Usage};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/agents/{name}/invoke", post(invoke))
@@ -67,6 +67,9 @@ pub struct InvokeResponse {
     output: Option<Value>,
     error: Option<ExecutionError>,
     usage: Usage,
+    /// Capability requests refused during the run (absent when there were none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    denials: Vec<Denial>,
     /// Dollars, as an exact decimal string.
     cost: String,
     correlation_id: Option<String>,
@@ -197,6 +200,7 @@ async fn run(
         execution_id: Some(execution_id.clone()),
         correlation_id: body.correlation_id.clone(),
         agent_name: Some(agent.name.clone()),
+        grants: agent.policy.0.grants.clone(),
     };
     let execution = state
         .runtime
@@ -219,6 +223,7 @@ async fn run(
         output,
         error: execution.error.clone(),
         usage: execution.usage,
+        denials: execution.denials.clone(),
         cost: format_dollars(cost),
         correlation_id: body.correlation_id.clone(),
     };
