@@ -169,27 +169,12 @@ async fn send_checked(
             if addrs.is_empty() {
                 return Err(Error::DestinationNotFound);
             }
-            for addr in &addrs {
-                let ip = addr.ip();
-                let named = grant
-                    .allow
-                    .iter()
-                    .any(|rule| rule.names_address(target.scheme, ip, target.port));
-                if let Some(range) = address::special_range(ip)
-                    && !named
-                {
-                    let literal = Target {
-                        host: Host::Ip(ip),
-                        ..target.clone()
-                    };
-                    return Err(ledger.lock().expect("egress ledger").deny(
-                        target.to_string(),
-                        DenialReason::ProhibitedAddress,
-                        format!(
-                            "{name} resolved to {ip}, a {range} address; only a rule naming the address itself ({literal}) allows it"
-                        ),
-                    ));
-                }
+            if let Err(detail) = check_resolved(&grant, &target, name, &addrs) {
+                return Err(ledger.lock().expect("egress ledger").deny(
+                    target.to_string(),
+                    DenialReason::ProhibitedAddress,
+                    detail,
+                ));
             }
             addrs
         }
@@ -210,6 +195,36 @@ async fn send_checked(
         ledger,
     )
     .await
+}
+
+/// Step 4 of the module docs for the addresses `name` resolved to: the explanation of
+/// the first one in a special range that no rule names on the target's scheme and port.
+fn check_resolved(
+    grant: &HttpGrant,
+    target: &Target,
+    name: &str,
+    addrs: &[SocketAddr],
+) -> Result<(), String> {
+    for addr in addrs {
+        let ip = addr.ip().to_canonical();
+        let Some(range) = address::special_range(ip) else {
+            continue;
+        };
+        let named = grant
+            .allow
+            .iter()
+            .any(|rule| rule.names_address(target.scheme, ip, target.port));
+        if !named {
+            let literal = Target {
+                host: Host::Ip(ip),
+                ..target.clone()
+            };
+            return Err(format!(
+                "{name} resolved to {ip}, a {range} address; only a rule naming the address itself ({literal}) allows it"
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl WasiHttpHooks for Egress {
@@ -330,6 +345,55 @@ mod tests {
         let (usage, denials) = egress.report();
         assert_eq!(usage.requests_denied, MAX_LISTED_DENIALS as u64 + 10);
         assert_eq!(denials.len(), MAX_LISTED_DENIALS);
+    }
+
+    fn resolved(ips: &[&str], port: u16) -> Vec<SocketAddr> {
+        ips.iter()
+            .map(|ip| SocketAddr::new(ip.parse().unwrap(), port))
+            .collect()
+    }
+
+    #[test]
+    fn a_name_resolving_to_the_metadata_address_is_refused() {
+        let grant = grant(&["http://*.example.com"], 10);
+        let target = Target::of(&uri("http://metadata.example.com/")).unwrap();
+        let detail = check_resolved(
+            &grant,
+            &target,
+            "metadata.example.com",
+            &resolved(&["169.254.169.254"], 80),
+        )
+        .unwrap_err();
+        assert_eq!(
+            detail,
+            "metadata.example.com resolved to 169.254.169.254, a link-local (169.254.0.0/16) \
+             address; only a rule naming the address itself (http://169.254.169.254:80) allows it"
+        );
+    }
+
+    #[test]
+    fn every_resolved_address_is_checked_not_just_the_first() {
+        let grant = grant(&["https://api.example.com"], 10);
+        let target = Target::of(&uri("https://api.example.com/")).unwrap();
+        let check =
+            |ips: &[&str]| check_resolved(&grant, &target, "api.example.com", &resolved(ips, 443));
+        assert!(check(&["93.184.216.34", "2606:2800:220:1::1"]).is_ok());
+        let mixed = check(&["93.184.216.34", "10.0.0.5"]).unwrap_err();
+        assert!(mixed.contains("10.0.0.5, a private"), "{mixed}");
+        let mapped = check(&["::ffff:192.168.0.1"]).unwrap_err();
+        assert!(mapped.contains("192.168.0.1, a private"), "{mapped}");
+    }
+
+    #[test]
+    fn a_special_address_named_by_a_rule_on_the_same_scheme_and_port_is_allowed() {
+        let target = Target::of(&uri("http://localhost:8080/")).unwrap();
+        let addrs = resolved(&["127.0.0.1"], 8080);
+        let named = grant(&["http://localhost:8080", "http://127.0.0.1:8080"], 10);
+        assert!(check_resolved(&named, &target, "localhost", &addrs).is_ok());
+        let other_port = grant(&["http://localhost:8080", "http://127.0.0.1:9090"], 10);
+        assert!(check_resolved(&other_port, &target, "localhost", &addrs).is_err());
+        let other_scheme = grant(&["http://localhost:8080", "https://127.0.0.1:8080"], 10);
+        assert!(check_resolved(&other_scheme, &target, "localhost", &addrs).is_err());
     }
 
     #[tokio::test]
