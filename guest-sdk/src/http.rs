@@ -382,7 +382,19 @@ impl From<ErrorCode> for HttpError {
             ErrorCode::ConfigurationError => "configuration_error",
             ErrorCode::InternalError(_) => "internal_error",
         };
-        HttpError::new(name, format!("{code:?}"))
+        let message = match &code {
+            ErrorCode::HttpRequestDenied => {
+                "the host denied the request: the agent's HTTP grant does not list this scheme, host and port".to_string()
+            }
+            ErrorCode::DestinationIpProhibited => {
+                "the host denied the request: the host name resolves to an address the agent's HTTP grant does not allow".to_string()
+            }
+            ErrorCode::ConnectionLimitReached => {
+                "the invocation already made as many HTTP requests as its grant allows".to_string()
+            }
+            other => format!("{other:?}"),
+        };
+        HttpError::new(name, message)
     }
 }
 
