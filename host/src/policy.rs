@@ -28,8 +28,8 @@ pub struct AgentPolicy {
     /// Per-invocation limits.
     #[serde(default)]
     pub limits: LimitOverrides,
-    /// Capabilities granted to the agent; none by default.
-    #[serde(default)]
+    /// Capabilities granted to the agent; none by default (and then not serialized).
+    #[serde(default, skip_serializing_if = "Grants::is_empty")]
     pub grants: Grants,
 }
 
@@ -52,6 +52,11 @@ pub struct Grants {
 }
 
 impl Grants {
+    /// Whether nothing is granted.
+    pub fn is_empty(&self) -> bool {
+        self.http.is_none()
+    }
+
     /// Refuses unusable grants, naming the field.
     pub fn validate(&self) -> Result<(), String> {
         match &self.http {
@@ -298,7 +303,8 @@ mod tests {
     fn a_policy_without_grants_grants_nothing_and_serializes_without_them() {
         let policy: AgentPolicy = serde_json::from_str("{}").unwrap();
         assert_eq!(policy.grants.http, None);
-        assert_eq!(serde_json::to_string(&policy.grants).unwrap(), "{}");
+        assert!(policy.grants.is_empty());
+        assert_eq!(serde_json::to_string(&policy).unwrap(), r#"{"limits":{}}"#);
     }
 
     #[test]
