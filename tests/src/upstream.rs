@@ -8,6 +8,7 @@
 //! | `GET /redirect?to=URL` | `302` to `URL` |
 //! | `POST /echo` | `200`, the request body |
 //! | `GET /silent` | nothing, ever: the connection stays open with no response |
+//! | `GET /stall` | `200` and the first 5 bytes of the body (`first`), then nothing, ever |
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -94,6 +95,7 @@ fn router(hits: Hits) -> Router {
         .route("/redirect", get(redirect))
         .route("/echo", post(|body: String| async move { body }))
         .route("/silent", get(std::future::pending::<()>))
+        .route("/stall", get(stall))
         .layer(middleware::from_fn_with_state(hits, record))
 }
 
@@ -102,6 +104,12 @@ async fn redirect(Query(query): Query<HashMap<String, String>>) -> Response {
         Some(to) => (StatusCode::FOUND, [(header::LOCATION, to.clone())]).into_response(),
         None => StatusCode::BAD_REQUEST.into_response(),
     }
+}
+
+async fn stall() -> axum::body::Body {
+    use futures::StreamExt;
+    let first = futures::stream::iter([Ok::<_, std::io::Error>("first")]);
+    axum::body::Body::from_stream(first.chain(futures::stream::pending()))
 }
 
 async fn record(State(hits): State<Hits>, request: Request, next: Next) -> Response {

@@ -462,6 +462,26 @@ async fn a_server_that_never_answers_times_out_at_the_grants_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stops_arriving_fails_at_the_grants_timeout() {
+    let upstream = Upstream::start().await;
+    let quick = grants(HttpGrant {
+        timeout_ms: 300,
+        ..grant(&[upstream.rule()])
+    });
+    let started = Instant::now();
+    let execution = fetch("get", json!({ "url": upstream.url("/stall") }), quick).await;
+    let elapsed = started.elapsed();
+    assert_eq!(error_code(&execution), "body_stream_failed");
+    let message = &execution.error.as_ref().unwrap().message;
+    assert!(message.contains("connection read timeout"), "{message}");
+    assert!(
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(3),
+        "{elapsed:?}"
+    );
+    assert_eq!(execution.usage.http, usage(1, 0, 0, "first".len() as u64));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_is_tls_even_to_an_allowed_address() {
     // The server speaks plain HTTP, so the TLS handshake fails: the request was not
     // sent in clear text.
