@@ -78,11 +78,18 @@
 //!
 //! [`log`] and the macros [`trace!`], [`debug!`], [`info!`], [`warn!`] and [`error!`]
 //! send lines to the host, which stores them with the execution.
+//!
+//! # Outbound HTTP
+//!
+//! [`http::get`] and [`http::Request`] call other services through the standard
+//! `wasi:http/outgoing-handler`. The host denies every request unless the agent's
+//! policy grants HTTP to that scheme, host and port; see [`http`].
 
 #![deny(missing_docs)]
 
 mod context;
 mod error;
+pub mod http;
 mod log;
 
 pub use context::{Context, context};

@@ -11,6 +11,7 @@ use super::units::{
     format_count, format_duration, format_size, parse_count, parse_duration, parse_size,
 };
 use crate::limits::Limits;
+use crate::policy::{Grants, HostRule, HttpGrant};
 use crate::runtime::{Execution, InvokeRequest, LogSource, Outcome};
 
 #[derive(Debug, Args)]
@@ -38,6 +39,21 @@ pub struct RunArgs {
     /// Log bytes (logging, stdout and stderr) the guest may write, e.g. 64KiB.
     #[arg(long, default_value = "64KiB", value_parser = parse_size)]
     max_logs: u64,
+    /// Allow outbound HTTP to scheme://host[:port] (repeatable), e.g.
+    /// https://api.example.com, http://127.0.0.1:8080 or https://*.example.com.
+    /// Without it every request is denied. A host name never reaches a loopback,
+    /// private or link-local address; name such an address itself to allow it.
+    #[arg(long = "allow-http", value_name = "RULE", value_parser = parse_rule)]
+    allow_http: Vec<HostRule>,
+    /// Per-request HTTP timeout (connect, first byte, between bytes), e.g. 2s [default: 5s].
+    #[arg(long, value_parser = parse_duration, requires = "allow_http")]
+    http_timeout: Option<Duration>,
+    /// Response body bytes each HTTP request may receive, e.g. 256KiB [default: 1MiB].
+    #[arg(long, value_parser = parse_size, requires = "allow_http")]
+    http_max_response: Option<u64>,
+    /// HTTP requests the invocation may make, denied ones included [default: 10].
+    #[arg(long, value_parser = parse_count, requires = "allow_http")]
+    http_max_requests: Option<u64>,
     /// Print the full execution record as JSON instead of output and a summary.
     #[arg(long)]
     json: bool,
@@ -57,6 +73,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
 
 async fn try_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let input = read_input(&args.input)?;
+    let grants = grants(&args)?;
     let bytes = std::fs::read(&args.component)
         .map_err(|e| anyhow::anyhow!("reading {}: {e}", args.component.display()))?;
     let runtime = args.runtime.runtime()?;
@@ -72,7 +89,10 @@ async fn try_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         log_bytes: args.max_logs,
     };
     let execution = runtime
-        .invoke(&agent, InvokeRequest::new(&args.action, input, limits))
+        .invoke(
+            &agent,
+            InvokeRequest::new(&args.action, input, limits).with_grants(grants),
+        )
         .await?;
 
     if args.json {
@@ -81,6 +101,38 @@ async fn try_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         print_for_people(&execution);
     }
     Ok(exit_code(execution.outcome))
+}
+
+fn parse_rule(text: &str) -> Result<HostRule, String> {
+    text.parse()
+        .map_err(|e: crate::policy::RuleError| e.to_string())
+}
+
+/// The grants the flags ask for, checked against the host's ceilings.
+fn grants(args: &RunArgs) -> anyhow::Result<Grants> {
+    if args.allow_http.is_empty() {
+        return Ok(Grants::default());
+    }
+    let defaults = HttpGrant::new(args.allow_http.clone());
+    let http = HttpGrant {
+        timeout_ms: args.http_timeout.map_or(defaults.timeout_ms, |t| {
+            t.as_millis().try_into().unwrap_or(u64::MAX)
+        }),
+        max_response_bytes: args
+            .http_max_response
+            .unwrap_or(defaults.max_response_bytes),
+        max_requests: args.http_max_requests.unwrap_or(defaults.max_requests),
+        ..defaults
+    };
+    http.validate().map_err(|m| {
+        anyhow::anyhow!(
+            "{}",
+            m.replace("grants.http.timeout_ms", "--http-timeout (in ms)")
+                .replace("grants.http.max_response_bytes", "--http-max-response")
+                .replace("grants.http.max_requests", "--http-max-requests")
+        )
+    })?;
+    Ok(Grants { http: Some(http) })
 }
 
 pub(super) fn read_input(arg: &str) -> anyhow::Result<String> {
@@ -115,7 +167,31 @@ fn print_for_people(execution: &Execution) {
         ),
         (None, None) => eprintln!("error: {}", execution.outcome),
     }
+    for denial in &execution.denials {
+        eprintln!(
+            "[denied] {} {} ({}): {}",
+            denial.capability,
+            denial.target,
+            denial.reason.as_str(),
+            denial.detail
+        );
+    }
     let usage = &execution.usage;
+    let http = &usage.http;
+    if http.requests + http.requests_denied > 0 {
+        eprintln!(
+            "http: {} sent · {} denied · {} out · {} in{}",
+            http.requests,
+            http.requests_denied,
+            format_size(http.bytes_sent),
+            format_size(http.bytes_received),
+            if http.responses_cut > 0 {
+                format!(" · {} cut at the size cap", http.responses_cut)
+            } else {
+                String::new()
+            }
+        );
+    }
     eprintln!(
         "{} · fuel {} · peak memory {} · {} · logs {} · output {}",
         execution.outcome,

@@ -14,6 +14,7 @@ use super::outcome::{Execution, ExecutionError, Outcome, Usage};
 use super::state::HostState;
 use super::{Interruption, LoadError, LoadedAgent, RunError, Runtime};
 use crate::limits::Limits;
+use crate::policy::Grants;
 
 /// One request to run an action of a loaded agent.
 #[derive(Debug, Clone)]
@@ -30,6 +31,8 @@ pub struct InvokeRequest {
     pub correlation_id: Option<String>,
     /// The agent name the guest sees; its described name when `None`.
     pub agent_name: Option<String>,
+    /// Capabilities beyond the sandbox; none by default.
+    pub grants: Grants,
 }
 
 impl InvokeRequest {
@@ -42,7 +45,14 @@ impl InvokeRequest {
             execution_id: None,
             correlation_id: None,
             agent_name: None,
+            grants: Grants::default(),
         }
+    }
+
+    /// The same request with `grants`.
+    pub fn with_grants(mut self, grants: Grants) -> Self {
+        self.grants = grants;
+        self
     }
 }
 
@@ -54,8 +64,9 @@ enum Ended {
 }
 
 impl Runtime {
-    fn new_store(&self, limits: &Limits) -> Result<Store<HostState>, RunError> {
-        let mut store = Store::new(&self.engine, HostState::new(limits, self.config.bounds));
+    fn new_store(&self, limits: &Limits, grants: &Grants) -> Result<Store<HostState>, RunError> {
+        let state = HostState::new(limits, self.config.bounds, grants);
+        let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         store
             .set_fuel(limits.fuel)
@@ -102,6 +113,7 @@ impl Runtime {
                     ..Usage::default()
                 },
                 logs: Vec::new(),
+                denials: Vec::new(),
             });
         }
 
@@ -110,7 +122,7 @@ impl Runtime {
             .acquire()
             .await
             .expect("instance semaphore closed");
-        let mut store = self.new_store(&limits)?;
+        let mut store = self.new_store(&limits, &request.grants)?;
         let invocation = Invocation {
             action: request.action.clone(),
             input: request.input,
@@ -145,12 +157,14 @@ impl Runtime {
         let memory = state.limiter.report();
         let log_exceeded = state.logs.exceeded();
         let (logs, log_bytes) = state.logs.take();
+        let (http, denials) = state.egress.report();
         let mut usage = Usage {
             fuel: limits.fuel.saturating_sub(remaining),
             peak_memory_bytes: memory.peak_bytes,
             wall_time,
             log_bytes,
             output_bytes: 0,
+            http,
         };
 
         let (outcome, output, error) = match ended {
@@ -223,6 +237,7 @@ impl Runtime {
             error,
             usage,
             logs,
+            denials,
         })
     }
 
@@ -230,7 +245,7 @@ impl Runtime {
     pub(crate) async fn describe(&self, pre: &AgentPre<HostState>) -> Result<AgentInfo, LoadError> {
         let limits = self.config.describe_limits;
         let mut store = self
-            .new_store(&limits)
+            .new_store(&limits, &Grants::default())
             .map_err(|e| LoadError::Internal(e.to_string()))?;
         let run = async {
             let instance = pre.instantiate_async(&mut store).await?;

@@ -9,13 +9,15 @@
 //!
 //! [`Runtime`] owns the one [`Engine`], the linker (every WASI 0.2 interface and
 //! `wasi:http`, all denied by default, plus Corral's own host interfaces), the
-//! compiler and both caches. It is `Send + Sync`; share it behind an `Arc`.
+//! compiler and both caches. It is `Send + Sync`; share it behind an `Arc`. Outbound
+//! HTTP is opened per invocation by the grants in its [`InvokeRequest`] (see [`egress`]).
 
 #[allow(unsafe_code)] // generated code
 pub mod bindings;
 pub mod cache;
 pub mod compile;
 pub mod component;
+pub mod egress;
 pub mod engine;
 mod invoke;
 pub mod logs;
@@ -43,7 +45,9 @@ use self::engine::{EngineRole, EpochTicker, build_engine};
 pub use self::engine::{EngineSettings, Interruption};
 pub use self::invoke::InvokeRequest;
 pub use self::logs::{LogEntry, LogLevel, LogSource};
-pub use self::outcome::{Execution, ExecutionError, Outcome, Usage};
+pub use self::outcome::{
+    Denial, DenialReason, Execution, ExecutionError, HttpUsage, Outcome, Usage,
+};
 use self::state::HostState;
 pub use self::validate::StructureLimits;
 use crate::limits::{Limits, StoreBounds};

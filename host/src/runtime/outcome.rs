@@ -88,6 +88,65 @@ pub struct Usage {
     pub log_bytes: u64,
     /// Bytes of output returned by the guest (also when it was too large to keep).
     pub output_bytes: u64,
+    /// Outbound HTTP.
+    #[serde(default)]
+    pub http: HttpUsage,
+}
+
+/// What one invocation's outbound HTTP requests used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpUsage {
+    /// Requests that passed every check and were sent (or tried to connect).
+    pub requests: u64,
+    /// Requests refused by policy; each is listed in [`Execution::denials`] (up to a bound).
+    pub requests_denied: u64,
+    /// Request body bytes sent.
+    pub bytes_sent: u64,
+    /// Response body bytes delivered to the guest.
+    pub bytes_received: u64,
+    /// Response bodies cut at the grant's `max_response_bytes`.
+    pub responses_cut: u64,
+}
+
+/// Why a capability request was refused. Stable snake_case names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DenialReason {
+    /// The invocation has no grant for the capability.
+    NotGranted,
+    /// The grant does not list the target (for HTTP: its scheme, host and port).
+    NotAllowed,
+    /// The host resolved to a loopback, private, link-local or other special address
+    /// that no rule names literally.
+    ProhibitedAddress,
+    /// The invocation already made as many requests as its grant allows.
+    RequestLimit,
+}
+
+impl DenialReason {
+    /// The stable name, e.g. `prohibited_address`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenialReason::NotGranted => "not_granted",
+            DenialReason::NotAllowed => "not_allowed",
+            DenialReason::ProhibitedAddress => "prohibited_address",
+            DenialReason::RequestLimit => "request_limit",
+        }
+    }
+}
+
+/// One refused capability request, kept for the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Denial {
+    /// The capability, e.g. `http`.
+    pub capability: String,
+    /// What was asked for; for HTTP `scheme://host:port`, never the path or query,
+    /// which may carry secrets.
+    pub target: String,
+    /// Why it was refused.
+    pub reason: DenialReason,
+    /// The explanation, for people.
+    pub detail: String,
 }
 
 mod micros {
@@ -134,6 +193,9 @@ pub struct Execution {
     pub usage: Usage,
     /// What it logged, in order.
     pub logs: Vec<LogEntry>,
+    /// Capability requests refused during the run, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub denials: Vec<Denial>,
 }
 
 impl Execution {

@@ -2,23 +2,28 @@
 //!
 //! Deny by default: the WASI context has no preopened directories, no environment,
 //! no arguments, no stdin, no sockets and no name lookups, and outbound HTTP is
-//! refused. Clocks and random are allowed (random bounded per call). Every WASI 0.2
-//! interface is still *linked*, so components from any toolchain instantiate and an
-//! ungranted call fails when it is made, with an error the guest can see.
+//! refused unless the invocation's [`Grants`] hold an HTTP grant (checked by
+//! [`Egress`]). Raw sockets stay closed even then. Clocks and random are allowed
+//! (random bounded per call). Every WASI 0.2 interface is still *linked*, so
+//! components from any toolchain instantiate and an ungranted call fails when it is
+//! made, with an error the guest can see.
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::{Level, corral::agent::logging};
+use super::egress::Egress;
 use super::logs::{LogSink, LogSource};
 use crate::limits::{Limits, StoreBounds, StoreLimiter};
+use crate::policy::Grants;
 
 /// Per-invocation host state.
 pub struct HostState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
-    http_hooks: DenyOutboundHttp,
+    /// Outbound HTTP: the checks, and what the requests used.
+    pub egress: Egress,
     table: ResourceTable,
     /// Enforces linear memory and table limits and records what it refused.
     pub limiter: StoreLimiter,
@@ -27,8 +32,8 @@ pub struct HostState {
 }
 
 impl HostState {
-    /// State for one invocation under `limits`, with no capabilities granted.
-    pub fn new(limits: &Limits, bounds: StoreBounds) -> Self {
+    /// State for one invocation under `limits`, with the capabilities in `grants`.
+    pub fn new(limits: &Limits, bounds: StoreBounds, grants: &Grants) -> Self {
         let logs = LogSink::new(limits.log_bytes);
         let wasi = WasiCtxBuilder::new()
             .stdout(logs.stream(LogSource::Stdout))
@@ -44,7 +49,7 @@ impl HostState {
         HostState {
             wasi,
             http: WasiHttpCtx::new(),
-            http_hooks: DenyOutboundHttp,
+            egress: Egress::new(grants.http.clone()),
             table,
             limiter: StoreLimiter::new(limits.memory_bytes, bounds),
             logs,
@@ -66,7 +71,7 @@ impl WasiHttpView for HostState {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: &mut self.http_hooks,
+            hooks: &mut self.egress,
         }
     }
 }
@@ -80,25 +85,3 @@ impl logging::Host for HostState {
 }
 
 impl super::bindings::corral::agent::types::Host for HostState {}
-
-/// Refuses every outbound HTTP request with `HTTP-request-denied`, which the guest
-/// receives as an ordinary `wasi:http` error code.
-struct DenyOutboundHttp;
-
-impl WasiHttpHooks for DenyOutboundHttp {
-    fn send_request(
-        &mut self,
-        _request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = wasmtime_wasi_http::Result<(
-                    http::Response<wasmtime_wasi_http::WasiBody>,
-                    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-                )>,
-            > + Send,
-    > {
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
-    }
-}

@@ -1,7 +1,8 @@
 //! Agents: create, list with cursors, get, policy, pause and resume, delete.
 
 use corral_tests::app::{ADMIN_KEY, Backend, spawn_app};
-use corral_tests::plugins::{ECHO, TEXT_STATS};
+use corral_tests::plugins::{ECHO, FETCH, TEXT_STATS};
+use corral_tests::upstream::{HELLO, Upstream};
 use reqwest::Method;
 use serde_json::json;
 
@@ -9,6 +10,7 @@ crate::on_both_backends!(
     agents_are_created_listed_and_found_by_name,
     pagination_walks_every_agent_once,
     policies_are_validated_and_only_tighten,
+    an_http_grant_in_the_policy_reaches_every_invocation,
     a_paused_agent_refuses_invocations_until_resumed,
     a_deleted_agent_is_gone_but_its_history_stays,
     concurrent_changes_to_one_agent_all_stick,
@@ -226,6 +228,55 @@ async fn policies_are_validated_and_only_tighten(backend: Backend) {
     let event = &audit["items"][0];
     assert_eq!(event["before"]["policy"]["limits"], json!({}));
     assert_eq!(event["after"]["policy"]["limits"]["timeout_ms"], 1000);
+    app.stop().await;
+}
+
+async fn an_http_grant_in_the_policy_reaches_every_invocation(backend: Backend) {
+    let upstream = Upstream::start().await;
+    let app = spawn_app(backend).await;
+    app.agent_with("fetch", FETCH).await;
+    let put = |body| {
+        app.send(
+            Method::PUT,
+            "/v1/agents/fetch/policy",
+            Some(ADMIN_KEY),
+            Some(body),
+        )
+    };
+    let get = json!({ "action": "get", "input": { "url": upstream.url("/hello") } });
+
+    put(json!({ "grants": { "http": { "allow": ["https://example.com/v1"] } } }))
+        .await
+        .assert_error(400, "invalid_json");
+    put(json!({ "grants": { "http": { "allow": [] } } }))
+        .await
+        .assert_error(400, "invalid_policy");
+    put(json!({ "grants": { "http": { "allow": [upstream.rule()], "max_requests": 0 } } }))
+        .await
+        .assert_error(400, "invalid_policy");
+
+    let denied = app.invoke("fetch", ADMIN_KEY, get.clone()).await.ok(200);
+    assert_eq!(denied["outcome"], "agent_error");
+    assert_eq!(denied["error"]["code"], "http_request_denied");
+    assert_eq!(denied["usage"]["http"]["requests_denied"], 1);
+    assert_eq!(denied["denials"][0]["reason"], "not_granted");
+    assert_eq!(denied["denials"][0]["target"], upstream.rule());
+
+    let updated = put(json!({ "grants": { "http": { "allow": [upstream.rule()] } } }))
+        .await
+        .ok(200);
+    assert_eq!(
+        updated["policy"]["grants"]["http"]["allow"],
+        json!([upstream.rule()])
+    );
+    assert_eq!(updated["policy"]["grants"]["http"]["max_requests"], 10);
+    let fetched = app.invoke("fetch", ADMIN_KEY, get).await.ok(200);
+    assert_eq!(fetched["outcome"], "succeeded", "{fetched}");
+    assert_eq!(fetched["output"]["body"], HELLO);
+    assert_eq!(fetched["usage"]["http"]["requests"], 1);
+    assert_eq!(fetched["usage"]["http"]["bytes_received"], HELLO.len());
+    assert!(fetched.get("denials").is_none(), "{fetched}");
+    assert_eq!(upstream.hits(), ["GET /hello"]);
     app.stop().await;
 }
 

@@ -134,3 +134,102 @@ fn inspect_explains_why_a_component_is_not_an_agent() {
         "{exports:?}"
     );
 }
+
+#[test]
+fn run_allows_http_only_to_the_rules_given_and_reports_it() {
+    use corral_tests::plugins::FETCH;
+    use corral_tests::upstream::{HELLO, Upstream};
+
+    let upstream = Upstream::start_in_background();
+    let input = serde_json::json!({ "url": upstream.url("/hello") }).to_string();
+
+    let out = corral(&["run", FETCH, "--action", "get", "--input", &input]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "[denied] http {} (not_granted): this agent has no HTTP grant",
+            upstream.rule()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("http_request_denied"), "{stderr}");
+
+    let rule = upstream.rule();
+    let out = corral(&[
+        "run",
+        FETCH,
+        "--action",
+        "get",
+        "--input",
+        &input,
+        "--allow-http",
+        &rule,
+        "--http-timeout",
+        "2s",
+        "--http-max-response",
+        "1KiB",
+        "--http-max-requests",
+        "3",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let output: serde_json::Value =
+        serde_json::from_str(record["output"].as_str().unwrap()).unwrap();
+    assert_eq!(output["body"], HELLO);
+    assert_eq!(
+        record["usage"]["http"],
+        serde_json::json!({
+            "requests": 1, "requests_denied": 0, "bytes_sent": 0,
+            "bytes_received": HELLO.len(), "responses_cut": 0
+        })
+    );
+    assert!(record.get("denials").is_none(), "{record}");
+    assert_eq!(upstream.hits(), ["GET /hello"]);
+}
+
+#[test]
+fn run_refuses_bad_http_flags_clearly() {
+    use corral_tests::plugins::FETCH;
+
+    let out = corral(&[
+        "run",
+        FETCH,
+        "--action",
+        "get",
+        "--allow-http",
+        "https://example.com/v1",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("remove \"/v1\""),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = corral(&["run", FETCH, "--action", "get", "--http-max-requests", "5"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--allow-http"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = corral(&[
+        "run",
+        FETCH,
+        "--action",
+        "get",
+        "--allow-http",
+        "https://example.com",
+        "--http-max-requests",
+        "5000",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--http-max-requests is 5000; this host allows at most 1000"),
+        "{}",
+        text(&out.stderr)
+    );
+}

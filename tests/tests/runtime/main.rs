@@ -4,5 +4,6 @@
 mod cache;
 mod cli;
 mod concurrency;
+mod egress;
 mod loading;
 mod outcomes;

@@ -31,8 +31,8 @@ use crate::db::writer::{KeyCompletion, WriteError};
 use crate::db::{self, DbError};
 use crate::db::{audit, usage};
 use crate::policy::LimitOverrides;
-use crate::quota::{Admission, AdmitError, AdmitRequest, Denial, Scope};
-use crate::runtime::{ExecutionError, InvokeRequest, LoadedAgent, Usage};
+use crate::quota::{self, Admission, AdmitError, AdmitRequest, Scope};
+use crate::runtime::{Denial, ExecutionError, InvokeRequest, LoadedAgent, Usage};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/agents/{name}/invoke", post(invoke))
@@ -70,6 +70,9 @@ pub struct InvokeResponse {
     output: Option<Value>,
     error: Option<ExecutionError>,
     usage: Usage,
+    /// Capability requests refused during the run (absent when there were none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    denials: Vec<Denial>,
     /// Dollars, as an exact decimal string.
     cost: String,
     correlation_id: Option<String>,
@@ -211,6 +214,7 @@ async fn run(
         execution_id: Some(execution_id.clone()),
         correlation_id: body.correlation_id.clone(),
         agent_name: Some(agent.name.clone()),
+        grants: agent.policy.0.grants.clone(),
     };
     let execution = state
         .runtime
@@ -233,6 +237,7 @@ async fn run(
         output,
         error: execution.error.clone(),
         usage: execution.usage,
+        denials: execution.denials.clone(),
         cost: format_dollars(cost),
         correlation_id: body.correlation_id.clone(),
     };
@@ -318,7 +323,7 @@ async fn admit(
             // On the quota clock, so usage reports count it in the period it refused.
             event.occurred_at = state.quotas.clock().now();
             let budget = match &denial {
-                Denial::BudgetExhausted { budget, .. } => Some(*budget),
+                quota::Denial::BudgetExhausted { budget, .. } => Some(*budget),
                 _ => None,
             };
             event.after = Some(DbJson(serde_json::json!({
