@@ -156,6 +156,25 @@ enum Release {
     Local(Arc<Mutex<HashMap<String, LocalScope>>>, Vec<String>),
 }
 
+impl Admission {
+    /// Gives the leases back now, so the caller's next invocation finds its slot free.
+    /// (Dropping an admission also gives them back, in the background: the fallback
+    /// when a request is cancelled.)
+    pub async fn release(mut self) {
+        // A local release happens in `drop`, at once.
+        if let Some(Release::Shared(pool, id)) = &self.release {
+            if let Err(e) = sqlx::query("SELECT corral_release($1)")
+                .bind(id)
+                .execute(pool)
+                .await
+            {
+                tracing::warn!(error = %e, "could not release a lease; it will expire");
+            }
+            self.release = None;
+        }
+    }
+}
+
 impl Drop for Admission {
     fn drop(&mut self) {
         match self.release.take() {

@@ -285,7 +285,7 @@ async fn run(
             WriteError::Db(e) => ApiError::internal(e),
         })?;
     // Only now, with the execution charged, may its slot go to another.
-    drop(admission);
+    admission.release().await;
     Ok((StatusCode::OK, Json(response)))
 }
 
