@@ -45,6 +45,52 @@ impl corral_host::runtime::bindings::corral::agent::logging::Host for RawState {
 
 impl corral_host::runtime::bindings::corral::agent::types::Host for RawState {}
 
+// The baseline grants nothing: the capabilities the echo agent never calls refuse.
+mod refused {
+    use corral_host::runtime::bindings::corral::agent::agents::{self, CallError};
+    use corral_host::runtime::bindings::corral::agent::config::{self, ConfigError};
+    use corral_host::runtime::bindings::corral::agent::kv::{self, KvError};
+
+    use super::RawState;
+
+    type Answer<T, E> = wasmtime::Result<Result<T, E>>;
+
+    impl kv::Host for RawState {
+        async fn get(&mut self, _: String) -> Answer<Option<Vec<u8>>, KvError> {
+            Ok(Err(KvError::Denied(String::new())))
+        }
+        async fn set(&mut self, _: String, _: Vec<u8>, _: Option<u64>) -> Answer<(), KvError> {
+            Ok(Err(KvError::Denied(String::new())))
+        }
+        async fn delete(&mut self, _: String) -> Answer<bool, KvError> {
+            Ok(Err(KvError::Denied(String::new())))
+        }
+        async fn list_keys(
+            &mut self,
+            _: String,
+            _: Option<String>,
+            _: u32,
+        ) -> Answer<Vec<String>, KvError> {
+            Ok(Err(KvError::Denied(String::new())))
+        }
+    }
+
+    impl config::Host for RawState {
+        async fn get(&mut self, _: String) -> Answer<Option<String>, ConfigError> {
+            Ok(Ok(None))
+        }
+        async fn get_secret(&mut self, _: String) -> Answer<Option<String>, ConfigError> {
+            Ok(Err(ConfigError::Denied(String::new())))
+        }
+    }
+
+    impl agents::Host for RawState {
+        async fn call(&mut self, _: String, _: String, _: String) -> Answer<String, CallError> {
+            Ok(Err(CallError::Denied(String::new())))
+        }
+    }
+}
+
 fn raw_pre(engine: &wasmtime::Engine, path: &str) -> AgentPre<RawState> {
     let mut linker = Linker::<RawState>::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();

@@ -7,7 +7,13 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "corral:agent/agent",
-    imports: { default: trappable },
+    imports: {
+        default: trappable,
+        // These wait on the database or on other agents.
+        "corral:agent/kv": async | trappable,
+        "corral:agent/config": async | trappable,
+        "corral:agent/agents": async | trappable,
+    },
     exports: { default: async },
 });
 

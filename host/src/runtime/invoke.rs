@@ -10,6 +10,7 @@ use std::time::Instant;
 use wasmtime::{Store, Trap};
 
 use super::bindings::{AgentInfo, AgentPre, Context, Invocation};
+use super::capabilities::Providers;
 use super::outcome::{Execution, ExecutionError, Outcome, Usage};
 use super::state::HostState;
 use super::{Interruption, LoadError, LoadedAgent, RunError, Runtime};
@@ -33,6 +34,8 @@ pub struct InvokeRequest {
     pub agent_name: Option<String>,
     /// Capabilities beyond the sandbox; none by default.
     pub grants: Grants,
+    /// What serves the granted capabilities; nothing by default.
+    pub providers: Providers,
 }
 
 impl InvokeRequest {
@@ -46,6 +49,7 @@ impl InvokeRequest {
             correlation_id: None,
             agent_name: None,
             grants: Grants::default(),
+            providers: Providers::default(),
         }
     }
 
@@ -64,8 +68,13 @@ enum Ended {
 }
 
 impl Runtime {
-    fn new_store(&self, limits: &Limits, grants: &Grants) -> Result<Store<HostState>, RunError> {
-        let state = HostState::new(limits, self.config.bounds, grants);
+    fn new_store(
+        &self,
+        limits: &Limits,
+        grants: &Grants,
+        providers: &Providers,
+    ) -> Result<Store<HostState>, RunError> {
+        let state = HostState::new(limits, self.config.bounds, grants, providers);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         store
@@ -122,7 +131,7 @@ impl Runtime {
             .acquire()
             .await
             .expect("instance semaphore closed");
-        let mut store = self.new_store(&limits, &request.grants)?;
+        let mut store = self.new_store(&limits, &request.grants, &request.providers)?;
         let invocation = Invocation {
             action: request.action.clone(),
             input: request.input,
@@ -165,6 +174,9 @@ impl Runtime {
             log_bytes,
             output_bytes: 0,
             http,
+            kv: state.caps.kv.usage(),
+            config: state.caps.config.usage(),
+            agents: state.caps.agents.usage(),
         };
 
         let (outcome, output, error) = match ended {
@@ -245,7 +257,7 @@ impl Runtime {
     pub(crate) async fn describe(&self, pre: &AgentPre<HostState>) -> Result<AgentInfo, LoadError> {
         let limits = self.config.describe_limits;
         let mut store = self
-            .new_store(&limits, &Grants::default())
+            .new_store(&limits, &Grants::default(), &Providers::default())
             .map_err(|e| LoadError::Internal(e.to_string()))?;
         let run = async {
             let instance = pre.instantiate_async(&mut store).await?;

@@ -15,6 +15,7 @@
 #[allow(unsafe_code)] // generated code
 pub mod bindings;
 pub mod cache;
+pub mod capabilities;
 pub mod compile;
 pub mod component;
 pub mod egress;
@@ -38,6 +39,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 
 use self::bindings::{Agent, AgentPre};
 use self::cache::{CacheMiss, DiskCache};
+pub use self::capabilities::Providers;
 use self::compile::Compiler;
 pub use self::compile::{CompileIsolation, CompileSettings};
 pub use self::component::{ActionMetadata, AgentMetadata, ComponentInterface, LoadedAgent};

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::capabilities::agents::AgentsUsage;
+use super::capabilities::config::ConfigUsage;
+use super::capabilities::kv::KvUsage;
 use super::logs::LogEntry;
 
 /// How an invocation ended. Stable snake_case names, used by the CLI, API and database.
@@ -91,6 +94,15 @@ pub struct Usage {
     /// Outbound HTTP.
     #[serde(default)]
     pub http: HttpUsage,
+    /// Key-value state.
+    #[serde(default)]
+    pub kv: KvUsage,
+    /// Config values and secrets.
+    #[serde(default)]
+    pub config: ConfigUsage,
+    /// Calls to other agents.
+    #[serde(default)]
+    pub agents: AgentsUsage,
 }
 
 /// What one invocation's outbound HTTP requests used.

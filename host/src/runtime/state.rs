@@ -13,6 +13,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::{Level, corral::agent::logging};
+use super::capabilities::{CapabilityState, Providers};
 use super::egress::Egress;
 use super::logs::{LogSink, LogSource};
 use crate::limits::{Limits, StoreBounds, StoreLimiter};
@@ -29,11 +30,18 @@ pub struct HostState {
     pub limiter: StoreLimiter,
     /// Logging, stdout and stderr, bounded.
     pub logs: LogSink,
+    /// Key-value state, config and secrets, calls to other agents.
+    pub caps: CapabilityState,
 }
 
 impl HostState {
     /// State for one invocation under `limits`, with the capabilities in `grants`.
-    pub fn new(limits: &Limits, bounds: StoreBounds, grants: &Grants) -> Self {
+    pub fn new(
+        limits: &Limits,
+        bounds: StoreBounds,
+        grants: &Grants,
+        providers: &Providers,
+    ) -> Self {
         let logs = LogSink::new(limits.log_bytes);
         let wasi = WasiCtxBuilder::new()
             .stdout(logs.stream(LogSource::Stdout))
@@ -53,6 +61,7 @@ impl HostState {
             table,
             limiter: StoreLimiter::new(limits.memory_bytes, bounds),
             logs,
+            caps: CapabilityState::new(grants, providers),
         }
     }
 }

@@ -32,7 +32,7 @@ use crate::db::{self, DbError};
 use crate::db::{audit, usage};
 use crate::policy::LimitOverrides;
 use crate::quota::{self, Admission, AdmitError, AdmitRequest, Scope};
-use crate::runtime::{Denial, ExecutionError, InvokeRequest, LoadedAgent, Usage};
+use crate::runtime::{Denial, ExecutionError, InvokeRequest, LoadedAgent, Providers, Usage};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/agents/{name}/invoke", post(invoke))
@@ -215,6 +215,7 @@ async fn run(
         correlation_id: body.correlation_id.clone(),
         agent_name: Some(agent.name.clone()),
         grants: agent.policy.0.grants.clone(),
+        providers: Providers::default(),
     };
     let execution = state
         .runtime
