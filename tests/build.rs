@@ -1,5 +1,5 @@
 //! Builds the agents in `plugins/` once per `cargo test`, and writes their paths to
-//! `$OUT_DIR/plugins.rs` as constants (`ECHO`, `TEXT_STATS`, `HOSTILE`, `FETCH`,
+//! `$OUT_DIR/plugins.rs` as constants (`ECHO`, `TEXT_STATS`, `HOSTILE`, `RELAY`, `FETCH`,
 //! `NOT_AN_AGENT`).
 //!
 //! `plugins/` is a workspace of its own that only builds for `wasm32-wasip2`, so this
@@ -20,6 +20,7 @@ const ARTIFACTS: &[(&str, &str)] = &[
     ("ECHO", "echo.wasm"),
     ("TEXT_STATS", "text_stats.wasm"),
     ("HOSTILE", "hostile.wasm"),
+    ("RELAY", "relay.wasm"),
     ("FETCH", "fetch.wasm"),
     ("NOT_AN_AGENT", "not-an-agent.wasm"),
 ];

@@ -85,8 +85,15 @@
 //! `wasi:http/outgoing-handler`. The host denies every request unless the agent's
 //! policy grants HTTP to that scheme, host and port; see [`http`].
 
+//!
+//! # Calling other agents
+//!
+//! [`agents::call`] runs another agent of the same tenant, if the agent's policy
+//! grants it; see [`agents`].
+
 #![deny(missing_docs)]
 
+pub mod agents;
 mod context;
 mod error;
 pub mod http;

@@ -104,6 +104,10 @@ pub struct ServeConfig {
     #[arg(long, env = "CORRAL_LEASE_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub lease_grace: Duration,
 
+    /// How deep calls between agents may go: a root's callees are at depth 1.
+    #[arg(long, env = "CORRAL_MAX_CALL_DEPTH", default_value_t = 4)]
+    pub max_call_depth: usize,
+
     /// The clock quotas are measured by (tests step it across periods).
     #[arg(skip)]
     pub clock: Option<Arc<dyn Clock>>,

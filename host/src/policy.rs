@@ -57,21 +57,98 @@ pub struct Grants {
     /// Outbound HTTP through `wasi:http/outgoing-handler`, to the hosts listed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpGrant>,
+    /// Calls to the agents listed (of the same tenant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents: Option<AgentsGrant>,
 }
 
 impl Grants {
     /// Whether nothing is granted.
     pub fn is_empty(&self) -> bool {
-        self.http.is_none()
+        self.http.is_none() && self.agents.is_none()
     }
 
     /// Refuses unusable grants, naming the field.
     pub fn validate(&self) -> Result<(), String> {
-        match &self.http {
-            Some(http) => http.validate(),
-            None => Ok(()),
+        if let Some(http) = &self.http {
+            http.validate()?;
+        }
+        if let Some(agents) = &self.agents {
+            agents.validate()?;
+        }
+        Ok(())
+    }
+}
+
+/// Calls to other agents of the same tenant, each a full execution of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsGrant {
+    /// The agents this one may call, by name; `"*"` spells out "any agent of the tenant".
+    pub allow: Vec<String>,
+    /// Calls one invocation may make.
+    #[serde(default = "AgentsGrant::default_max_calls")]
+    pub max_calls: u64,
+}
+
+impl AgentsGrant {
+    /// Default calls per invocation: 16.
+    pub const DEFAULT_MAX_CALLS: u64 = 16;
+    /// Most calls per invocation a grant may set: 1,000.
+    pub const CEILING_MAX_CALLS: u64 = 1_000;
+
+    fn default_max_calls() -> u64 {
+        Self::DEFAULT_MAX_CALLS
+    }
+
+    /// A grant to call the agents in `allow`, with the default call count.
+    pub fn new(allow: Vec<String>) -> AgentsGrant {
+        AgentsGrant {
+            allow,
+            max_calls: Self::DEFAULT_MAX_CALLS,
         }
     }
+
+    /// Whether `agent` may be called.
+    pub fn allows(&self, agent: &str) -> bool {
+        self.allow.iter().any(|a| a == "*" || a == agent)
+    }
+
+    /// Refuses an empty list, bad names and call counts outside `1..=1000`.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.allow.is_empty() {
+            return Err(
+                "grants.agents.allow is empty; name the agents it may call, or remove grants.agents"
+                    .into(),
+            );
+        }
+        if let Some(bad) = self
+            .allow
+            .iter()
+            .find(|a| a.as_str() != "*" && !crate::policy::is_agent_name(a))
+        {
+            return Err(format!(
+                "grants.agents.allow: {bad:?} is not an agent name (or \"*\" for any)"
+            ));
+        }
+        if self.max_calls == 0 || self.max_calls > Self::CEILING_MAX_CALLS {
+            return Err(format!(
+                "grants.agents.max_calls is {}; it must be between 1 and {}",
+                self.max_calls,
+                Self::CEILING_MAX_CALLS
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Whether `name` is a valid agent name: 1 to 64 of `a-z 0-9 - _`, starting with a
+/// letter.
+pub fn is_agent_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && name.len() <= 64
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
 /// Outbound HTTP to an allowlist, bounded per invocation. Requests to anything else

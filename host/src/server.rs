@@ -85,6 +85,7 @@ impl Application {
             max_upload_bytes: config.max_upload as usize,
             max_body_bytes: config.max_body as usize,
             request_timeout: config.request_timeout,
+            max_call_depth: config.max_call_depth,
         };
         let clock = config
             .clock

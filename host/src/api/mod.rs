@@ -5,6 +5,7 @@
 //! Each route module has a `router()`; [`router`] nests them.
 
 pub mod cache;
+pub mod calls;
 pub mod error;
 pub mod extract;
 mod routes;
@@ -51,6 +52,8 @@ pub struct ApiSettings {
     pub max_body_bytes: usize,
     /// How long a request may take before `408`.
     pub request_timeout: Duration,
+    /// How deep calls between agents may go (a root's callees are at depth 1).
+    pub max_call_depth: usize,
 }
 
 /// Shared state of every handler.

@@ -1,6 +1,7 @@
 //! The `corral` command line: `run` and `inspect` a component locally, and the hidden
 //! `compile-worker` the host starts for each compile.
 
+mod calls;
 mod client;
 mod inspect;
 mod run;

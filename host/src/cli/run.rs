@@ -2,16 +2,19 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 
 use super::RuntimeArgs;
+use super::calls::LocalAgents;
 use super::units::{
     format_count, format_duration, format_size, parse_count, parse_duration, parse_size,
 };
 use crate::limits::Limits;
 use crate::policy::{Grants, HostRule, HttpGrant};
+use crate::runtime::capabilities::agents::CallChain;
 use crate::runtime::{Execution, InvokeRequest, LogSource, Outcome};
 
 #[derive(Debug, Args)]
@@ -54,6 +57,11 @@ pub struct RunArgs {
     /// HTTP requests the invocation may make, denied ones included [default: 10].
     #[arg(long, value_parser = parse_count, requires = "allow_http")]
     http_max_requests: Option<u64>,
+    /// Let the agent call another local agent: NAME=PATH to its component (repeatable).
+    /// Every agent named may call the others, up to 4 calls deep; each call runs under
+    /// these limits and at most the time its caller has left.
+    #[arg(long = "call", value_name = "NAME=PATH", value_parser = parse_call)]
+    calls: Vec<(String, PathBuf)>,
     /// Print the full execution record as JSON instead of output and a summary.
     #[arg(long)]
     json: bool,
@@ -76,7 +84,7 @@ async fn try_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let grants = grants(&args)?;
     let bytes = std::fs::read(&args.component)
         .map_err(|e| anyhow::anyhow!("reading {}: {e}", args.component.display()))?;
-    let runtime = args.runtime.runtime()?;
+    let runtime = Arc::new(args.runtime.runtime()?);
     let agent = runtime
         .load(bytes)
         .await
@@ -88,12 +96,32 @@ async fn try_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         output_bytes: args.max_output,
         log_bytes: args.max_logs,
     };
-    let execution = runtime
-        .invoke(
-            &agent,
-            InvokeRequest::new(&args.action, input, limits).with_grants(grants),
-        )
-        .await?;
+    let local = LocalAgents::new(
+        runtime.clone(),
+        args.calls.iter().cloned().collect(),
+        limits,
+    );
+    let mut request = InvokeRequest::new(&args.action, input, limits).with_grants(grants);
+    if !args.calls.is_empty() {
+        let id = uuid::Uuid::now_v7().to_string();
+        let name = agent.metadata.name.clone();
+        request.grants.agents = local.grants().agents;
+        request.providers.agents = Some(local.caller(CallChain::root(&name, &id)));
+        request.execution_id = Some(id);
+    }
+    let execution = runtime.invoke(&agent, request).await?;
+    if !args.json {
+        for (depth, name, call) in local.ran.lock().expect("calls lock").iter() {
+            eprintln!(
+                "{}call {name}.{}: {} ({} fuel, {})",
+                "  ".repeat(depth.saturating_sub(1)),
+                call.action,
+                call.outcome.as_str(),
+                format_count(call.usage.fuel),
+                format_duration(call.usage.wall_time)
+            );
+        }
+    }
 
     if args.json {
         println!("{}", serde_json::to_string_pretty(&execution)?);
@@ -103,6 +131,18 @@ async fn try_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(exit_code(execution.outcome))
 }
 
+fn parse_call(text: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=PATH, not {text:?}"))?;
+    if !crate::policy::is_agent_name(name) {
+        return Err(format!(
+            "{name:?} is not an agent name (lowercase letters, digits, '-' and '_', starting with a letter)"
+        ));
+    }
+    Ok((name.to_string(), PathBuf::from(path)))
+}
+
 fn parse_rule(text: &str) -> Result<HostRule, String> {
     text.parse()
         .map_err(|e: crate::policy::RuleError| e.to_string())
@@ -110,9 +150,14 @@ fn parse_rule(text: &str) -> Result<HostRule, String> {
 
 /// The grants the flags ask for, checked against the host's ceilings.
 fn grants(args: &RunArgs) -> anyhow::Result<Grants> {
-    if args.allow_http.is_empty() {
-        return Ok(Grants::default());
+    let mut grants = Grants::default();
+    if !args.allow_http.is_empty() {
+        grants.http = Some(http_grant(args)?);
     }
+    Ok(grants)
+}
+
+fn http_grant(args: &RunArgs) -> anyhow::Result<HttpGrant> {
     let defaults = HttpGrant::new(args.allow_http.clone());
     let http = HttpGrant {
         timeout_ms: args.http_timeout.map_or(defaults.timeout_ms, |t| {
@@ -132,7 +177,7 @@ fn grants(args: &RunArgs) -> anyhow::Result<Grants> {
                 .replace("grants.http.max_requests", "--http-max-requests")
         )
     })?;
-    Ok(Grants { http: Some(http) })
+    Ok(http)
 }
 
 pub(super) fn read_input(arg: &str) -> anyhow::Result<String> {
@@ -190,6 +235,17 @@ fn print_for_people(execution: &Execution) {
             } else {
                 String::new()
             }
+        );
+    }
+    let calls = &usage.agents;
+    if calls.calls + calls.calls_denied > 0 {
+        eprintln!(
+            "calls: {} made · {} denied · {} failed · {} executions below, {} fuel",
+            calls.calls,
+            calls.calls_denied,
+            calls.calls_failed,
+            calls.subtree.executions,
+            format_count(calls.subtree.fuel)
         );
     }
     eprintln!(

@@ -64,15 +64,25 @@ pub struct ExecutionRecord {
     pub actor_key_id: Option<String>,
     /// The request's idempotency key.
     pub idempotency_key: Option<String>,
+    /// The execution that called this one, if another agent did.
+    pub parent_execution_id: Option<String>,
+    /// The execution at the root of this one's call tree (itself for a root).
+    pub root_execution_id: Option<String>,
+    /// How deep in the call tree: 0 for a root.
+    pub call_depth: i32,
+    /// What the capabilities used (`http`, `kv`, `config`, `agents`) and refused
+    /// (`denials`).
+    pub capabilities: Json<serde_json::Value>,
 }
 
 const COLUMNS: &str = "id, tenant_id, agent_id, agent_name, version_id, version, action, outcome, error_code, error_message, \
     input_bytes, input_excerpt, output_bytes, output_excerpt, fuel, peak_memory_bytes, wall_time_us, log_bytes, logs, \
-    queued_at, started_at, finished_at, cost_picodollars, correlation_id, actor_key_id, idempotency_key";
+    queued_at, started_at, finished_at, cost_picodollars, correlation_id, actor_key_id, idempotency_key, \
+    parent_execution_id, root_execution_id, call_depth, capabilities";
 
 /// Inserts records (called by the group-commit writer).
 ///
-/// Postgres gets one statement of any size: 26 arrays `UNNEST`ed into rows, so the
+/// Postgres gets one statement of any size: 30 arrays `UNNEST`ed into rows, so the
 /// statement is prepared once. SQLite gets multi-row `VALUES` with anonymous `?`
 /// parameters (numbered ones cost a linear scan per bind), split into power-of-two
 /// chunks so only a handful of statement shapes are ever prepared.
@@ -82,7 +92,7 @@ pub async fn insert_batch(tx: &mut Tx, records: &[&ExecutionRecord]) -> Result<(
         Tx::Sqlite(tx) => {
             let mut rest = records;
             while !rest.is_empty() {
-                // 26 parameters a row; SQLite allows 32,766 a statement.
+                // 30 parameters a row; SQLite allows 32,766 a statement.
                 let size = prev_power_of_two(rest.len().min(1024));
                 let (chunk, tail) = rest.split_at(size);
                 insert_values(&mut **tx, chunk).await?;
@@ -109,7 +119,8 @@ async fn insert_unnest(
          $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
          $9::text[], $10::text[], $11::bigint[], $12::text[], $13::bigint[], $14::text[], $15::bigint[], \
          $16::bigint[], $17::bigint[], $18::bigint[], $19::jsonb[], $20::timestamptz[], $21::timestamptz[], \
-         $22::timestamptz[], $23::bigint[], $24::text[], $25::text[], $26::text[])"
+         $22::timestamptz[], $23::bigint[], $24::text[], $25::text[], $26::text[], \
+         $27::text[], $28::text[], $29::int4[], $30::jsonb[])"
     ))
     .bind(col(rows, |r| r.id.clone()))
     .bind(col(rows, |r| r.tenant_id.clone()))
@@ -137,6 +148,10 @@ async fn insert_unnest(
     .bind(col(rows, |r| r.correlation_id.clone()))
     .bind(col(rows, |r| r.actor_key_id.clone()))
     .bind(col(rows, |r| r.idempotency_key.clone()))
+    .bind(col(rows, |r| r.parent_execution_id.clone()))
+    .bind(col(rows, |r| r.root_execution_id.clone()))
+    .bind(col(rows, |r| r.call_depth))
+    .bind(col(rows, |r| r.capabilities.clone()))
     .execute(conn)
     .await?;
     Ok(())
@@ -146,7 +161,7 @@ async fn insert_values(
     conn: &mut sqlx::SqliteConnection,
     chunk: &[&ExecutionRecord],
 ) -> Result<(), DbError> {
-    let row = format!("({})", vec!["?"; 26].join(", "));
+    let row = format!("({})", vec!["?"; 30].join(", "));
     let sql = format!(
         "INSERT INTO executions ({COLUMNS}) VALUES {}",
         vec![row; chunk.len()].join(", ")
@@ -179,7 +194,11 @@ async fn insert_values(
             .bind(r.cost_picodollars)
             .bind(&r.correlation_id)
             .bind(&r.actor_key_id)
-            .bind(&r.idempotency_key);
+            .bind(&r.idempotency_key)
+            .bind(&r.parent_execution_id)
+            .bind(&r.root_execution_id)
+            .bind(r.call_depth)
+            .bind(&r.capabilities);
     }
     query.execute(conn).await?;
     Ok(())
@@ -195,6 +214,8 @@ pub struct ExecutionFilter {
     pub outcome: Option<String>,
     /// Only this correlation id.
     pub correlation_id: Option<String>,
+    /// Only this call tree (its root execution's id).
+    pub root: Option<String>,
     /// Finished at or after.
     pub since: Option<DateTime<Utc>>,
     /// Finished before.
@@ -214,7 +235,8 @@ pub async fn list(
          AND ($3 IS NULL OR agent_id IN (SELECT id FROM agents WHERE tenant_id = $1 AND name = $3)) \
          AND ($4 IS NULL OR outcome = $4) \
          AND ($5 IS NULL OR correlation_id = $5) AND ($6 IS NULL OR finished_at >= $6) \
-         AND ($7 IS NULL OR finished_at < $7) ORDER BY id DESC LIMIT $8"
+         AND ($7 IS NULL OR finished_at < $7) AND ($9 IS NULL OR root_execution_id = $9) \
+         ORDER BY id DESC LIMIT $8"
     );
     Ok(
         on_pool!(db, pool => sqlx::query_as::<_, ExecutionRecord>(&sql)
@@ -226,6 +248,7 @@ pub async fn list(
         .bind(filter.since)
         .bind(filter.until)
         .bind(limit)
+        .bind(&filter.root)
         .fetch_all(pool)
         .await)?,
     )

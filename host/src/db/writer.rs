@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::audit::{self, AuditEvent};
 use super::executions::{self, ExecutionRecord};
 use super::{Db, DbError, idempotency, usage};
 
@@ -30,6 +31,7 @@ pub struct KeyCompletion {
 struct Job {
     record: ExecutionRecord,
     key: Option<KeyCompletion>,
+    events: Vec<AuditEvent>,
     done: oneshot::Sender<Result<(), Arc<DbError>>>,
 }
 
@@ -71,15 +73,22 @@ impl ExecutionWriter {
         (ExecutionWriter { jobs }, all)
     }
 
-    /// Writes `record` (and completes `key`), returning once it is committed.
+    /// Writes `record` (completing `key`, appending `events` to the audit trail),
+    /// returning once it is committed.
     pub async fn write(
         &self,
         record: ExecutionRecord,
         key: Option<KeyCompletion>,
+        events: Vec<AuditEvent>,
     ) -> Result<(), WriteError> {
         let (done, committed) = oneshot::channel();
         self.jobs
-            .send(Job { record, key, done })
+            .send(Job {
+                record,
+                key,
+                events,
+                done,
+            })
             .await
             .map_err(|_| WriteError::Stopped)?;
         committed
@@ -131,6 +140,9 @@ async fn commit(db: &Db, jobs: &[Job], shard: i32) -> Result<(), DbError> {
     let mut tx = db.begin(None).await?;
     executions::insert_batch(&mut tx, &records).await?;
     usage::charge(&mut tx, &records, shard).await?;
+    for event in jobs.iter().flat_map(|j| &j.events) {
+        audit::append(&mut tx, event).await?;
+    }
     for job in jobs {
         if let Some(key) = &job.key {
             idempotency::complete(

@@ -99,6 +99,30 @@ impl Runtime {
         agent: &LoadedAgent,
         request: InvokeRequest,
     ) -> Result<Execution, RunError> {
+        let _slot = self
+            .instances
+            .acquire()
+            .await
+            .expect("instance semaphore closed");
+        self.run(agent, request).await
+    }
+
+    /// Runs an invocation made by another one (a call between agents). It does not
+    /// wait for an instance slot: its caller holds one and waits for it, so waiting
+    /// could deadlock. Calls are bounded in depth, so this stays bounded too.
+    pub async fn invoke_nested(
+        &self,
+        agent: &LoadedAgent,
+        request: InvokeRequest,
+    ) -> Result<Execution, RunError> {
+        self.run(agent, request).await
+    }
+
+    async fn run(
+        &self,
+        agent: &LoadedAgent,
+        request: InvokeRequest,
+    ) -> Result<Execution, RunError> {
         let started = Instant::now();
         let id = request
             .execution_id
@@ -126,12 +150,8 @@ impl Runtime {
             });
         }
 
-        let _slot = self
-            .instances
-            .acquire()
-            .await
-            .expect("instance semaphore closed");
         let mut store = self.new_store(&limits, &request.grants, &request.providers)?;
+        store.data_mut().caps.agents.start(started + limits.timeout);
         let invocation = Invocation {
             action: request.action.clone(),
             input: request.input,
@@ -166,7 +186,8 @@ impl Runtime {
         let memory = state.limiter.report();
         let log_exceeded = state.logs.exceeded();
         let (logs, log_bytes) = state.logs.take();
-        let (http, denials) = state.egress.report();
+        let (http, mut denials) = state.egress.report();
+        denials.extend_from_slice(state.caps.agents.denials());
         let mut usage = Usage {
             fuel: limits.fuel.saturating_sub(remaining),
             peak_memory_bytes: memory.peak_bytes,

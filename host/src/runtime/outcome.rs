@@ -133,6 +133,12 @@ pub enum DenialReason {
     ProhibitedAddress,
     /// The invocation already made as many requests as its grant allows.
     RequestLimit,
+    /// A call to another agent would go deeper than the host allows.
+    CallDepth,
+    /// A call to another agent would loop back to one already in the chain.
+    CallCycle,
+    /// The called agent did not run: paused, no active version, or a quota refused it.
+    Refused,
 }
 
 impl DenialReason {
@@ -143,6 +149,9 @@ impl DenialReason {
             DenialReason::NotAllowed => "not_allowed",
             DenialReason::ProhibitedAddress => "prohibited_address",
             DenialReason::RequestLimit => "request_limit",
+            DenialReason::CallDepth => "call_depth",
+            DenialReason::CallCycle => "call_cycle",
+            DenialReason::Refused => "refused",
         }
     }
 }

@@ -112,13 +112,7 @@ struct CreateAgent {
 }
 
 fn check_name(name: &str) -> Result<(), ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-        && name.starts_with(|c: char| c.is_ascii_lowercase());
-    if ok {
+    if crate::policy::is_agent_name(name) {
         Ok(())
     } else {
         Err(ApiError::bad_request(

@@ -46,6 +46,15 @@ pub struct ExecutionView {
     finished_at: chrono::DateTime<chrono::Utc>,
     correlation_id: Option<String>,
     actor_key_id: Option<String>,
+    /// The execution that called this one (absent for a root).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent_execution_id: Option<String>,
+    /// The root of this one's call tree.
+    root_execution_id: Option<String>,
+    /// 0 for a root; 1 for what it called; …
+    call_depth: i32,
+    /// Capability use and refusals.
+    capabilities: serde_json::Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     logs: Option<Vec<LogEntry>>,
 }
@@ -77,6 +86,10 @@ impl ExecutionView {
             finished_at: r.finished_at,
             correlation_id: r.correlation_id,
             actor_key_id: r.actor_key_id,
+            parent_execution_id: r.parent_execution_id,
+            root_execution_id: r.root_execution_id,
+            call_depth: r.call_depth,
+            capabilities: r.capabilities.0,
         }
     }
 }
@@ -87,6 +100,8 @@ struct ListQuery {
     agent: Option<String>,
     outcome: Option<String>,
     correlation_id: Option<String>,
+    /// Only the call tree under this root execution.
+    root: Option<String>,
     since: Option<String>,
     until: Option<String>,
     limit: Option<i64>,
@@ -120,6 +135,7 @@ async fn list(
         agent_name: q.agent,
         outcome: q.outcome,
         correlation_id: q.correlation_id,
+        root: q.root,
         since: parse_time("since", q.since.as_deref())?,
         until: parse_time("until", q.until.as_deref())?,
     };

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use sqlx::types::Json as DbJson;
 
 use super::agents::find;
+use crate::api::calls::ApiCaller;
 use crate::api::extract::{ApiJson, ApiPath, Principal};
 use crate::api::{ApiError, AppState};
 use crate::costs::format_dollars;
@@ -30,9 +31,13 @@ use crate::db::tenants::Tenant;
 use crate::db::writer::{KeyCompletion, WriteError};
 use crate::db::{self, DbError};
 use crate::db::{audit, usage};
+use crate::limits::Limits;
 use crate::policy::LimitOverrides;
 use crate::quota::{self, Admission, AdmitError, AdmitRequest, Scope};
-use crate::runtime::{Denial, ExecutionError, InvokeRequest, LoadedAgent, Providers, Usage};
+use crate::runtime::capabilities::agents::{AgentCaller, CallChain, Rollup};
+use crate::runtime::{
+    Denial, ExecutionError, InvokeRequest, LoadedAgent, Outcome, Providers, Usage,
+};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/agents/{name}/invoke", post(invoke))
@@ -75,7 +80,14 @@ pub struct InvokeResponse {
     denials: Vec<Denial>,
     /// Dollars, as an exact decimal string.
     cost: String,
+    /// This execution's cost plus that of every execution it called, all the way down.
+    total_cost: String,
     correlation_id: Option<String>,
+    /// The execution that called this one (absent for a root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parent_execution_id: Option<String>,
+    /// The root of this one's call tree (itself for a root).
+    root_execution_id: String,
 }
 
 async fn invoke(
@@ -130,37 +142,78 @@ async fn invoke(
         }
     }
 
-    let result = run(
-        &state,
-        &principal,
-        &agent,
-        &tenant,
-        body,
+    let run = Run {
+        principal: principal.clone(),
+        agent,
+        tenant,
+        action: body.action.clone(),
+        input: body.input.to_string(),
+        version: body.version.clone(),
+        correlation_id: body.correlation_id.clone(),
         limits,
         queued_at,
-        idempotency_key.as_deref(),
-    )
-    .await;
+        idempotency_key: idempotency_key.clone(),
+        chain: None,
+    };
+    let result = execute(&state, run).await;
     if result.is_err()
         && let Some(key) = &idempotency_key
     {
         // Nothing ran or nothing was recorded: free the key for a retry.
         let _ = idempotency::release(&state.db, principal.tenant_id(), key).await;
     }
-    result
+    result.map(|ran| (StatusCode::OK, Json(ran.response)))
 }
 
-async fn run(
-    state: &AppState,
-    principal: &Principal,
-    agent: &Agent,
-    tenant: &Tenant,
-    body: InvokeBody,
-    mut limits: crate::limits::Limits,
-    queued_at: chrono::DateTime<chrono::Utc>,
-    idempotency_key: Option<&str>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let version_ref = match (&body.version, &agent.active_version_id) {
+/// One run of an agent: what to run, on whose behalf, and where in a call tree.
+#[derive(Clone)]
+pub struct Run {
+    /// Who asked (for a call between agents: whoever invoked the root).
+    pub principal: Principal,
+    /// The agent.
+    pub agent: Agent,
+    /// Its tenant.
+    pub tenant: Tenant,
+    /// The action.
+    pub action: String,
+    /// The input, as JSON text.
+    pub input: String,
+    /// A version to run instead of the active one (id or semver).
+    pub version: Option<String>,
+    /// The caller's correlation id.
+    pub correlation_id: Option<String>,
+    /// The effective limits (before quotas lower the fuel).
+    pub limits: Limits,
+    /// When the request arrived.
+    pub queued_at: chrono::DateTime<chrono::Utc>,
+    /// The request's idempotency key.
+    pub idempotency_key: Option<String>,
+    /// The chain of calls that led here; `None` for a root.
+    pub chain: Option<CallChain>,
+}
+
+/// A run that happened and was recorded.
+#[derive(Debug, Clone)]
+pub struct Ran {
+    /// The response body.
+    pub response: Value,
+    /// How it ended, and its output or error.
+    pub outcome: Outcome,
+    /// The output, when it succeeded.
+    pub output: Option<String>,
+    /// The error, when it did not.
+    pub error: Option<ExecutionError>,
+    /// This execution and everything it called.
+    pub rollup: Rollup,
+}
+
+/// Runs an agent — checks its version, quotas and limits, runs it in a fresh sandbox,
+/// records the execution (with its capability denials as audit events) — and returns
+/// once the record is committed.
+pub async fn execute(state: &AppState, run: Run) -> Result<Ran, ApiError> {
+    let (principal, agent, tenant) = (&run.principal, &run.agent, &run.tenant);
+    let mut limits = run.limits;
+    let version_ref = match (&run.version, &agent.active_version_id) {
         (Some(v), _) => v.clone(),
         (None, Some(active)) => active.clone(),
         (None, None) => {
@@ -204,26 +257,48 @@ async fn run(
     }
 
     let clock = state.quotas.clock();
-    let input = body.input.to_string();
     let execution_id = db::new_id();
+    let chain = match &run.chain {
+        Some(parent) => parent.child(&agent.name, &execution_id),
+        None => CallChain::root(&agent.name, &execution_id),
+    };
+    let providers = Providers {
+        agents: agent.policy.0.grants.agents.as_ref().map(|_| {
+            Arc::new(ApiCaller {
+                state: state.clone(),
+                principal: principal.clone(),
+                tenant: tenant.clone(),
+                chain: chain.clone(),
+                correlation_id: run.correlation_id.clone(),
+            }) as Arc<dyn AgentCaller>
+        }),
+        ..Providers::default()
+    };
     let started_at = clock.now();
     let request = InvokeRequest {
-        action: body.action.clone(),
-        input: input.clone(),
+        action: run.action.clone(),
+        input: run.input.clone(),
         limits,
         execution_id: Some(execution_id.clone()),
-        correlation_id: body.correlation_id.clone(),
+        correlation_id: run.correlation_id.clone(),
         agent_name: Some(agent.name.clone()),
         grants: agent.policy.0.grants.clone(),
-        providers: Providers::default(),
+        providers,
     };
-    let execution = state
-        .runtime
-        .invoke(&loaded, request)
-        .await
-        .map_err(ApiError::internal)?;
+    let execution = if run.chain.is_some() {
+        state.runtime.invoke_nested(&loaded, request).await
+    } else {
+        state.runtime.invoke(&loaded, request).await
+    }
+    .map_err(ApiError::internal)?;
     let finished_at = clock.now();
     let cost = state.settings.prices.cost_picodollars(&execution.usage);
+    let mut rollup = execution.usage.agents.subtree;
+    rollup.add(Rollup {
+        executions: 1,
+        fuel: execution.usage.fuel,
+        cost_picodollars: cost,
+    });
 
     let output: Option<Value> = execution
         .output
@@ -240,10 +315,40 @@ async fn run(
         usage: execution.usage,
         denials: execution.denials.clone(),
         cost: format_dollars(cost),
-        correlation_id: body.correlation_id.clone(),
+        total_cost: format_dollars(rollup.cost_picodollars),
+        correlation_id: run.correlation_id.clone(),
+        parent_execution_id: run.chain.as_ref().map(|c| c.execution_id.clone()),
+        root_execution_id: chain.root_execution_id.clone(),
     };
     let response = serde_json::to_value(&response).expect("response serializes");
 
+    // Every refused capability request is on the audit trail, committed with the record.
+    let events = execution
+        .denials
+        .iter()
+        .map(|denial| {
+            let mut event = principal.event(
+                &format!("capability.{}", denial.capability),
+                "execution",
+                Some(&execution_id),
+            );
+            event.result = "denied".into();
+            event.after = Some(DbJson(serde_json::json!({
+                "agent": agent.name,
+                "target": denial.target,
+                "reason": denial.reason.as_str(),
+                "detail": denial.detail,
+            })));
+            event
+        })
+        .collect();
+    let capabilities = serde_json::json!({
+        "http": execution.usage.http,
+        "kv": execution.usage.kv,
+        "config": execution.usage.config,
+        "agents": execution.usage.agents,
+        "denials": execution.denials,
+    });
     let record = ExecutionRecord {
         id: execution_id,
         tenant_id: principal.tenant_id().into(),
@@ -255,8 +360,8 @@ async fn run(
         outcome: execution.outcome.as_str().into(),
         error_code: execution.error.as_ref().map(|e| e.code.clone()),
         error_message: execution.error.as_ref().map(|e| e.message.clone()),
-        input_bytes: input.len() as i64,
-        input_excerpt: excerpt(&input),
+        input_bytes: run.input.len() as i64,
+        input_excerpt: excerpt(&run.input),
         output_bytes: execution.usage.output_bytes as i64,
         output_excerpt: execution.output.as_deref().map(excerpt),
         fuel: execution.usage.fuel as i64,
@@ -264,22 +369,26 @@ async fn run(
         wall_time_us: execution.usage.wall_time.as_micros() as i64,
         log_bytes: execution.usage.log_bytes as i64,
         logs: DbJson(execution.logs),
-        queued_at,
+        queued_at: run.queued_at,
         started_at,
         finished_at,
         cost_picodollars: cost,
-        correlation_id: body.correlation_id,
+        correlation_id: run.correlation_id.clone(),
         actor_key_id: Some(principal.key.id.clone()),
-        idempotency_key: idempotency_key.map(Into::into),
+        idempotency_key: run.idempotency_key.clone(),
+        parent_execution_id: run.chain.as_ref().map(|c| c.execution_id.clone()),
+        root_execution_id: Some(chain.root_execution_id.clone()),
+        call_depth: (chain.agents.len() - 1) as i32,
+        capabilities: DbJson(capabilities),
     };
-    let completion = idempotency_key.map(|key| KeyCompletion {
-        key: key.into(),
+    let completion = run.idempotency_key.as_ref().map(|key| KeyCompletion {
+        key: key.clone(),
         response: response.clone(),
     });
     // Acknowledge only what is committed.
     state
         .writer
-        .write(record, completion)
+        .write(record, completion, events)
         .await
         .map_err(|e| match e {
             WriteError::Stopped => ApiError::unavailable("the server is shutting down"),
@@ -287,7 +396,13 @@ async fn run(
         })?;
     // Only now, with the execution charged, may its slot go to another.
     admission.release().await;
-    Ok((StatusCode::OK, Json(response)))
+    Ok(Ran {
+        response,
+        outcome: execution.outcome,
+        output: execution.output,
+        error: execution.error,
+        rollup,
+    })
 }
 
 /// Takes the invocation's place in its agent's and tenant's quotas, or records the

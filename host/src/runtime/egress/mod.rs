@@ -69,6 +69,10 @@ impl Ledger {
             DenialReason::NotGranted | DenialReason::NotAllowed => Error::HttpRequestDenied,
             DenialReason::ProhibitedAddress => Error::DestinationIpProhibited,
             DenialReason::RequestLimit => Error::ConnectionLimitReached,
+            // Reasons of other capabilities; never given here.
+            DenialReason::CallDepth | DenialReason::CallCycle | DenialReason::Refused => {
+                Error::HttpRequestDenied
+            }
         }
     }
 }
