@@ -3,6 +3,7 @@
 
 mod access;
 mod agents;
+mod calls;
 mod invocations;
 mod quotas;
 mod records;

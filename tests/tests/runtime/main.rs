@@ -2,6 +2,7 @@
 //! components built from `plugins/`, and the real `corral` binary.
 
 mod cache;
+mod calls;
 mod cli;
 mod concurrency;
 mod egress;
