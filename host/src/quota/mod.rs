@@ -267,10 +267,27 @@ impl Enforcer {
             }
             Db::Sqlite(_) => self.admit_local(&scopes, now)?,
         };
-        Ok(Admission {
+        let mut admission = Admission {
             fuel_left,
             release: Some(release),
-        })
+        };
+        if request.scopes.iter().all(|s| s.quotas.budgets.is_empty()) {
+            return Ok(admission);
+        }
+        // Read the budgets again now that this invocation holds its slots: everything
+        // not counted yet is then in flight in the other slots, which is what makes
+        // the overspend bound (C − 1 invocations, not C) hold. The first read only
+        // spares a token and a lease when a budget is already spent.
+        match self.check_budgets(&request.scopes, self.clock.now()).await {
+            Ok(fuel_left) => {
+                admission.fuel_left = fuel_left;
+                Ok(admission)
+            }
+            Err(denied) => {
+                admission.release().await;
+                Err(denied)
+            }
+        }
     }
 
     /// Refuses if any budget of `scopes` is spent; otherwise returns the fuel left in
