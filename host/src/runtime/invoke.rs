@@ -166,7 +166,9 @@ impl Runtime {
         let memory = state.limiter.report();
         let log_exceeded = state.logs.exceeded();
         let (logs, log_bytes) = state.logs.take();
-        let (http, denials) = state.egress.report();
+        let (http, mut denials) = state.egress.report();
+        // Each capability keeps its own list; HTTP's come first, then key-value state's.
+        denials.extend_from_slice(state.caps.kv.denials());
         let mut usage = Usage {
             fuel: limits.fuel.saturating_sub(remaining),
             peak_memory_bytes: memory.peak_bytes,
