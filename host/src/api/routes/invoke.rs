@@ -207,6 +207,8 @@ async fn run(
     let input = body.input.to_string();
     let execution_id = db::new_id();
     let started_at = clock.now();
+    let mut providers = Providers::default();
+    providers.kv = super::kv::store_for(state, agent);
     let request = InvokeRequest {
         action: body.action.clone(),
         input: input.clone(),
@@ -215,7 +217,7 @@ async fn run(
         correlation_id: body.correlation_id.clone(),
         agent_name: Some(agent.name.clone()),
         grants: agent.policy.0.grants.clone(),
-        providers: Providers::default(),
+        providers,
     };
     let execution = state
         .runtime
