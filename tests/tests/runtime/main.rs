@@ -5,5 +5,6 @@ mod cache;
 mod cli;
 mod concurrency;
 mod egress;
+mod kv;
 mod loading;
 mod outcomes;
