@@ -4,6 +4,7 @@
 mod access;
 mod agents;
 mod invocations;
+mod kv;
 mod quotas;
 mod records;
 mod versions;
