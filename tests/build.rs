@@ -1,6 +1,6 @@
 //! Builds the agents in `plugins/` once per `cargo test`, and writes their paths to
 //! `$OUT_DIR/plugins.rs` as constants (`ECHO`, `TEXT_STATS`, `HOSTILE`, `RELAY`, `FETCH`,
-//! `NOT_AN_AGENT`).
+//! `NOTES`, `NOT_AN_AGENT`).
 //!
 //! `plugins/` is a workspace of its own that only builds for `wasm32-wasip2`, so this
 //! runs a nested `cargo build --release --target wasm32-wasip2` with its own target
@@ -23,6 +23,7 @@ const ARTIFACTS: &[(&str, &str)] = &[
     ("RELAY", "relay.wasm"),
     ("FETCH", "fetch.wasm"),
     ("NOT_AN_AGENT", "not-an-agent.wasm"),
+    ("NOTES", "notes.wasm"),
 ];
 
 /// Variables the outer cargo (or the user, for the outer build) set that must not

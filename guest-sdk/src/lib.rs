@@ -84,6 +84,12 @@
 //! [`http::get`] and [`http::Request`] call other services through the standard
 //! `wasi:http/outgoing-handler`. The host denies every request unless the agent's
 //! policy grants HTTP to that scheme, host and port; see [`http`].
+//!
+//! # Key-value state
+//!
+//! [`kv::get`], [`kv::set`], [`kv::list`] and their JSON and TTL variants keep state
+//! between invocations, per agent. Every call fails with `kv_denied` unless the agent's
+//! policy grants `kv`; see [`kv`].
 
 //!
 //! # Calling other agents
@@ -97,6 +103,7 @@ pub mod agents;
 mod context;
 mod error;
 pub mod http;
+pub mod kv;
 mod log;
 
 pub use context::{Context, context};

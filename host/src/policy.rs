@@ -14,7 +14,8 @@
 //! ```json
 //! { "limits": { "timeout_ms": 2000 },
 //!   "grants": { "http": { "allow": ["https://api.example.com", "https://*.example.org"],
-//!                         "timeout_ms": 3000, "max_response_bytes": 1048576, "max_requests": 5 } } }
+//!                         "timeout_ms": 3000, "max_response_bytes": 1048576, "max_requests": 5 },
+//!               "kv": { "max_value_bytes": 65536, "max_keys": 1000, "max_total_bytes": 10485760 } } }
 //! ```
 
 use std::time::Duration;
@@ -50,13 +51,16 @@ impl AgentPolicy {
 }
 
 /// Capabilities an invocation may use beyond the sandbox. Each is denied unless set;
-/// more (key-value state, config, calling agents) will sit beside `http`.
+/// config and secrets will sit beside `http`, `kv` and `agents`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Grants {
     /// Outbound HTTP through `wasi:http/outgoing-handler`, to the hosts listed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpGrant>,
+    /// Key-value state through `corral:agent/kv`, within the grant's limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv: Option<KvGrant>,
     /// Calls to the agents listed (of the same tenant).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agents: Option<AgentsGrant>,
@@ -65,7 +69,7 @@ pub struct Grants {
 impl Grants {
     /// Whether nothing is granted.
     pub fn is_empty(&self) -> bool {
-        self.http.is_none() && self.agents.is_none()
+        self.http.is_none() && self.kv.is_none() && self.agents.is_none()
     }
 
     /// Refuses unusable grants, naming the field.
@@ -73,8 +77,88 @@ impl Grants {
         if let Some(http) = &self.http {
             http.validate()?;
         }
+        if let Some(kv) = &self.kv {
+            kv.validate()?;
+        }
         if let Some(agents) = &self.agents {
             agents.validate()?;
+        }
+        Ok(())
+    }
+}
+
+/// Key-value state that outlives an invocation, kept per agent (and so per tenant).
+/// Without it every `corral:agent/kv` call fails with `denied`; with it, a `set` that
+/// would pass one of these limits fails with `limit-exceeded` and stores nothing. See
+/// docs/CAPABILITIES.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvGrant {
+    /// Bytes of one value.
+    #[serde(default = "KvGrant::default_max_value_bytes")]
+    pub max_value_bytes: u64,
+    /// Keys the agent may hold at once (expired ones do not count).
+    #[serde(default = "KvGrant::default_max_keys")]
+    pub max_keys: u64,
+    /// Bytes of all the agent's keys and values together (expired ones do not count).
+    #[serde(default = "KvGrant::default_max_total_bytes")]
+    pub max_total_bytes: u64,
+}
+
+impl Default for KvGrant {
+    fn default() -> Self {
+        KvGrant {
+            max_value_bytes: Self::DEFAULT_MAX_VALUE_BYTES,
+            max_keys: Self::DEFAULT_MAX_KEYS,
+            max_total_bytes: Self::DEFAULT_MAX_TOTAL_BYTES,
+        }
+    }
+}
+
+impl KvGrant {
+    /// Default value size cap: 64 KiB.
+    pub const DEFAULT_MAX_VALUE_BYTES: u64 = 64 << 10;
+    /// Largest value size cap a grant may set: 1 MiB. Every value crosses into the
+    /// host and back whole, so this bounds what one call can make the host hold.
+    pub const CEILING_MAX_VALUE_BYTES: u64 = 1 << 20;
+    /// Default key count: 1,000.
+    pub const DEFAULT_MAX_KEYS: u64 = 1_000;
+    /// Most keys a grant may allow: 100,000.
+    pub const CEILING_MAX_KEYS: u64 = 100_000;
+    /// Default total of keys and values: 10 MiB.
+    pub const DEFAULT_MAX_TOTAL_BYTES: u64 = 10 << 20;
+    /// Largest total a grant may allow: 256 MiB.
+    pub const CEILING_MAX_TOTAL_BYTES: u64 = 256 << 20;
+
+    fn default_max_value_bytes() -> u64 {
+        Self::DEFAULT_MAX_VALUE_BYTES
+    }
+
+    fn default_max_keys() -> u64 {
+        Self::DEFAULT_MAX_KEYS
+    }
+
+    fn default_max_total_bytes() -> u64 {
+        Self::DEFAULT_MAX_TOTAL_BYTES
+    }
+
+    /// Refuses zeros and values above the host's ceilings, naming the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let checks = [
+            (
+                "max_value_bytes",
+                self.max_value_bytes,
+                Self::CEILING_MAX_VALUE_BYTES,
+            ),
+            ("max_keys", self.max_keys, Self::CEILING_MAX_KEYS),
+            (
+                "max_total_bytes",
+                self.max_total_bytes,
+                Self::CEILING_MAX_TOTAL_BYTES,
+            ),
+        ];
+        for (name, value, max) in checks {
+            check_count(&format!("grants.kv.{name}"), value, max)?;
         }
         Ok(())
     }
@@ -717,6 +801,42 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("remove \"/v1\""), "{err}");
+    }
+
+    #[test]
+    fn a_kv_grant_fills_in_the_defaults_and_is_checked_by_name() {
+        let policy: AgentPolicy = serde_json::from_str(r#"{"grants": {"kv": {}}}"#).unwrap();
+        assert_eq!(policy.grants.kv, Some(KvGrant::default()));
+        assert!(!policy.grants.is_empty());
+        assert!(policy.validate(&Limits::default()).is_ok());
+        let json = serde_json::to_value(&policy).unwrap();
+        assert_eq!(
+            json["grants"]["kv"],
+            serde_json::json!({"max_value_bytes": 65536, "max_keys": 1000, "max_total_bytes": 10485760})
+        );
+
+        let refused = |json: &str| {
+            serde_json::from_str::<AgentPolicy>(json)
+                .map_err(|e| e.to_string())
+                .and_then(|p| p.validate(&Limits::default()))
+                .unwrap_err()
+        };
+        assert_eq!(
+            refused(r#"{"grants": {"kv": {"max_keys": 0}}}"#),
+            "grants.kv.max_keys must be at least 1"
+        );
+        assert_eq!(
+            refused(r#"{"grants": {"kv": {"max_value_bytes": 1048577}}}"#),
+            "grants.kv.max_value_bytes is 1048577; this host allows at most 1048576"
+        );
+        assert!(
+            refused(r#"{"grants": {"kv": {"max_total_bytes": 268435457}}}"#)
+                .contains("grants.kv.max_total_bytes")
+        );
+        assert!(
+            refused(r#"{"grants": {"kv": {"max_values": 3}}}"#)
+                .contains("unknown field `max_values`")
+        );
     }
 
     #[test]

@@ -58,6 +58,10 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("POST", "/v1/keys"),
     ("GET", "/v1/keys"),
     ("DELETE", "/v1/keys/{id}"),
+    // kv.rs
+    ("GET", "/v1/agents/{name}/kv"),
+    ("DELETE", "/v1/agents/{name}/kv"),
+    ("DELETE", "/v1/agents/{name}/kv/{key}"),
 ];
 
 /// The operations anyone may call, without a key.

@@ -138,7 +138,8 @@ pub fn router(state: AppState) -> Router {
                 .merge(routes::audit::router())
                 .merge(routes::costs::router())
                 .merge(routes::tenants::router())
-                .merge(routes::keys::router()),
+                .merge(routes::keys::router())
+                .merge(routes::kv::router()),
         )
         .fallback(|| async { ApiError::not_found("this route") })
         .method_not_allowed_fallback(|| async {

@@ -13,9 +13,10 @@ use super::units::{
     format_count, format_duration, format_size, parse_count, parse_duration, parse_size,
 };
 use crate::limits::Limits;
-use crate::policy::{Grants, HostRule, HttpGrant};
+use crate::policy::{Grants, HostRule, HttpGrant, KvGrant};
 use crate::runtime::capabilities::agents::CallChain;
-use crate::runtime::{Execution, InvokeRequest, LogSource, Outcome};
+use crate::runtime::capabilities::kv::MemoryKvStore;
+use crate::runtime::{Execution, InvokeRequest, LogSource, Outcome, Providers};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -57,6 +58,24 @@ pub struct RunArgs {
     /// HTTP requests the invocation may make, denied ones included [default: 10].
     #[arg(long, value_parser = parse_count, requires = "allow_http")]
     http_max_requests: Option<u64>,
+    /// Grant key-value state (`corral:agent/kv`). It lasts for this run only, unless
+    /// --kv-file keeps it. Without it every kv call is denied.
+    #[arg(long)]
+    kv: bool,
+    /// Keep key-value state in this JSON file: read at the start (if it exists) and
+    /// written back after the run, whatever its outcome, so state carries over between
+    /// runs. Values are base64; expired entries are dropped when it is written.
+    #[arg(long, value_name = "PATH", requires = "kv")]
+    kv_file: Option<PathBuf>,
+    /// Bytes of one kv value, e.g. 16KiB [default: 64KiB].
+    #[arg(long, value_parser = parse_size, requires = "kv")]
+    kv_max_value: Option<u64>,
+    /// Keys the agent may hold [default: 1000].
+    #[arg(long, value_parser = parse_count, requires = "kv")]
+    kv_max_keys: Option<u64>,
+    /// Bytes of all keys and values together, e.g. 1MiB [default: 10MiB].
+    #[arg(long, value_parser = parse_size, requires = "kv")]
+    kv_max_bytes: Option<u64>,
     /// Let the agent call another local agent: NAME=PATH to its component (repeatable).
     /// Every agent named may call the others, up to 4 calls deep; each call runs under
     /// these limits and at most the time its caller has left.
@@ -96,12 +115,25 @@ async fn try_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         output_bytes: args.max_output,
         log_bytes: args.max_logs,
     };
+    let store = match (&grants.kv, &args.kv_file) {
+        (None, _) => None,
+        (Some(_), None) => Some(Arc::new(MemoryKvStore::new())),
+        (Some(_), Some(path)) => {
+            Some(Arc::new(MemoryKvStore::open(path).map_err(|e| {
+                anyhow::anyhow!("reading the kv file {}: {e}", path.display())
+            })?))
+        }
+    };
+    let mut request = InvokeRequest::new(&args.action, input, limits).with_grants(grants);
+    request.providers = Providers {
+        kv: store.clone().map(|s| s as _),
+        ..Providers::default()
+    };
     let local = LocalAgents::new(
         runtime.clone(),
         args.calls.iter().cloned().collect(),
         limits,
     );
-    let mut request = InvokeRequest::new(&args.action, input, limits).with_grants(grants);
     if !args.calls.is_empty() {
         let id = uuid::Uuid::now_v7().to_string();
         let name = agent.metadata.name.clone();
@@ -121,6 +153,11 @@ async fn try_run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 format_duration(call.usage.wall_time)
             );
         }
+    }
+    if let (Some(store), Some(path)) = (&store, &args.kv_file) {
+        store
+            .save()
+            .map_err(|e| anyhow::anyhow!("writing the kv file {}: {e}", path.display()))?;
     }
 
     if args.json {
@@ -150,14 +187,31 @@ fn parse_rule(text: &str) -> Result<HostRule, String> {
 
 /// The grants the flags ask for, checked against the host's ceilings.
 fn grants(args: &RunArgs) -> anyhow::Result<Grants> {
-    let mut grants = Grants::default();
-    if !args.allow_http.is_empty() {
-        grants.http = Some(http_grant(args)?);
+    let kv = args.kv.then(|| KvGrant {
+        max_value_bytes: args
+            .kv_max_value
+            .unwrap_or(KvGrant::DEFAULT_MAX_VALUE_BYTES),
+        max_keys: args.kv_max_keys.unwrap_or(KvGrant::DEFAULT_MAX_KEYS),
+        max_total_bytes: args
+            .kv_max_bytes
+            .unwrap_or(KvGrant::DEFAULT_MAX_TOTAL_BYTES),
+    });
+    if let Some(kv) = &kv {
+        kv.validate().map_err(|m| {
+            anyhow::anyhow!(
+                "{}",
+                m.replace("grants.kv.max_value_bytes", "--kv-max-value")
+                    .replace("grants.kv.max_keys", "--kv-max-keys")
+                    .replace("grants.kv.max_total_bytes", "--kv-max-bytes")
+            )
+        })?;
     }
-    Ok(grants)
-}
-
-fn http_grant(args: &RunArgs) -> anyhow::Result<HttpGrant> {
+    if args.allow_http.is_empty() {
+        return Ok(Grants {
+            kv,
+            ..Grants::default()
+        });
+    }
     let defaults = HttpGrant::new(args.allow_http.clone());
     let http = HttpGrant {
         timeout_ms: args.http_timeout.map_or(defaults.timeout_ms, |t| {
@@ -177,7 +231,11 @@ fn http_grant(args: &RunArgs) -> anyhow::Result<HttpGrant> {
                 .replace("grants.http.max_requests", "--http-max-requests")
         )
     })?;
-    Ok(http)
+    Ok(Grants {
+        http: Some(http),
+        kv,
+        ..Grants::default()
+    })
 }
 
 pub(super) fn read_input(arg: &str) -> anyhow::Result<String> {
@@ -235,6 +293,20 @@ fn print_for_people(execution: &Execution) {
             } else {
                 String::new()
             }
+        );
+    }
+    let kv = &usage.kv;
+    if kv.reads + kv.writes + kv.deletes + kv.lists + kv.denied + kv.refused > 0 {
+        eprintln!(
+            "kv: {} reads ({}) · {} writes ({}) · {} deletes · {} lists · {} denied · {} refused",
+            kv.reads,
+            format_size(kv.bytes_read),
+            kv.writes,
+            format_size(kv.bytes_written),
+            kv.deletes,
+            kv.lists,
+            kv.denied,
+            kv.refused,
         );
     }
     let calls = &usage.agents;

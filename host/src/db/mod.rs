@@ -3,7 +3,7 @@
 //! [`Db`] is one of two pools. Queries are written once where the SQL is portable
 //! (both accept numbered `$1` placeholders) and run through [`on_pool!`]; backend-specific SQL stays in
 //! one place per aggregate. One file per aggregate: [`tenants`], [`keys`], [`agents`],
-//! [`executions`] (with the group-commit [`writer`]), [`audit`], [`idempotency`].
+//! [`executions`] (with the group-commit [`writer`]), [`audit`], [`idempotency`], [`kv`].
 //! Migrations live in `migrations/{postgres,sqlite}` and run at start.
 
 pub mod agents;
@@ -12,6 +12,7 @@ mod error;
 pub mod executions;
 pub mod idempotency;
 pub mod keys;
+pub mod kv;
 pub mod tenants;
 pub mod usage;
 pub mod writer;

@@ -187,6 +187,9 @@ impl Runtime {
         let log_exceeded = state.logs.exceeded();
         let (logs, log_bytes) = state.logs.take();
         let (http, mut denials) = state.egress.report();
+        // Each capability keeps its own list: HTTP's come first, then key-value state's,
+        // then calls'.
+        denials.extend_from_slice(state.caps.kv.denials());
         denials.extend_from_slice(state.caps.agents.denials());
         let mut usage = Usage {
             fuel: limits.fuel.saturating_sub(remaining),

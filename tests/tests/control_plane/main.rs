@@ -5,6 +5,7 @@ mod access;
 mod agents;
 mod calls;
 mod invocations;
+mod kv;
 mod quotas;
 mod records;
 mod versions;

@@ -6,5 +6,6 @@ mod calls;
 mod cli;
 mod concurrency;
 mod egress;
+mod kv;
 mod loading;
 mod outcomes;

@@ -272,6 +272,7 @@ pub async fn execute(state: &AppState, run: Run) -> Result<Ran, ApiError> {
                 correlation_id: run.correlation_id.clone(),
             }) as Arc<dyn AgentCaller>
         }),
+        kv: super::kv::store_for(state, agent),
         ..Providers::default()
     };
     let started_at = clock.now();

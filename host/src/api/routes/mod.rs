@@ -7,6 +7,7 @@ pub mod executions;
 pub mod health;
 pub mod invoke;
 pub mod keys;
+pub mod kv;
 pub mod openapi;
 pub mod tenants;
 pub mod usage;
