@@ -14,7 +14,8 @@
 //! ```json
 //! { "limits": { "timeout_ms": 2000 },
 //!   "grants": { "http": { "allow": ["https://api.example.com", "https://*.example.org"],
-//!                         "timeout_ms": 3000, "max_response_bytes": 1048576, "max_requests": 5 } } }
+//!                         "timeout_ms": 3000, "max_response_bytes": 1048576, "max_requests": 5 },
+//!               "secrets": ["API_TOKEN"] } }
 //! ```
 
 use std::time::Duration;
@@ -50,27 +51,70 @@ impl AgentPolicy {
 }
 
 /// Capabilities an invocation may use beyond the sandbox. Each is denied unless set;
-/// more (key-value state, config, calling agents) will sit beside `http`.
+/// more (key-value state, calling agents) will sit beside these. An agent's own config
+/// values need no grant: only its secrets do.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Grants {
     /// Outbound HTTP through `wasi:http/outgoing-handler`, to the hosts listed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpGrant>,
+    /// The agent's secrets it may read through `config.get-secret`, by name; every
+    /// other secret is refused (`denied`) and the refusal recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
+
+/// The most secrets one policy may grant.
+pub const MAX_GRANTED_SECRETS: usize = 64;
 
 impl Grants {
     /// Whether nothing is granted.
     pub fn is_empty(&self) -> bool {
-        self.http.is_none()
+        self.http.is_none() && self.secrets.is_empty()
+    }
+
+    /// Whether the secret `name` is granted.
+    pub fn grants_secret(&self, name: &str) -> bool {
+        self.secrets.iter().any(|granted| granted == name)
     }
 
     /// Refuses unusable grants, naming the field.
     pub fn validate(&self) -> Result<(), String> {
-        match &self.http {
-            Some(http) => http.validate(),
-            None => Ok(()),
+        if let Some(http) = &self.http {
+            http.validate()?;
         }
+        if self.secrets.len() > MAX_GRANTED_SECRETS {
+            return Err(format!(
+                "grants.secrets lists {} secrets; this host allows at most {MAX_GRANTED_SECRETS}",
+                self.secrets.len()
+            ));
+        }
+        for name in &self.secrets {
+            check_config_name(name).map_err(|why| format!("grants.secrets: {why}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The longest name of a config value or secret.
+pub const MAX_CONFIG_NAME_CHARS: usize = 64;
+
+/// Checks the name of a config value or secret: 1 to 64 characters, ASCII letters,
+/// digits and `_`, not starting with a digit (`[A-Za-z_][A-Za-z0-9_]{0,63}`), so every
+/// name is also a valid environment variable name.
+pub fn check_config_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_CONFIG_NAME_CHARS
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit();
+    if valid {
+        Ok(())
+    } else {
+        let shown: String = name.chars().take(MAX_CONFIG_NAME_CHARS + 8).collect();
+        Err(format!(
+            "{shown:?} is not a valid name: use 1 to {MAX_CONFIG_NAME_CHARS} ASCII letters, digits and '_', not starting with a digit"
+        ))
     }
 }
 
@@ -640,6 +684,39 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("remove \"/v1\""), "{err}");
+    }
+
+    #[test]
+    fn secret_grants_are_names_checked_one_by_one() {
+        let policy: AgentPolicy =
+            serde_json::from_str(r#"{"grants": {"secrets": ["API_TOKEN", "_x9"]}}"#).unwrap();
+        assert!(policy.validate(&Limits::default()).is_ok());
+        assert!(policy.grants.grants_secret("API_TOKEN"));
+        assert!(!policy.grants.grants_secret("api_token"));
+        assert_eq!(
+            serde_json::to_value(&policy).unwrap()["grants"],
+            serde_json::json!({ "secrets": ["API_TOKEN", "_x9"] })
+        );
+        let refused = |names: Vec<String>| {
+            Grants {
+                secrets: names,
+                ..Grants::default()
+            }
+            .validate()
+            .unwrap_err()
+        };
+        assert_eq!(
+            refused(vec!["9LIVES".into()]),
+            "grants.secrets: \"9LIVES\" is not a valid name: use 1 to 64 ASCII letters, digits and '_', not starting with a digit"
+        );
+        assert!(refused(vec!["A-B".into()]).contains("\"A-B\" is not a valid name"));
+        assert!(refused(vec![String::new()]).contains("\"\" is not a valid name"));
+        assert!(refused(vec!["A".repeat(65)]).contains("is not a valid name"));
+        assert!(check_config_name(&"A".repeat(64)).is_ok());
+        assert_eq!(
+            refused(vec!["A".into(); MAX_GRANTED_SECRETS + 1]),
+            "grants.secrets lists 65 secrets; this host allows at most 64"
+        );
     }
 
     #[test]
