@@ -19,7 +19,10 @@ fn grant(rules: &[String]) -> HttpGrant {
 }
 
 fn grants(http: HttpGrant) -> Grants {
-    Grants { http: Some(http) }
+    Grants {
+        http: Some(http),
+        ..Grants::default()
+    }
 }
 
 async fn run(
