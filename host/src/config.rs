@@ -13,6 +13,11 @@ use crate::cli::units::{parse_count, parse_duration, parse_size};
 use crate::costs::PriceModel;
 use crate::limits::Limits;
 use crate::quota::clock::Clock;
+use crate::secrets::SecretsKey;
+
+fn parse_secrets_key(text: &str) -> Result<SecretsKey, String> {
+    SecretsKey::from_base64(text).map_err(|e| e.to_string())
+}
 
 /// `corral serve` settings.
 #[derive(Debug, Clone, Args)]
@@ -103,6 +108,13 @@ pub struct ServeConfig {
     /// that died can hold a slot.
     #[arg(long, env = "CORRAL_LEASE_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub lease_grace: Duration,
+
+    /// The key that encrypts agents' secrets at rest: base64 of 32 random bytes
+    /// (`openssl rand -base64 32`). Unset, on SQLite a key is kept in
+    /// `<data dir>/secrets.key` (generated on first start, mode 0600); on Postgres secret
+    /// writes are refused (`409 secrets_disabled`). Set it in production.
+    #[arg(long, env = "CORRAL_SECRETS_KEY", hide_env_values = true, value_parser = parse_secrets_key)]
+    pub secrets_key: Option<SecretsKey>,
 
     /// The clock quotas are measured by (tests step it across periods).
     #[arg(skip)]

@@ -35,6 +35,7 @@ use crate::db::writer::ExecutionWriter;
 use crate::limits::Limits;
 use crate::quota::Enforcer;
 use crate::runtime::{LoadedAgent, Runtime};
+use crate::secrets::SecretsKey;
 
 pub use self::error::ApiError;
 
@@ -51,6 +52,8 @@ pub struct ApiSettings {
     pub max_body_bytes: usize,
     /// How long a request may take before `408`.
     pub request_timeout: Duration,
+    /// The key that seals agents' secrets; `None` refuses secret writes.
+    pub secrets_key: Option<SecretsKey>,
 }
 
 /// Shared state of every handler.
@@ -128,6 +131,7 @@ pub fn router(state: AppState) -> Router {
             "/v1",
             Router::new()
                 .merge(routes::agents::router())
+                .merge(routes::config::router())
                 .merge(routes::versions::router())
                 .merge(routes::invoke::router())
                 .merge(routes::executions::router())

@@ -23,6 +23,7 @@ use crate::api::extract::{ApiJson, ApiPath, Principal};
 use crate::api::{ApiError, AppState};
 use crate::costs::format_dollars;
 use crate::db::agents::{self, Agent};
+use crate::db::config::DbConfigSource;
 use crate::db::executions::ExecutionRecord;
 use crate::db::idempotency::{self, Reservation};
 use crate::db::keys::Role;
@@ -215,7 +216,15 @@ async fn run(
         correlation_id: body.correlation_id.clone(),
         agent_name: Some(agent.name.clone()),
         grants: agent.policy.0.grants.clone(),
-        providers: Providers::default(),
+        providers: Providers {
+            config: Some(Arc::new(DbConfigSource::new(
+                state.db.clone(),
+                principal.tenant_id(),
+                &agent.id,
+                state.settings.secrets_key.clone(),
+            ))),
+            ..Providers::default()
+        },
     };
     let execution = state
         .runtime
