@@ -1,7 +1,13 @@
 //! `corral run`: one invocation of a local component, printed for people or as JSON.
+//!
+//! `--config NAME=VALUE` sets config values; `--secret NAME=VALUE` and `--secret-env
+//! NAME` set secrets *and grant them* to the run. They are for trying agents out
+//! locally: a secret on the command line is visible in shell history and the process
+//! list. The run redacts them from the guest's logs and output like `corral serve`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -11,7 +17,8 @@ use super::units::{
     format_count, format_duration, format_size, parse_count, parse_duration, parse_size,
 };
 use crate::limits::Limits;
-use crate::policy::{Grants, HostRule, HttpGrant};
+use crate::policy::{Grants, HostRule, HttpGrant, MAX_GRANTED_SECRETS, check_config_name};
+use crate::runtime::capabilities::config::StaticConfig;
 use crate::runtime::{Execution, InvokeRequest, LogSource, Outcome};
 
 #[derive(Debug, Args)]
@@ -54,6 +61,17 @@ pub struct RunArgs {
     /// HTTP requests the invocation may make, denied ones included [default: 10].
     #[arg(long, value_parser = parse_count, requires = "allow_http")]
     http_max_requests: Option<u64>,
+    /// Set the agent's config value NAME (repeatable), read with `config.get`.
+    #[arg(long = "config", value_name = "NAME=VALUE", value_parser = parse_assignment)]
+    config: Vec<(String, String)>,
+    /// Set the secret NAME and grant it to this run (repeatable). For testing: the value
+    /// shows in your shell history and process list; prefer --secret-env.
+    #[arg(long = "secret", value_name = "NAME=VALUE", value_parser = parse_assignment)]
+    secret: Vec<(String, String)>,
+    /// Set the secret NAME from the environment variable of the same name, and grant it
+    /// to this run (repeatable).
+    #[arg(long = "secret-env", value_name = "NAME")]
+    secret_env: Vec<String>,
     /// Print the full execution record as JSON instead of output and a summary.
     #[arg(long)]
     json: bool,
@@ -73,7 +91,10 @@ pub async fn run(args: RunArgs) -> ExitCode {
 
 async fn try_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let input = read_input(&args.input)?;
-    let grants = grants(&args)?;
+    let mut grants = grants(&args)?;
+    let config = local_config(&args)?;
+    grants.secrets = config.secrets.keys().cloned().collect();
+    grants.secrets.sort();
     let bytes = std::fs::read(&args.component)
         .map_err(|e| anyhow::anyhow!("reading {}: {e}", args.component.display()))?;
     let runtime = args.runtime.runtime()?;
@@ -88,12 +109,9 @@ async fn try_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         output_bytes: args.max_output,
         log_bytes: args.max_logs,
     };
-    let execution = runtime
-        .invoke(
-            &agent,
-            InvokeRequest::new(&args.action, input, limits).with_grants(grants),
-        )
-        .await?;
+    let mut request = InvokeRequest::new(&args.action, input, limits).with_grants(grants);
+    request.providers.config = Some(Arc::new(config));
+    let execution = runtime.invoke(&agent, request).await?;
 
     if args.json {
         println!("{}", serde_json::to_string_pretty(&execution)?);
@@ -132,7 +150,45 @@ fn grants(args: &RunArgs) -> anyhow::Result<Grants> {
                 .replace("grants.http.max_requests", "--http-max-requests")
         )
     })?;
-    Ok(Grants { http: Some(http) })
+    Ok(Grants {
+        http: Some(http),
+        ..Grants::default()
+    })
+}
+
+fn parse_assignment(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not NAME=VALUE"))?;
+    check_config_name(name)?;
+    Ok((name.to_string(), value.to_string()))
+}
+
+/// The config values and secrets the flags set; the last of one name wins.
+fn local_config(args: &RunArgs) -> anyhow::Result<StaticConfig> {
+    let mut config = StaticConfig {
+        values: args.config.iter().cloned().collect(),
+        ..StaticConfig::default()
+    };
+    for (name, value) in &args.secret {
+        config.secrets.insert(name.clone(), value.clone());
+    }
+    for name in &args.secret_env {
+        check_config_name(name).map_err(|e| anyhow::anyhow!("--secret-env: {e}"))?;
+        let value = std::env::var(name).map_err(|_| {
+            anyhow::anyhow!(
+                "--secret-env {name}: the environment variable {name} is not set (or not UTF-8)"
+            )
+        })?;
+        config.secrets.insert(name.clone(), value);
+    }
+    if config.secrets.len() > MAX_GRANTED_SECRETS {
+        anyhow::bail!(
+            "{} secrets given; a run may be granted at most {MAX_GRANTED_SECRETS}",
+            config.secrets.len()
+        );
+    }
+    Ok(config)
 }
 
 pub(super) fn read_input(arg: &str) -> anyhow::Result<String> {
@@ -190,6 +246,13 @@ fn print_for_people(execution: &Execution) {
             } else {
                 String::new()
             }
+        );
+    }
+    let config = &usage.config;
+    if config.values_read + config.secrets_read + config.secrets_denied > 0 {
+        eprintln!(
+            "config: {} values read · {} secrets read · {} secrets denied",
+            config.values_read, config.secrets_read, config.secrets_denied
         );
     }
     eprintln!(
