@@ -84,9 +84,16 @@
 //! [`http::get`] and [`http::Request`] call other services through the standard
 //! `wasi:http/outgoing-handler`. The host denies every request unless the agent's
 //! policy grants HTTP to that scheme, host and port; see [`http`].
+//!
+//! # Config and secrets
+//!
+//! [`config::get`] and [`config::get_or`] read the config values the operator set on
+//! the agent; [`config::secret`] reads a secret, which the host refuses unless the
+//! agent's policy grants it by name. See [`config`].
 
 #![deny(missing_docs)]
 
+pub mod config;
 mod context;
 mod error;
 pub mod http;
