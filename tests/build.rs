@@ -1,6 +1,6 @@
 //! Builds the agents in `plugins/` once per `cargo test`, and writes their paths to
 //! `$OUT_DIR/plugins.rs` as constants (`ECHO`, `TEXT_STATS`, `HOSTILE`, `FETCH`,
-//! `NOT_AN_AGENT`).
+//! `GREETER`, `NOT_AN_AGENT`).
 //!
 //! `plugins/` is a workspace of its own that only builds for `wasm32-wasip2`, so this
 //! runs a nested `cargo build --release --target wasm32-wasip2` with its own target
@@ -21,6 +21,7 @@ const ARTIFACTS: &[(&str, &str)] = &[
     ("TEXT_STATS", "text_stats.wasm"),
     ("HOSTILE", "hostile.wasm"),
     ("FETCH", "fetch.wasm"),
+    ("GREETER", "greeter.wasm"),
     ("NOT_AN_AGENT", "not-an-agent.wasm"),
 ];
 
