@@ -4,6 +4,7 @@
 mod cache;
 mod cli;
 mod concurrency;
+mod config;
 mod egress;
 mod loading;
 mod outcomes;

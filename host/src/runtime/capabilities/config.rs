@@ -26,6 +26,9 @@ use crate::runtime::egress::MAX_LISTED_DENIALS;
 use crate::runtime::outcome::{Denial, DenialReason};
 use crate::runtime::state::HostState;
 
+/// Characters of a refused secret's name kept in its denial.
+const MAX_SHOWN_NAME_CHARS: usize = 128;
+
 /// What a secret value is replaced with wherever the guest wrote it.
 pub const REDACTED: &str = "[redacted]";
 
@@ -129,11 +132,13 @@ impl ConfigState {
 
     fn deny(&mut self, name: &str) -> ConfigError {
         self.usage.secrets_denied += 1;
+        // A guest picks the name: keep what is recorded of it short.
+        let name: String = name.chars().take(MAX_SHOWN_NAME_CHARS).collect();
         let detail = format!("the secret {name:?} is not granted to this agent");
         if self.denials.len() < MAX_LISTED_DENIALS {
             self.denials.push(Denial {
                 capability: "secrets".into(),
-                target: name.into(),
+                target: name,
                 reason: DenialReason::NotGranted,
                 detail: detail.clone(),
             });
