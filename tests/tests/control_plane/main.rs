@@ -3,6 +3,7 @@
 
 mod access;
 mod agents;
+mod config;
 mod invocations;
 mod quotas;
 mod records;
