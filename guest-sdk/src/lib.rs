@@ -90,7 +90,12 @@
 //! [`kv::get`], [`kv::set`], [`kv::list`] and their JSON and TTL variants keep state
 //! between invocations, per agent. Every call fails with `kv_denied` unless the agent's
 //! policy grants `kv`; see [`kv`].
-
+//!
+//! # Config and secrets
+//!
+//! [`config::get`] and [`config::get_or`] read the config values the operator set on
+//! the agent; [`config::secret`] reads a secret, which the host refuses unless the
+//! agent's policy grants it by name. See [`config`].
 //!
 //! # Calling other agents
 //!
@@ -100,6 +105,7 @@
 #![deny(missing_docs)]
 
 pub mod agents;
+pub mod config;
 mod context;
 mod error;
 pub mod http;

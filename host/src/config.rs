@@ -13,6 +13,11 @@ use crate::cli::units::{parse_count, parse_duration, parse_size};
 use crate::costs::PriceModel;
 use crate::limits::Limits;
 use crate::quota::clock::Clock;
+use crate::secrets::SecretsKey;
+
+fn parse_secrets_key(text: &str) -> Result<SecretsKey, String> {
+    SecretsKey::from_base64(text).map_err(|e| e.to_string())
+}
 
 /// `corral serve` settings.
 #[derive(Debug, Clone, Args)]
@@ -107,6 +112,13 @@ pub struct ServeConfig {
     /// How deep calls between agents may go: a root's callees are at depth 1.
     #[arg(long, env = "CORRAL_MAX_CALL_DEPTH", default_value_t = 4)]
     pub max_call_depth: usize,
+
+    /// The key that encrypts agents' secrets at rest: base64 of 32 random bytes
+    /// (`openssl rand -base64 32`). Unset, on SQLite a key is kept in
+    /// `<data dir>/secrets.key` (generated on first start, mode 0600); on Postgres secret
+    /// writes are refused (`409 secrets_disabled`). Set it in production.
+    #[arg(long, env = "CORRAL_SECRETS_KEY", hide_env_values = true, value_parser = parse_secrets_key)]
+    pub secrets_key: Option<SecretsKey>,
 
     /// The clock quotas are measured by (tests step it across periods).
     #[arg(skip)]

@@ -2,6 +2,7 @@
 //!
 //! - [`runtime`]: load agent components and run invocations under hard [`limits`].
 //! - [`server`]: `corral serve`, the control plane: [`api`] over [`db`].
+//! - [`secrets`]: agents' secrets sealed at rest.
 //! - [`cli`]: the `corral` command line.
 
 pub mod api;
@@ -13,5 +14,6 @@ pub mod limits;
 pub mod policy;
 pub mod quota;
 pub mod runtime;
+pub mod secrets;
 pub mod server;
 pub mod telemetry;

@@ -15,7 +15,8 @@
 //! { "limits": { "timeout_ms": 2000 },
 //!   "grants": { "http": { "allow": ["https://api.example.com", "https://*.example.org"],
 //!                         "timeout_ms": 3000, "max_response_bytes": 1048576, "max_requests": 5 },
-//!               "kv": { "max_value_bytes": 65536, "max_keys": 1000, "max_total_bytes": 10485760 } } }
+//!               "kv": { "max_value_bytes": 65536, "max_keys": 1000, "max_total_bytes": 10485760 },
+//!               "secrets": ["API_TOKEN"] } }
 //! ```
 
 use std::time::Duration;
@@ -51,7 +52,7 @@ impl AgentPolicy {
 }
 
 /// Capabilities an invocation may use beyond the sandbox. Each is denied unless set;
-/// config and secrets will sit beside `http`, `kv` and `agents`.
+/// an agent's own config values need no grant: only its secrets do.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Grants {
@@ -64,12 +65,24 @@ pub struct Grants {
     /// Calls to the agents listed (of the same tenant).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agents: Option<AgentsGrant>,
+    /// The agent's secrets it may read through `config.get-secret`, by name; every
+    /// other secret is refused (`denied`) and the refusal recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
+
+/// The most secrets one policy may grant.
+pub const MAX_GRANTED_SECRETS: usize = 64;
 
 impl Grants {
     /// Whether nothing is granted.
     pub fn is_empty(&self) -> bool {
-        self.http.is_none() && self.kv.is_none() && self.agents.is_none()
+        self.http.is_none() && self.kv.is_none() && self.agents.is_none() && self.secrets.is_empty()
+    }
+
+    /// Whether the secret `name` is granted.
+    pub fn grants_secret(&self, name: &str) -> bool {
+        self.secrets.iter().any(|granted| granted == name)
     }
 
     /// Refuses unusable grants, naming the field.
@@ -82,6 +95,15 @@ impl Grants {
         }
         if let Some(agents) = &self.agents {
             agents.validate()?;
+        }
+        if self.secrets.len() > MAX_GRANTED_SECRETS {
+            return Err(format!(
+                "grants.secrets lists {} secrets; this host allows at most {MAX_GRANTED_SECRETS}",
+                self.secrets.len()
+            ));
+        }
+        for name in &self.secrets {
+            check_config_name(name).map_err(|why| format!("grants.secrets: {why}"))?;
         }
         Ok(())
     }
@@ -161,6 +183,27 @@ impl KvGrant {
             check_count(&format!("grants.kv.{name}"), value, max)?;
         }
         Ok(())
+    }
+}
+
+/// The longest name of a config value or secret.
+pub const MAX_CONFIG_NAME_CHARS: usize = 64;
+
+/// Checks the name of a config value or secret: 1 to 64 characters, ASCII letters,
+/// digits and `_`, not starting with a digit (`[A-Za-z_][A-Za-z0-9_]{0,63}`), so every
+/// name is also a valid environment variable name.
+pub fn check_config_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_CONFIG_NAME_CHARS
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit();
+    if valid {
+        Ok(())
+    } else {
+        let shown: String = name.chars().take(MAX_CONFIG_NAME_CHARS + 8).collect();
+        Err(format!(
+            "{shown:?} is not a valid name: use 1 to {MAX_CONFIG_NAME_CHARS} ASCII letters, digits and '_', not starting with a digit"
+        ))
     }
 }
 
@@ -878,5 +921,38 @@ mod tests {
         );
         let many = HttpGrant::new(vec![rule; HttpGrant::CEILING_RULES + 1]);
         assert!(many.validate().unwrap_err().contains("at most 100"));
+    }
+
+    #[test]
+    fn secret_grants_are_names_checked_one_by_one() {
+        let policy: AgentPolicy =
+            serde_json::from_str(r#"{"grants": {"secrets": ["API_TOKEN", "_x9"]}}"#).unwrap();
+        assert!(policy.validate(&Limits::default()).is_ok());
+        assert!(policy.grants.grants_secret("API_TOKEN"));
+        assert!(!policy.grants.grants_secret("api_token"));
+        assert_eq!(
+            serde_json::to_value(&policy).unwrap()["grants"],
+            serde_json::json!({ "secrets": ["API_TOKEN", "_x9"] })
+        );
+        let refused = |names: Vec<String>| {
+            Grants {
+                secrets: names,
+                ..Grants::default()
+            }
+            .validate()
+            .unwrap_err()
+        };
+        assert_eq!(
+            refused(vec!["9LIVES".into()]),
+            "grants.secrets: \"9LIVES\" is not a valid name: use 1 to 64 ASCII letters, digits and '_', not starting with a digit"
+        );
+        assert!(refused(vec!["A-B".into()]).contains("\"A-B\" is not a valid name"));
+        assert!(refused(vec![String::new()]).contains("\"\" is not a valid name"));
+        assert!(refused(vec!["A".repeat(65)]).contains("is not a valid name"));
+        assert!(check_config_name(&"A".repeat(64)).is_ok());
+        assert_eq!(
+            refused(vec!["A".into(); MAX_GRANTED_SECRETS + 1]),
+            "grants.secrets lists 65 secrets; this host allows at most 64"
+        );
     }
 }

@@ -21,6 +21,7 @@ use crate::db::{self, Db, audit, idempotency};
 use crate::quota::Enforcer;
 use crate::quota::clock::SystemClock;
 use crate::runtime::{CompileSettings, Runtime, RuntimeConfig};
+use crate::secrets::{self, SecretsKey};
 
 /// A built, bound, not yet running server.
 pub struct Application {
@@ -78,6 +79,7 @@ impl Application {
         };
         let runtime = Runtime::new(runtime).context("building the sandbox")?;
 
+        let secrets_key = secrets_key(&config)?;
         let (writer, writer_task) = ExecutionWriter::start(db.clone(), config.commit_batch);
         let settings = ApiSettings {
             limits: config.limits(),
@@ -86,6 +88,7 @@ impl Application {
             max_body_bytes: config.max_body as usize,
             request_timeout: config.request_timeout,
             max_call_depth: config.max_call_depth,
+            secrets_key,
         };
         let clock = config
             .clock
@@ -156,6 +159,38 @@ impl Application {
         db.close().await;
         Ok(())
     }
+}
+
+/// The key that seals agents' secrets: `CORRAL_SECRETS_KEY`; else, on SQLite (one
+/// host, zero setup), the key file in the data directory, created on first start; else
+/// none, and secret writes are refused. Postgres gets no generated key: the hosts that
+/// share its database would each invent a different one.
+fn secrets_key(config: &ServeConfig) -> anyhow::Result<Option<SecretsKey>> {
+    if let Some(key) = &config.secrets_key {
+        return Ok(Some(key.clone()));
+    }
+    if config.database_url.is_some() {
+        tracing::warn!(
+            "CORRAL_SECRETS_KEY is not set: agents' secrets cannot be written, and stored ones cannot be read"
+        );
+        return Ok(None);
+    }
+    let path = config.data_dir.join(secrets::KEY_FILE);
+    let (key, created) = SecretsKey::load_or_create(&path)?;
+    let verb = if created { "generated" } else { "using" };
+    tracing::warn!(
+        key_id = key.id(),
+        "CORRAL_SECRETS_KEY is not set: {verb} the secrets key in {}; in production set CORRAL_SECRETS_KEY and keep it safe",
+        path.display()
+    );
+    if created {
+        eprintln!(
+            "corral: generated a secrets key in {} (mode 0600). In production, set CORRAL_SECRETS_KEY \
+             (base64 of 32 random bytes) instead, and keep a copy: secrets cannot be read without it.",
+            path.display()
+        );
+    }
+    Ok(Some(key))
 }
 
 /// Creates the operator tenant and its first admin key when the database has no

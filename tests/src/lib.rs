@@ -12,7 +12,7 @@ pub mod process;
 pub mod upstream;
 
 /// Absolute paths of the test components that `build.rs` built from `plugins/`:
-/// `ECHO`, `TEXT_STATS`, `HOSTILE`, `FETCH` (agents) and `NOT_AN_AGENT` (a plain
+/// `ECHO`, `TEXT_STATS`, `HOSTILE`, `FETCH`, `GREETER` (agents) and `NOT_AN_AGENT` (a plain
 /// `wasi:cli/command`, which the host must refuse).
 pub mod plugins {
     include!(concat!(env!("OUT_DIR"), "/plugins.rs"));

@@ -33,6 +33,13 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("PUT", "/v1/agents/{name}/policy"),
     ("POST", "/v1/agents/{name}/pause"),
     ("POST", "/v1/agents/{name}/resume"),
+    // config.rs
+    ("GET", "/v1/agents/{name}/config"),
+    ("PUT", "/v1/agents/{name}/config"),
+    ("DELETE", "/v1/agents/{name}/config/{key}"),
+    ("GET", "/v1/agents/{name}/secrets"),
+    ("PUT", "/v1/agents/{name}/secrets/{secret}"),
+    ("DELETE", "/v1/agents/{name}/secrets/{secret}"),
     // versions.rs
     ("POST", "/v1/agents/{name}/versions"),
     ("GET", "/v1/agents/{name}/versions"),
@@ -247,6 +254,8 @@ fn concrete(path: &str) -> String {
     path.replace("{name}", "no-such-agent")
         .replace("{version}", "0.0.0")
         .replace("{id}", "no-such-id")
+        .replace("{key}", "no_such_key")
+        .replace("{secret}", "NO_SUCH_SECRET")
 }
 
 #[tokio::test]

@@ -36,6 +36,7 @@ use crate::db::writer::ExecutionWriter;
 use crate::limits::Limits;
 use crate::quota::Enforcer;
 use crate::runtime::{LoadedAgent, Runtime};
+use crate::secrets::SecretsKey;
 
 pub use self::error::ApiError;
 
@@ -54,6 +55,8 @@ pub struct ApiSettings {
     pub request_timeout: Duration,
     /// How deep calls between agents may go (a root's callees are at depth 1).
     pub max_call_depth: usize,
+    /// The key that seals agents' secrets; `None` refuses secret writes.
+    pub secrets_key: Option<SecretsKey>,
 }
 
 /// Shared state of every handler.
@@ -131,6 +134,7 @@ pub fn router(state: AppState) -> Router {
             "/v1",
             Router::new()
                 .merge(routes::agents::router())
+                .merge(routes::config::router())
                 .merge(routes::versions::router())
                 .merge(routes::invoke::router())
                 .merge(routes::executions::router())

@@ -1,4 +1,9 @@
 //! `corral run`: one invocation of a local component, printed for people or as JSON.
+//!
+//! `--config NAME=VALUE` sets config values; `--secret NAME=VALUE` and `--secret-env
+//! NAME` set secrets *and grant them* to the run. They are for trying agents out
+//! locally: a secret on the command line is visible in shell history and the process
+//! list. The run redacts them from the guest's logs and output like `corral serve`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,8 +18,9 @@ use super::units::{
     format_count, format_duration, format_size, parse_count, parse_duration, parse_size,
 };
 use crate::limits::Limits;
-use crate::policy::{Grants, HostRule, HttpGrant, KvGrant};
+use crate::policy::{Grants, HostRule, HttpGrant, KvGrant, MAX_GRANTED_SECRETS, check_config_name};
 use crate::runtime::capabilities::agents::CallChain;
+use crate::runtime::capabilities::config::StaticConfig;
 use crate::runtime::capabilities::kv::MemoryKvStore;
 use crate::runtime::{Execution, InvokeRequest, LogSource, Outcome, Providers};
 
@@ -76,6 +82,17 @@ pub struct RunArgs {
     /// Bytes of all keys and values together, e.g. 1MiB [default: 10MiB].
     #[arg(long, value_parser = parse_size, requires = "kv")]
     kv_max_bytes: Option<u64>,
+    /// Set the agent's config value NAME (repeatable), read with `config.get`.
+    #[arg(long = "config", value_name = "NAME=VALUE", value_parser = parse_assignment)]
+    config: Vec<(String, String)>,
+    /// Set the secret NAME and grant it to this run (repeatable). For testing: the value
+    /// shows in your shell history and process list; prefer --secret-env.
+    #[arg(long = "secret", value_name = "NAME=VALUE", value_parser = parse_assignment)]
+    secret: Vec<(String, String)>,
+    /// Set the secret NAME from the environment variable of the same name, and grant it
+    /// to this run (repeatable).
+    #[arg(long = "secret-env", value_name = "NAME")]
+    secret_env: Vec<String>,
     /// Let the agent call another local agent: NAME=PATH to its component (repeatable).
     /// Every agent named may call the others, up to 4 calls deep; each call runs under
     /// these limits and at most the time its caller has left.
@@ -100,7 +117,10 @@ pub async fn run(args: RunArgs) -> ExitCode {
 
 async fn try_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let input = read_input(&args.input)?;
-    let grants = grants(&args)?;
+    let mut grants = grants(&args)?;
+    let config = local_config(&args)?;
+    grants.secrets = config.secrets.keys().cloned().collect();
+    grants.secrets.sort();
     let bytes = std::fs::read(&args.component)
         .map_err(|e| anyhow::anyhow!("reading {}: {e}", args.component.display()))?;
     let runtime = Arc::new(args.runtime.runtime()?);
@@ -127,6 +147,7 @@ async fn try_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut request = InvokeRequest::new(&args.action, input, limits).with_grants(grants);
     request.providers = Providers {
         kv: store.clone().map(|s| s as _),
+        config: Some(Arc::new(config)),
         ..Providers::default()
     };
     let local = LocalAgents::new(
@@ -166,6 +187,41 @@ async fn try_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         print_for_people(&execution);
     }
     Ok(exit_code(execution.outcome))
+}
+
+fn parse_assignment(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not NAME=VALUE"))?;
+    check_config_name(name)?;
+    Ok((name.to_string(), value.to_string()))
+}
+
+/// The config values and secrets the flags set; the last of one name wins.
+fn local_config(args: &RunArgs) -> anyhow::Result<StaticConfig> {
+    let mut config = StaticConfig {
+        values: args.config.iter().cloned().collect(),
+        ..StaticConfig::default()
+    };
+    for (name, value) in &args.secret {
+        config.secrets.insert(name.clone(), value.clone());
+    }
+    for name in &args.secret_env {
+        check_config_name(name).map_err(|e| anyhow::anyhow!("--secret-env: {e}"))?;
+        let value = std::env::var(name).map_err(|_| {
+            anyhow::anyhow!(
+                "--secret-env {name}: the environment variable {name} is not set (or not UTF-8)"
+            )
+        })?;
+        config.secrets.insert(name.clone(), value);
+    }
+    if config.secrets.len() > MAX_GRANTED_SECRETS {
+        anyhow::bail!(
+            "{} secrets given; a run may be granted at most {MAX_GRANTED_SECRETS}",
+            config.secrets.len()
+        );
+    }
+    Ok(config)
 }
 
 fn parse_call(text: &str) -> Result<(String, PathBuf), String> {
@@ -307,6 +363,13 @@ fn print_for_people(execution: &Execution) {
             kv.lists,
             kv.denied,
             kv.refused,
+        );
+    }
+    let config = &usage.config;
+    if config.values_read + config.secrets_read + config.secrets_denied > 0 {
+        eprintln!(
+            "config: {} values read · {} secrets read · {} secrets denied",
+            config.values_read, config.secrets_read, config.secrets_denied
         );
     }
     let calls = &usage.agents;

@@ -2,12 +2,14 @@
 //!
 //! [`Db`] is one of two pools. Queries are written once where the SQL is portable
 //! (both accept numbered `$1` placeholders) and run through [`on_pool!`]; backend-specific SQL stays in
-//! one place per aggregate. One file per aggregate: [`tenants`], [`keys`], [`agents`],
-//! [`executions`] (with the group-commit [`writer`]), [`audit`], [`idempotency`], [`kv`].
+//! one place per aggregate. One file per aggregate: [`tenants`], [`keys`], [`agents`]
+//! (and their [`config`] values and secrets), [`executions`] (with the group-commit
+//! [`writer`]), [`audit`], [`idempotency`], [`kv`].
 //! Migrations live in `migrations/{postgres,sqlite}` and run at start.
 
 pub mod agents;
 pub mod audit;
+pub mod config;
 mod error;
 pub mod executions;
 pub mod idempotency;

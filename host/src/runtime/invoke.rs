@@ -1,6 +1,10 @@
 //! Running one invocation: a fresh `Store` from the agent's `InstancePre`, the export
 //! called under every limit, and the ending classified into an [`Outcome`].
 //!
+//! Before the [`Execution`] is returned, every secret value the guest read is replaced
+//! with `[redacted]` in its logs, output and error (see
+//! [`Redactor`](super::capabilities::config::Redactor)).
+//!
 //! Classification reads what the host *recorded* — the timeout firing, the log
 //! buffer's overflow flag, the limiter's denials, the typed [`Trap`] — never the text
 //! of an error.
@@ -11,6 +15,7 @@ use wasmtime::{Store, Trap};
 
 use super::bindings::{AgentInfo, AgentPre, Context, Invocation};
 use super::capabilities::Providers;
+use super::capabilities::config::Redactor;
 use super::outcome::{Execution, ExecutionError, Outcome, Usage};
 use super::state::HostState;
 use super::{Interruption, LoadError, LoadedAgent, RunError, Runtime};
@@ -191,6 +196,8 @@ impl Runtime {
         // then calls'.
         denials.extend_from_slice(state.caps.kv.denials());
         denials.extend_from_slice(state.caps.agents.denials());
+        denials.extend_from_slice(state.caps.config.denials());
+        let redactor = state.caps.config.redactor();
         let mut usage = Usage {
             fuel: limits.fuel.saturating_sub(remaining),
             peak_memory_bytes: memory.peak_bytes,
@@ -265,7 +272,7 @@ impl Runtime {
             }
         };
 
-        Ok(Execution {
+        let mut execution = Execution {
             id,
             action: request.action,
             outcome,
@@ -274,7 +281,9 @@ impl Runtime {
             usage,
             logs,
             denials,
-        })
+        };
+        redact(&mut execution, &redactor);
+        Ok(execution)
     }
 
     /// Calls `describe` on a fresh instance under the runtime's describe limits.
@@ -310,6 +319,24 @@ impl Runtime {
                 message: format!("describe() did not return within {:?}", limits.timeout),
             }),
         }
+    }
+}
+
+/// Replaces the secret values the guest read wherever it wrote them: its logs, its
+/// output and its error. Nothing of the guest's reaches the record unredacted.
+fn redact(execution: &mut Execution, redactor: &Redactor) {
+    if redactor.is_empty() {
+        return;
+    }
+    for entry in &mut execution.logs {
+        entry.message = redactor.text(&entry.message);
+    }
+    if let Some(output) = &mut execution.output {
+        *output = redactor.json(output);
+    }
+    if let Some(error) = &mut execution.error {
+        error.code = redactor.text(&error.code);
+        error.message = redactor.text(&error.message);
     }
 }
 

@@ -29,13 +29,19 @@
 //!   `std::env::vars()` sees); `open_socket` `{ "addr": "127.0.0.1:80" }` (a TCP connect
 //!   through `wasi:sockets`; `detail` is the first error, or `connected`); and
 //!   `http_request` `{ "url" }` (a GET through `wasi:http/outgoing-handler`; `detail` is
-//!   the first error, or `status <code>`).
+//!   the first error, or `status <code>`); `read_config` `{ "name" }` and `read_secret`
+//!   `{ "name" }` (`corral_sdk::config`; `detail` is the value, `(unset)`, or the error
+//!   as `code: message`).
+//! - Leaks, for the host's redaction: `leak_secret` `{ "name", "fail"?: bool }` reads the
+//!   secret and writes it to a warn log line (`the secret is <s>`), stdout (`stdout:
+//!   <s>`), stderr (`stderr: <s>`), and returns `{ "leaked": s, "nested": { "again":
+//!   "<s>" } }` (with `fail`, the error `leaky_error`, `failed with <s> inside`).
 
 use std::hint::black_box;
 use std::io::Write;
 use std::time::Duration;
 
-use corral_sdk::{Error, Level};
+use corral_sdk::{Error, Level, config};
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -352,6 +358,48 @@ fn hoard_handles(_: Value) -> Result<Value, Error> {
 }
 
 #[derive(Deserialize)]
+struct ConfigName {
+    name: String,
+}
+
+/// `detail` is the value, `(unset)`, or the error as `code: message`.
+fn config_probe(result: Result<Option<String>, config::ConfigError>) -> Probe {
+    Probe::from(result.map(|value| value.unwrap_or_else(|| "(unset)".into())))
+}
+
+fn read_config(input: ConfigName) -> Result<Probe, Error> {
+    Ok(config_probe(config::get(&input.name)))
+}
+
+fn read_secret(input: ConfigName) -> Result<Probe, Error> {
+    Ok(config_probe(config::secret(&input.name)))
+}
+
+#[derive(Deserialize)]
+struct LeakSecret {
+    name: String,
+    #[serde(default)]
+    fail: bool,
+}
+
+/// Reads a secret and writes it everywhere a guest can: a log line, stdout, stderr,
+/// and the output (or, with `fail`, the error message).
+fn leak_secret(input: LeakSecret) -> Result<Value, Error> {
+    let secret = config::secret(&input.name)?
+        .ok_or_else(|| Error::new("missing_secret", format!("{} is not set", input.name)))?;
+    corral_sdk::log(Level::Warn, &format!("the secret is {secret}"));
+    println!("stdout: {secret}");
+    eprintln!("stderr: {secret}");
+    if input.fail {
+        return Err(Error::new(
+            "leaky_error",
+            format!("failed with {secret} inside"),
+        ));
+    }
+    Ok(json!({ "leaked": secret, "nested": { "again": format!("<{secret}>") } }))
+}
+
+#[derive(Deserialize)]
 struct RandomBytes {
     bytes: u64,
 }
@@ -383,5 +431,8 @@ corral_sdk::agent! {
         http_request: "Try to send an HTTP GET request",
         hoard_handles: "Create host resources forever without dropping them",
         random_bytes: "Ask the host for the given number of random bytes at once",
+        read_config: "Try to read a config value",
+        read_secret: "Try to read a secret",
+        leak_secret: "Read a secret and write it to the logs, stdout, stderr and output",
     }
 }

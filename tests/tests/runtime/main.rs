@@ -5,6 +5,7 @@ mod cache;
 mod calls;
 mod cli;
 mod concurrency;
+mod config;
 mod egress;
 mod kv;
 mod loading;

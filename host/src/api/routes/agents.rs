@@ -1,4 +1,5 @@
-//! Agents: create, list, get, update policy, pause, resume, delete.
+//! Agents: create, list, get, update policy, pause, resume, delete (with the agent's
+//! config values and secrets).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -11,7 +12,7 @@ use crate::api::extract::{ApiJson, ApiPath, ApiQuery, Principal};
 use crate::api::{ApiError, AppState, Page, Paged};
 use crate::db::agents::{self, Agent, AgentChange};
 use crate::db::keys::Role;
-use crate::db::{self, DbError, audit, tenants};
+use crate::db::{self, DbError, audit, config, tenants};
 use crate::policy::AgentPolicy;
 
 pub fn router() -> Router<AppState> {
@@ -318,6 +319,7 @@ async fn remove(
     event.before = snapshot(&agent);
     let mut tx = state.db.begin(Some(principal.tenant_id())).await?;
     agents::delete(&mut tx, principal.tenant_id(), &agent.id).await?;
+    config::delete_all(&mut tx, principal.tenant_id(), &agent.id).await?;
     audit::append(&mut tx, &event).await?;
     tx.commit().await?;
     forget(&state, &principal, &name);

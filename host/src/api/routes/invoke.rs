@@ -24,6 +24,7 @@ use crate::api::extract::{ApiJson, ApiPath, Principal};
 use crate::api::{ApiError, AppState};
 use crate::costs::format_dollars;
 use crate::db::agents::{self, Agent};
+use crate::db::config::DbConfigSource;
 use crate::db::executions::ExecutionRecord;
 use crate::db::idempotency::{self, Reservation};
 use crate::db::keys::Role;
@@ -273,7 +274,12 @@ pub async fn execute(state: &AppState, run: Run) -> Result<Ran, ApiError> {
             }) as Arc<dyn AgentCaller>
         }),
         kv: super::kv::store_for(state, agent),
-        ..Providers::default()
+        config: Some(Arc::new(DbConfigSource::new(
+            state.db.clone(),
+            principal.tenant_id(),
+            &agent.id,
+            state.settings.secrets_key.clone(),
+        ))),
     };
     let started_at = clock.now();
     let request = InvokeRequest {

@@ -2,6 +2,7 @@
 
 pub mod agents;
 pub mod audit;
+pub mod config;
 pub mod costs;
 pub mod executions;
 pub mod health;
