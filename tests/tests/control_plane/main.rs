@@ -4,6 +4,7 @@
 mod access;
 mod agents;
 mod calls;
+mod capabilities;
 mod config;
 mod invocations;
 mod kv;
