@@ -76,6 +76,9 @@ pub struct ServeConfig {
         default_value = "0.000016667"
     )]
     pub price_per_gib_second: Decimal,
+    /// Price per GiB of outbound HTTP traffic (request and response bodies), in dollars.
+    #[arg(long, env = "CORRAL_PRICE_PER_GIB_TRANSFERRED", default_value = "0.09")]
+    pub price_per_gib_transferred: Decimal,
 
     /// Largest component upload.
     #[arg(long, env = "CORRAL_MAX_UPLOAD", default_value = "32MiB", value_parser = parse_size)]
@@ -143,6 +146,7 @@ impl ServeConfig {
             per_invocation: self.price_per_invocation,
             per_million_fuel: self.price_per_million_fuel,
             per_gib_second: self.price_per_gib_second,
+            per_gib_transferred: self.price_per_gib_transferred,
         }
     }
 

@@ -1,7 +1,9 @@
 //! The price model: what an execution costs, as an exact decimal number of dollars.
 //!
-//! cost = per_invocation + fuel × per_million_fuel / 10⁶ + GiB-seconds × per_gib_second,
-//! where GiB-seconds = peak linear memory (GiB) × wall time (s). Computed in decimal
+//! cost = per_invocation + fuel × per_million_fuel / 10⁶ + GiB-seconds × per_gib_second
+//!        + GiB transferred × per_gib_transferred,
+//! where GiB-seconds = peak linear memory (GiB) × wall time (s), and GiB transferred is
+//! outbound HTTP request and response body bytes together. Computed in decimal
 //! arithmetic (never floating point) and rounded half-up to whole picodollars
 //! (10⁻¹² USD), which is how it is stored.
 
@@ -20,14 +22,18 @@ pub struct PriceModel {
     pub per_million_fuel: Decimal,
     /// Charged per GiB-second of peak linear memory.
     pub per_gib_second: Decimal,
+    /// Charged per GiB of outbound HTTP traffic (request and response bodies).
+    #[serde(default)]
+    pub per_gib_transferred: Decimal,
 }
 
 impl Default for PriceModel {
     fn default() -> Self {
         PriceModel {
-            per_invocation: Decimal::new(1, 7),     // $0.0000001
-            per_million_fuel: Decimal::new(1, 6),   // $0.000001
-            per_gib_second: Decimal::new(16667, 9), // $0.000016667
+            per_invocation: Decimal::new(1, 7),      // $0.0000001
+            per_million_fuel: Decimal::new(1, 6),    // $0.000001
+            per_gib_second: Decimal::new(16667, 9),  // $0.000016667
+            per_gib_transferred: Decimal::new(9, 2), // $0.09
         }
     }
 }
@@ -44,9 +50,16 @@ impl PriceModel {
         let gib = Decimal::from(usage.peak_memory_bytes) / Decimal::from(1u64 << 30);
         let seconds = Decimal::from(u64::try_from(usage.wall_time.as_micros()).unwrap_or(u64::MAX))
             / Decimal::from(1_000_000u32);
+        let transferred = Decimal::from(
+            usage
+                .http
+                .bytes_sent
+                .saturating_add(usage.http.bytes_received),
+        ) / Decimal::from(1u64 << 30);
         let dollars = self.per_invocation
             + fuel * self.per_million_fuel
-            + gib * seconds * self.per_gib_second;
+            + gib * seconds * self.per_gib_second
+            + transferred * self.per_gib_transferred;
         (dollars * pico())
             .round_dp_with_strategy(0, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
             .to_i64()
@@ -77,6 +90,7 @@ mod tests {
             per_invocation: Decimal::new(1, 6),
             per_million_fuel: Decimal::new(2, 6),
             per_gib_second: Decimal::new(1, 0),
+            per_gib_transferred: Decimal::ZERO,
         };
         let usage = Usage {
             fuel: 500_000,
@@ -95,6 +109,7 @@ mod tests {
             per_invocation: Decimal::ZERO,
             per_million_fuel: Decimal::new(1, 12), // one picodollar per million fuel
             per_gib_second: Decimal::ZERO,
+            per_gib_transferred: Decimal::ZERO,
         };
         let usage = Usage {
             fuel: 1_500_000,
@@ -105,5 +120,20 @@ mod tests {
             2,
             "1.5 rounds half away from zero"
         );
+    }
+
+    #[test]
+    fn outbound_http_bytes_are_charged_both_ways() {
+        let prices = PriceModel {
+            per_invocation: Decimal::ZERO,
+            per_million_fuel: Decimal::ZERO,
+            per_gib_second: Decimal::ZERO,
+            per_gib_transferred: Decimal::new(9, 2),
+        };
+        let mut usage = Usage::default();
+        usage.http.bytes_sent = 1 << 29;
+        usage.http.bytes_received = 1 << 29;
+        // 1 GiB × $0.09
+        assert_eq!(prices.cost_picodollars(&usage), 90_000_000_000);
     }
 }
