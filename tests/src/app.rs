@@ -202,6 +202,23 @@ impl TestApp {
             .ok(201)
     }
 
+    /// Replaces an agent's policy (as `key`), asserting it was accepted; returns the agent.
+    pub async fn set_policy_as(&self, key: &str, agent: &str, policy: Value) -> Value {
+        self.send(
+            Method::PUT,
+            &format!("/v1/agents/{agent}/policy"),
+            Some(key),
+            Some(policy),
+        )
+        .await
+        .ok(200)
+    }
+
+    /// Replaces an agent's policy as the bootstrap admin; returns the agent.
+    pub async fn set_policy(&self, agent: &str, policy: Value) -> Value {
+        self.set_policy_as(ADMIN_KEY, agent, policy).await
+    }
+
     /// Invokes an agent.
     pub async fn invoke(&self, agent: &str, key: &str, body: Value) -> Reply {
         self.post(&format!("/v1/agents/{agent}/invoke"), key, body)

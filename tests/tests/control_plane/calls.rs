@@ -16,14 +16,8 @@ crate::on_both_backends!(
 );
 
 async fn grant(app: &TestApp, agent: &str, allow: &[&str]) {
-    app.send(
-        Method::PUT,
-        &format!("/v1/agents/{agent}/policy"),
-        Some(ADMIN_KEY),
-        Some(json!({ "grants": { "agents": { "allow": allow } } })),
-    )
-    .await
-    .ok(200);
+    app.set_policy(agent, json!({ "grants": { "agents": { "allow": allow } } }))
+        .await;
 }
 
 fn call(agent: &str, action: &str, input: Value) -> Value {

@@ -5,24 +5,12 @@
 use corral_tests::app::{ADMIN_KEY, Backend, TestApp, spawn_app};
 use corral_tests::plugins::{FETCH, GREETER, NOTES, RELAY};
 use corral_tests::upstream::Upstream;
-use reqwest::Method;
 use serde_json::{Value, json};
 
 crate::on_both_backends!(
     every_denial_is_recorded_and_audited,
     http_past_the_allowlist_is_refused_after_dns_too,
 );
-
-async fn policy(app: &TestApp, agent: &str, policy: Value) {
-    app.send(
-        Method::PUT,
-        &format!("/v1/agents/{agent}/policy"),
-        Some(ADMIN_KEY),
-        Some(policy),
-    )
-    .await
-    .ok(200);
-}
 
 /// The stored record of an invocation's execution.
 async fn record(app: &TestApp, ran: &Value) -> Value {
@@ -100,15 +88,14 @@ async fn every_denial_is_recorded_and_audited(backend: Backend) {
     );
 
     // Granted, each one works and its use is counted in the record.
-    policy(
-        &app,
+    app.set_policy(
         "fetch",
         json!({ "grants": { "http": { "allow": [upstream.rule()] } } }),
     )
     .await;
-    policy(&app, "notes", json!({ "grants": { "kv": {} } })).await;
-    policy(
-        &app,
+    app.set_policy("notes", json!({ "grants": { "kv": {} } }))
+        .await;
+    app.set_policy(
         "relay",
         json!({ "grants": { "agents": { "allow": ["notes"] } } }),
     )
@@ -147,8 +134,7 @@ async fn http_past_the_allowlist_is_refused_after_dns_too(backend: Backend) {
     // `localhost` is on the list, but it resolves to a loopback address, which only a
     // rule naming the address itself opens.
     let port = upstream.port();
-    policy(
-        &app,
+    app.set_policy(
         "fetch",
         json!({ "grants": { "http": { "allow": [format!("http://localhost:{port}")] } } }),
     )

@@ -15,17 +15,6 @@ crate::on_both_backends!(
     operators_list_clear_and_delete_keys_by_role_and_are_audited,
 );
 
-async fn set_policy(app: &TestApp, agent: &str, key: &str, policy: Value) -> Value {
-    app.send(
-        Method::PUT,
-        &format!("/v1/agents/{agent}/policy"),
-        Some(key),
-        Some(policy),
-    )
-    .await
-    .ok(200)
-}
-
 async fn notes(app: &TestApp, agent: &str, key: &str, action: &str, input: Value) -> Value {
     app.invoke(agent, key, json!({ "action": action, "input": input }))
         .await
@@ -73,7 +62,9 @@ async fn a_kv_grant_keeps_state_across_invocations_within_its_limits(backend: Ba
     )
     .await
     .assert_error(400, "invalid_policy");
-    let agent = set_policy(&app, "notes", ADMIN_KEY, json!({ "grants": { "kv": {} } })).await;
+    let agent = app
+        .set_policy_as(ADMIN_KEY, "notes", json!({ "grants": { "kv": {} } }))
+        .await;
     assert_eq!(
         agent["policy"]["grants"]["kv"],
         json!({ "max_value_bytes": 65536, "max_keys": 1000, "max_total_bytes": 10485760 })
@@ -118,10 +109,9 @@ async fn a_kv_grant_keeps_state_across_invocations_within_its_limits(backend: Ba
     assert_eq!(deleted["usage"]["kv"], usage(json!({ "deletes": 1 })));
 
     // Tightened limits hold for what is already stored.
-    set_policy(
-        &app,
-        "notes",
+    app.set_policy_as(
         ADMIN_KEY,
+        "notes",
         json!({ "grants": { "kv": { "max_keys": 1, "max_value_bytes": 30 } } }),
     )
     .await;
@@ -166,7 +156,7 @@ async fn agents_and_tenants_never_see_each_others_keys(backend: Backend) {
     let granted = json!({ "grants": { "kv": {} } });
     for name in ["left", "right"] {
         app.agent_with(name, NOTES).await;
-        set_policy(&app, name, ADMIN_KEY, granted.clone()).await;
+        app.set_policy_as(ADMIN_KEY, name, granted.clone()).await;
     }
     notes(
         &app,
@@ -193,7 +183,7 @@ async fn agents_and_tenants_never_see_each_others_keys(backend: Backend) {
     app.upload("left", &other_key, std::fs::read(NOTES).unwrap())
         .await
         .ok(201);
-    set_policy(&app, "left", &other_key, granted.clone()).await;
+    app.set_policy_as(&other_key, "left", granted.clone()).await;
     notes(
         &app,
         "left",
@@ -286,10 +276,9 @@ async fn agents_and_tenants_never_see_each_others_keys(backend: Backend) {
 async fn concurrent_sets_cannot_pass_max_keys_together(backend: Backend) {
     let app = spawn_app(backend).await;
     app.agent_with("notes", NOTES).await;
-    set_policy(
-        &app,
-        "notes",
+    app.set_policy_as(
         ADMIN_KEY,
+        "notes",
         json!({ "grants": { "kv": { "max_keys": 3 } } }),
     )
     .await;
@@ -335,7 +324,8 @@ async fn concurrent_sets_cannot_pass_max_keys_together(backend: Backend) {
 async fn operators_list_clear_and_delete_keys_by_role_and_are_audited(backend: Backend) {
     let app = spawn_app(backend).await;
     app.agent_with("notes", NOTES).await;
-    set_policy(&app, "notes", ADMIN_KEY, json!({ "grants": { "kv": {} } })).await;
+    app.set_policy_as(ADMIN_KEY, "notes", json!({ "grants": { "kv": {} } }))
+        .await;
     for id in ["a", "b1", "b2", "b3"] {
         notes(
             &app,

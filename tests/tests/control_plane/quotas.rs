@@ -40,17 +40,6 @@ async fn app_on_clock(backend: Backend, clock: &Arc<ManualClock>) -> TestApp {
     .await
 }
 
-async fn set_policy(app: &TestApp, agent: &str, policy: Value) {
-    app.send(
-        Method::PUT,
-        &format!("/v1/agents/{agent}/policy"),
-        Some(ADMIN_KEY),
-        Some(policy),
-    )
-    .await
-    .ok(200);
-}
-
 async fn set_tenant_policy(app: &TestApp, tenant: &str, policy: Value) -> Value {
     app.send(
         Method::PUT,
@@ -116,7 +105,7 @@ async fn policies_are_validated_and_read_back(backend: Backend) {
     let policy = json!({ "limits": { "fuel": 5000000 }, "quotas": {
         "max_concurrency": 4, "rate": { "requests": 10, "per": "minute", "burst": 2 },
         "budgets": { "fuel_per_month": 1000000000, "dollars_per_day": "1.5" } } });
-    set_policy(&app, "echo", policy.clone()).await;
+    app.set_policy("echo", policy.clone()).await;
     let agent = app.get("/v1/agents/echo", ADMIN_KEY).await.ok(200);
     assert_eq!(agent["policy"], policy);
 
@@ -185,8 +174,7 @@ async fn a_rate_quota_admits_its_burst_then_refills_with_time(backend: Backend) 
     let clock = Arc::new(ManualClock::new(eve_of_a_month()));
     let app = app_on_clock(backend, &clock).await;
     app.agent_with("echo", ECHO).await;
-    set_policy(
-        &app,
+    app.set_policy(
         "echo",
         json!({ "quotas": { "rate": { "requests": 2, "per": "second", "burst": 3 } } }),
     )
@@ -233,7 +221,8 @@ async fn a_concurrency_quota_refuses_the_invocation_past_it(backend: Backend) {
     let app = spawn_app(backend).await;
     app.agent_with("slow", HOSTILE).await;
     app.agent_with("echo", ECHO).await;
-    set_policy(&app, "slow", json!({ "quotas": { "max_concurrency": 1 } })).await;
+    app.set_policy("slow", json!({ "quotas": { "max_concurrency": 1 } }))
+        .await;
     let sleeper = {
         let (url, http) = (app.url.clone(), app.http.clone());
         tokio::spawn(async move {
@@ -287,8 +276,7 @@ async fn dollar_budgets_stop_exactly_at_the_limit_and_roll_over(backend: Backend
     let clock = Arc::new(ManualClock::new(eve_of_a_month()));
     let app = app_on_clock(backend, &clock).await;
     app.agent_with("echo", ECHO).await;
-    set_policy(
-        &app,
+    app.set_policy(
         "echo",
         json!({ "quotas": { "budgets": { "dollars_per_day": "3", "dollars_per_month": "5" } } }),
     )
@@ -368,8 +356,7 @@ async fn a_fuel_budget_lowers_the_last_invocations_fuel(backend: Backend) {
     let fuel = first["usage"]["fuel"].as_u64().unwrap();
     // Room for one and a half more.
     let budget = fuel * 5 / 2;
-    set_policy(
-        &app,
+    app.set_policy(
         "stats",
         json!({ "quotas": { "budgets": { "fuel_per_day": budget } } }),
     )
