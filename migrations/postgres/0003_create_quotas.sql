@@ -19,6 +19,15 @@ CREATE TABLE usage_counters (
 );
 CREATE INDEX usage_counters_by_tenant ON usage_counters (tenant_id, day);
 
+-- How many leases each concurrency-limited scope holds: admission reads and bumps this
+-- one row instead of counting lease rows, whose deleted versions an index scan by scope
+-- would walk until vacuum.
+CREATE TABLE concurrency_scopes (
+    scope     TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL REFERENCES tenants (id),
+    in_flight INTEGER NOT NULL
+);
+
 -- A slot of a concurrency quota, held by one admitted invocation on one host until it
 -- releases it or `expires_at` passes (a host that died cannot hold slots forever).
 CREATE TABLE concurrency_leases (
@@ -42,7 +51,7 @@ CREATE TABLE rate_buckets (
 DO $$
 DECLARE t TEXT;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['usage_counters', 'concurrency_leases', 'rate_buckets'] LOOP
+    FOREACH t IN ARRAY ARRAY['usage_counters', 'concurrency_scopes', 'concurrency_leases', 'rate_buckets'] LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
         EXECUTE format(
@@ -66,7 +75,8 @@ RETURNS TABLE (denied_scope TEXT, reason TEXT, retry_after_ms BIGINT)
 LANGUAGE plpgsql AS $$
 DECLARE
     n INTEGER := coalesce(array_length(p_scopes, 1), 0);
-    held BIGINT;
+    held INTEGER;
+    reaped INTEGER;
     available DOUBLE PRECISION;
     last TIMESTAMPTZ;
     remaining DOUBLE PRECISION[] := '{}';
@@ -90,8 +100,20 @@ BEGIN
             remaining[i] := available - 1;
         END IF;
         IF p_max_concurrency[i] IS NOT NULL THEN
-            DELETE FROM concurrency_leases WHERE scope = p_scopes[i] AND expires_at <= p_now;
-            SELECT count(*) INTO held FROM concurrency_leases WHERE scope = p_scopes[i];
+            SELECT in_flight INTO held FROM concurrency_scopes WHERE scope = p_scopes[i];
+            held := coalesce(held, 0);
+            IF held >= p_max_concurrency[i] THEN
+                -- Full: free the slots of leases that expired (their hosts died).
+                WITH gone AS (
+                    DELETE FROM concurrency_leases
+                    WHERE scope = p_scopes[i] AND expires_at <= p_now RETURNING 1)
+                SELECT count(*) INTO reaped FROM gone;
+                IF reaped > 0 THEN
+                    UPDATE concurrency_scopes SET in_flight = in_flight - reaped
+                    WHERE scope = p_scopes[i];
+                    held := held - reaped;
+                END IF;
+            END IF;
             IF held >= p_max_concurrency[i] THEN
                 -- A slot frees when any holder finishes, which nobody knows in advance.
                 RETURN QUERY SELECT p_scopes[i], 'concurrency_limited'::TEXT, 1000::BIGINT;
@@ -108,6 +130,9 @@ BEGIN
                     updated_at = greatest(rate_buckets.updated_at, excluded.updated_at);
         END IF;
         IF p_max_concurrency[i] IS NOT NULL THEN
+            INSERT INTO concurrency_scopes (scope, tenant_id, in_flight)
+            VALUES (p_scopes[i], p_tenant, 1)
+            ON CONFLICT (scope) DO UPDATE SET in_flight = concurrency_scopes.in_flight + 1;
             INSERT INTO concurrency_leases (id, scope, tenant_id, holder, expires_at)
             VALUES (p_id, p_scopes[i], p_tenant, p_holder, p_expires);
         END IF;
@@ -115,11 +140,19 @@ BEGIN
 END;
 $$;
 
--- Gives back an admission's leases.
+-- Gives back an admission's leases (those not already freed by expiry), scope by scope
+-- in order, so two releases never wait on each other in a cycle.
 CREATE FUNCTION corral_release(p_id TEXT) RETURNS VOID
 LANGUAGE plpgsql AS $$
+DECLARE
+    lease RECORD;
 BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);
-    DELETE FROM concurrency_leases WHERE id = p_id;
+    FOR lease IN SELECT scope FROM concurrency_leases WHERE id = p_id ORDER BY scope LOOP
+        DELETE FROM concurrency_leases WHERE id = p_id AND scope = lease.scope;
+        IF FOUND THEN
+            UPDATE concurrency_scopes SET in_flight = in_flight - 1 WHERE scope = lease.scope;
+        END IF;
+    END LOOP;
 END;
 $$;

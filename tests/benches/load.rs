@@ -180,7 +180,8 @@ fn wrk_agent(url: &str, agent: &str, seconds: u64, connections: u64, delay_ms: f
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/invoke.lua");
     let out = Command::new("wrk")
         .args([
-            "-t2",
+            // wrk needs at least as many connections as threads.
+            if connections < 2 { "-t1" } else { "-t2" },
             &format!("-c{connections}"),
             &format!("-d{seconds}s"),
             "--latency",
