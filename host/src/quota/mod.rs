@@ -153,10 +153,29 @@ pub struct Admission {
 #[derive(Debug)]
 enum Release {
     Shared(PgPool, String),
-    Local(Arc<Mutex<HashMap<String, LocalScope>>>, Vec<String>),
+    /// The scopes, the ones holding a slot, the ones a token was taken from.
+    Local(
+        Arc<Mutex<HashMap<String, LocalScope>>>,
+        Vec<String>,
+        Vec<String>,
+    ),
 }
 
 impl Admission {
+    /// Puts back the tokens this admission took, for a call refused after admission (a
+    /// spent budget). Only a single host's in-memory buckets can: on Postgres the token
+    /// stays spent, so a caller hammering a spent budget also drains its rate.
+    fn refund(&mut self) {
+        if let Some(Release::Local(scopes, _, taken)) = &self.release {
+            let mut scopes = scopes.lock().expect("quota lock");
+            for key in taken {
+                if let Some((tokens, _)) = scopes.get_mut(key).and_then(|s| s.bucket.as_mut()) {
+                    *tokens += 1.0;
+                }
+            }
+        }
+    }
+
     /// Gives the leases back now, so the caller's next invocation finds its slot free.
     /// (Dropping an admission also gives them back, in the background: the fallback
     /// when a request is cancelled.)
@@ -179,7 +198,7 @@ impl Drop for Admission {
     fn drop(&mut self) {
         match self.release.take() {
             None => {}
-            Some(Release::Local(scopes, keys)) => {
+            Some(Release::Local(scopes, keys, _)) => {
                 let mut scopes = scopes.lock().expect("quota lock");
                 for key in keys {
                     if let Some(scope) = scopes.get_mut(&key) {
@@ -245,7 +264,6 @@ impl Enforcer {
     /// any scope unless every scope admits.
     pub async fn admit(&self, request: AdmitRequest<'_>) -> Result<Admission, AdmitError> {
         let now = self.clock.now();
-        let fuel_left = self.check_budgets(&request.scopes, now).await?;
         let mut scopes: Vec<Scope<'_>> = request
             .scopes
             .iter()
@@ -253,37 +271,32 @@ impl Enforcer {
             .filter(|s| s.quotas.rate.is_some() || s.quotas.max_concurrency.is_some())
             .collect();
         scopes.sort_by_key(|s| s.key);
-        if scopes.is_empty() {
-            return Ok(Admission {
-                fuel_left,
-                release: None,
-            });
-        }
         let release = match &self.db {
+            _ if scopes.is_empty() => None,
             Db::Postgres(pool) => {
                 let id = crate::db::new_id();
                 self.admit_shared(pool, &id, &request, &scopes, now).await?;
-                Release::Shared(pool.clone(), id)
+                Some(Release::Shared(pool.clone(), id))
             }
-            Db::Sqlite(_) => self.admit_local(&scopes, now)?,
+            Db::Sqlite(_) => Some(self.admit_local(&scopes, now)?),
         };
         let mut admission = Admission {
-            fuel_left,
-            release: Some(release),
+            fuel_left: None,
+            release,
         };
         if request.scopes.iter().all(|s| s.quotas.budgets.is_empty()) {
             return Ok(admission);
         }
-        // Read the budgets again now that this invocation holds its slots: everything
-        // not counted yet is then in flight in the other slots, which is what makes
-        // the overspend bound (C − 1 invocations, not C) hold. The first read only
-        // spares a token and a lease when a budget is already spent.
+        // Budgets are read once this invocation holds its slots: everything not counted
+        // yet is then in flight in the other slots, which is what makes the overspend
+        // bound (C − 1 invocations, not C) hold.
         match self.check_budgets(&request.scopes, self.clock.now()).await {
             Ok(fuel_left) => {
                 admission.fuel_left = fuel_left;
                 Ok(admission)
             }
             Err(denied) => {
+                admission.refund();
                 admission.release().await;
                 Err(denied)
             }
@@ -404,19 +417,20 @@ impl Enforcer {
             }
             tokens_after.push(tokens);
         }
-        let mut held = Vec::new();
+        let (mut held, mut taken) = (Vec::new(), Vec::new());
         for (scope, tokens) in scopes.iter().zip(tokens_after) {
             let entry = state.get_mut(scope.key).expect("entered above");
             if let Some(tokens) = tokens {
                 let at = entry.bucket.map_or(now, |(_, at)| at.max(now));
                 entry.bucket = Some((tokens, at));
+                taken.push(scope.key.to_string());
             }
             if scope.quotas.max_concurrency.is_some() {
                 entry.in_flight += 1;
                 held.push(scope.key.to_string());
             }
         }
-        Ok(Release::Local(self.local.clone(), held))
+        Ok(Release::Local(self.local.clone(), held, taken))
     }
 
     /// What `scope` has in flight and in its bucket now, for usage reports. On
