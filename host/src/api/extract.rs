@@ -12,7 +12,7 @@ use super::AppState;
 use super::error::ApiError;
 use crate::db::audit::AuditEvent;
 use crate::db::keys::{self, ApiKey, Role};
-use crate::db::{self, agents, audit, tenants};
+use crate::db::{self, agents, tenants};
 
 /// JSON body; malformed JSON is `400 invalid_json`, a wrong content type `415`.
 pub struct ApiJson<T>(pub T);
@@ -179,9 +179,7 @@ impl Principal {
         let mut event = self.event(action, "agent", id.as_deref());
         event.result = "denied".into();
         event.after = Some(sqlx::types::Json(serde_json::json!({ "name": name })));
-        if let Err(e) = audit::append_alone(&state.db, &event).await {
-            tracing::error!(error = %e, "could not record a denial");
-        }
+        state.audit_alone(event).await;
         Err(self.lacks(role, action))
     }
 
@@ -203,9 +201,7 @@ impl Principal {
     ) {
         let mut event = self.event(action, resource_type, resource_id);
         event.result = "denied".into();
-        if let Err(e) = audit::append_alone(&state.db, &event).await {
-            tracing::error!(error = %e, "could not record a denial");
-        }
+        state.audit_alone(event).await;
     }
 }
 
@@ -297,7 +293,5 @@ async fn record_unauthenticated(
         client_addr: meta.client_addr.clone(),
         user_agent: meta.user_agent.clone(),
     };
-    if let Err(e) = audit::append_alone(&state.db, &event).await {
-        tracing::error!(error = %e, "could not record a failed authentication");
-    }
+    state.audit_alone(event).await;
 }

@@ -109,6 +109,15 @@ impl AppState {
 }
 
 impl AppState {
+    /// Appends an audit event that goes with no other write — a denial — in the next
+    /// group commit, and waits for it to be durable. Failing to record it is logged, not
+    /// returned: the request is refused either way.
+    pub async fn audit_alone(&self, event: crate::db::audit::AuditEvent) {
+        if let Err(e) = self.writer.audit(vec![event]).await {
+            tracing::error!(error = %e, "could not record an audit event");
+        }
+    }
+
     /// A tenant, from the cache or the database.
     pub async fn tenant(&self, id: &str) -> Result<Tenant, ApiError> {
         if let Some(tenant) = self.tenants.get(&id.to_string()) {

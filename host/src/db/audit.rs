@@ -68,12 +68,6 @@ pub async fn append(tx: &mut Tx, event: &AuditEvent) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Appends an event on its own (denials, which change nothing else).
-pub async fn append_alone(db: &Db, event: &AuditEvent) -> Result<(), DbError> {
-    on_pool!(db, pool => bind_event!(sqlx::query(INSERT), event).execute(pool).await.map(|r| r.rows_affected()))?;
-    Ok(())
-}
-
 /// Filters for listing events.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {

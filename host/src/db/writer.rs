@@ -29,7 +29,8 @@ pub struct KeyCompletion {
 }
 
 struct Job {
-    record: ExecutionRecord,
+    /// `None` for a job that only appends audit events.
+    record: Option<ExecutionRecord>,
     key: Option<KeyCompletion>,
     events: Vec<AuditEvent>,
     done: oneshot::Sender<Result<(), Arc<DbError>>>,
@@ -78,6 +79,22 @@ impl ExecutionWriter {
     pub async fn write(
         &self,
         record: ExecutionRecord,
+        key: Option<KeyCompletion>,
+        events: Vec<AuditEvent>,
+    ) -> Result<(), WriteError> {
+        self.submit(Some(record), key, events).await
+    }
+
+    /// Appends audit events (a denial, say) in the next group commit, returning once
+    /// they are committed: a flood of refused requests shares commits instead of
+    /// paying one each.
+    pub async fn audit(&self, events: Vec<AuditEvent>) -> Result<(), WriteError> {
+        self.submit(None, None, events).await
+    }
+
+    async fn submit(
+        &self,
+        record: Option<ExecutionRecord>,
         key: Option<KeyCompletion>,
         events: Vec<AuditEvent>,
     ) -> Result<(), WriteError> {
@@ -136,20 +153,22 @@ async fn run(
 }
 
 async fn commit(db: &Db, jobs: &[Job], shard: i32) -> Result<(), DbError> {
-    let records: Vec<&ExecutionRecord> = jobs.iter().map(|j| &j.record).collect();
+    let records: Vec<&ExecutionRecord> = jobs.iter().filter_map(|j| j.record.as_ref()).collect();
     let mut tx = db.begin(None).await?;
-    executions::insert_batch(&mut tx, &records).await?;
-    usage::charge(&mut tx, &records, shard).await?;
+    if !records.is_empty() {
+        executions::insert_batch(&mut tx, &records).await?;
+        usage::charge(&mut tx, &records, shard).await?;
+    }
     for event in jobs.iter().flat_map(|j| &j.events) {
         audit::append(&mut tx, event).await?;
     }
     for job in jobs {
-        if let Some(key) = &job.key {
+        if let (Some(key), Some(record)) = (&job.key, &job.record) {
             idempotency::complete(
                 &mut tx,
-                &job.record.tenant_id,
+                &record.tenant_id,
                 &key.key,
-                &job.record.id,
+                &record.id,
                 &key.response,
             )
             .await?;

@@ -87,9 +87,7 @@ pub async fn plan_limit(
     event.after = Some(DbJson(
         serde_json::json!({ "code": "plan_limit_reached", "cap": cap, "max": max }),
     ));
-    if let Err(e) = audit::append_alone(&state.db, &event).await {
-        tracing::error!(error = %e, "could not record a plan-cap denial");
-    }
+    state.audit_alone(event).await;
     ApiError::conflict(
         "plan_limit_reached",
         format!("the tenant's plan allows {cap} = {max}, and this would exceed it"),

@@ -29,9 +29,9 @@ use crate::db::executions::ExecutionRecord;
 use crate::db::idempotency::{self, Reservation};
 use crate::db::keys::Role;
 use crate::db::tenants::Tenant;
+use crate::db::usage;
 use crate::db::writer::{KeyCompletion, WriteError};
 use crate::db::{self, DbError};
-use crate::db::{audit, usage};
 use crate::limits::Limits;
 use crate::policy::LimitOverrides;
 use crate::quota::{self, Admission, AdmitError, AdmitRequest, Scope};
@@ -455,9 +455,7 @@ async fn admit(
                 "budget": budget,
                 "retry_after_ms": denial.retry_after().as_millis() as u64,
             })));
-            if let Err(e) = audit::append_alone(&state.db, &event).await {
-                tracing::error!(error = %e, "could not record a quota denial");
-            }
+            state.audit_alone(event).await;
             Err(ApiError::quota(&denial))
         }
     }
