@@ -97,8 +97,19 @@ pub async fn delete_value(
     agent_id: &str,
     name: &str,
 ) -> Result<bool, DbError> {
-    let done = on_tx!(tx, conn => sqlx::query(
-        "DELETE FROM agent_config WHERE tenant_id = $1 AND agent_id = $2 AND name = $3")
+    delete_named(tx, "agent_config", tenant_id, agent_id, name).await
+}
+
+/// Removes the row `name` of an agent from `table` (`agent_config` or `agent_secrets`).
+async fn delete_named(
+    tx: &mut Tx,
+    table: &'static str,
+    tenant_id: &str,
+    agent_id: &str,
+    name: &str,
+) -> Result<bool, DbError> {
+    let sql = format!("DELETE FROM {table} WHERE tenant_id = $1 AND agent_id = $2 AND name = $3");
+    let done = on_tx!(tx, conn => sqlx::query(&sql)
         .bind(tenant_id)
         .bind(agent_id)
         .bind(name)
@@ -191,15 +202,7 @@ pub async fn delete_secret(
     agent_id: &str,
     name: &str,
 ) -> Result<bool, DbError> {
-    let done = on_tx!(tx, conn => sqlx::query(
-        "DELETE FROM agent_secrets WHERE tenant_id = $1 AND agent_id = $2 AND name = $3")
-        .bind(tenant_id)
-        .bind(agent_id)
-        .bind(name)
-        .execute(conn)
-        .await
-        .map(|r| r.rows_affected()))?;
-    Ok(done > 0)
+    delete_named(tx, "agent_secrets", tenant_id, agent_id, name).await
 }
 
 /// Removes all of an agent's config values and secrets (when the agent is deleted).
