@@ -129,6 +129,21 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
+    /// Refuses settings that contradict each other.
+    pub fn check(&self) -> anyhow::Result<()> {
+        // A synchronous invocation must be able to end, and be recorded, before its
+        // request times out. (One that outlives its client is still recorded.)
+        if self.timeout >= self.request_timeout {
+            anyhow::bail!(
+                "the invocation timeout (--timeout, CORRAL_TIMEOUT: {:?}) must be shorter than \
+                 the request timeout (--request-timeout, CORRAL_REQUEST_TIMEOUT: {:?})",
+                self.timeout,
+                self.request_timeout
+            );
+        }
+        Ok(())
+    }
+
     /// The per-invocation limits (defaults and ceiling).
     pub fn limits(&self) -> Limits {
         Limits {

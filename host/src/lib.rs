@@ -1,15 +1,18 @@
 //! Corral's host: a WebAssembly component runtime for sandboxed agents.
 //!
 //! - [`runtime`]: load agent components and run invocations under hard [`limits`].
+//! - [`invocations`]: the pipeline every run goes through (HTTP, calls, tasks).
 //! - [`server`]: `corral serve`, the control plane: [`api`] over [`db`].
 //! - [`secrets`]: agents' secrets sealed at rest.
 //! - [`cli`]: the `corral` command line.
 
 pub mod api;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod costs;
 pub mod db;
+pub mod invocations;
 pub mod limits;
 pub mod policy;
 pub mod quota;

@@ -36,6 +36,7 @@ impl Application {
     /// Connects and migrates the database, bootstraps the first admin key if there is
     /// none, builds the sandbox and binds the listener.
     pub async fn build(config: ServeConfig) -> anyhow::Result<Application> {
+        config.check()?;
         let started = db::now();
         let url = config.database_url();
         if config.database_url.is_none() {

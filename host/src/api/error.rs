@@ -139,3 +139,20 @@ impl From<DbError> for ApiError {
         }
     }
 }
+
+impl From<crate::invocations::InvokeError> for ApiError {
+    fn from(e: crate::invocations::InvokeError) -> Self {
+        use crate::invocations::InvokeError;
+        match e {
+            e @ InvokeError::Paused { .. } => ApiError::conflict("agent_paused", e.to_string()),
+            e @ InvokeError::NoActiveVersion { .. } => {
+                ApiError::conflict("no_active_version", e.to_string())
+            }
+            e @ InvokeError::VersionNotFound { .. } => ApiError::not_found(e.to_string()),
+            InvokeError::Quota(denial) => ApiError::quota(&denial),
+            InvokeError::ShuttingDown => ApiError::unavailable("the server is shutting down"),
+            InvokeError::Host(e) => ApiError::internal(e),
+            InvokeError::Db(e) => ApiError::internal(e),
+        }
+    }
+}

@@ -14,32 +14,93 @@ use crate::db::audit::AuditEvent;
 use crate::db::keys::{self, ApiKey, Role};
 use crate::db::{self, agents, tenants};
 
-/// JSON body; malformed JSON is `400 invalid_json`, a wrong content type `415`.
+/// JSON body; malformed JSON is `400 invalid_json`, a wrong content type `415`, text
+/// with a NUL character (which no column can hold) `400 invalid_text`.
 pub struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(match rejection {
-                axum::extract::rejection::JsonRejection::MissingJsonContentType(_) => {
-                    ApiError::new(
-                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                        "unsupported_media_type",
-                        "send JSON with `Content-Type: application/json`",
-                    )
-                }
-                axum::extract::rejection::JsonRejection::BytesRejection(_) => ApiError::new(
+        if !is_json(req.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send JSON with `Content-Type: application/json`",
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|_| {
+                ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "payload_too_large",
                     "the request body is too large",
-                ),
-                other => ApiError::bad_request("invalid_json", other.body_text()),
-            }),
+                )
+            })?;
+        if has_nul_escape(&bytes) {
+            return Err(nul_refused("the request body"));
+        }
+        axum::Json::<T>::from_bytes(&bytes)
+            .map(|axum::Json(value)| ApiJson(value))
+            .map_err(|rejection| ApiError::bad_request("invalid_json", rejection.body_text()))
+    }
+}
+
+/// `application/json`, or any `application/…+json`, as axum's own extractor accepts.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(essence) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+    else {
+        return false;
+    };
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Whether JSON text has a `\u0000` escape — the only way JSON can carry a NUL — that
+/// is not itself an escaped backslash followed by `u0000`.
+fn has_nul_escape(json: &[u8]) -> bool {
+    let mut i = 0;
+    while i < json.len() {
+        if json[i] == b'\\' {
+            if json[i + 1..].starts_with(b"u0000") {
+                return true;
+            }
+            i += 2;
+        } else {
+            i += 1;
         }
     }
+    false
+}
+
+/// `400 invalid_text` for a NUL character in `place`.
+pub fn nul_refused(place: &str) -> ApiError {
+    ApiError::bad_request(
+        "invalid_text",
+        format!("{place} contains the NUL character (U+0000), which Corral does not accept in text"),
+    )
+}
+
+/// Refuses, before routing, a path or query string that carries a NUL (`%00`).
+pub async fn refuse_nul_in_uri(
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let uri = request.uri();
+    let has_nul = |text: &str| text.as_bytes().windows(3).any(|w| w.eq_ignore_ascii_case(b"%00"));
+    if has_nul(uri.path()) {
+        return nul_refused("the path").into_response();
+    }
+    if uri.query().is_some_and(has_nul) {
+        return nul_refused("the query string").into_response();
+    }
+    next.run(request).await
 }
 
 /// Query string; bad parameters are `400 invalid_query`.
@@ -119,6 +180,17 @@ impl Principal {
         &self.key.tenant_id
     }
 
+    /// This caller as the invocation pipeline records it.
+    pub fn actor(&self) -> crate::invocations::Actor {
+        crate::invocations::Actor {
+            tenant_id: self.key.tenant_id.clone(),
+            key_id: Some(self.key.id.clone()),
+            request_id: self.meta.request_id.clone(),
+            client_addr: self.meta.client_addr.clone(),
+            user_agent: self.meta.user_agent.clone(),
+        }
+    }
+
     /// An audit event by this caller, to be completed by the handler.
     pub fn event(
         &self,
@@ -126,21 +198,7 @@ impl Principal {
         resource_type: &str,
         resource_id: Option<&str>,
     ) -> AuditEvent {
-        AuditEvent {
-            id: db::new_id(),
-            tenant_id: self.key.tenant_id.clone(),
-            occurred_at: db::now(),
-            actor_key_id: Some(self.key.id.clone()),
-            action: action.into(),
-            resource_type: resource_type.into(),
-            resource_id: resource_id.map(Into::into),
-            before: None,
-            after: None,
-            result: "ok".into(),
-            request_id: self.meta.request_id.clone(),
-            client_addr: self.meta.client_addr.clone(),
-            user_agent: self.meta.user_agent.clone(),
-        }
+        self.actor().event(action, resource_type, resource_id)
     }
 
     /// Allows the request if the key has at least `role`; otherwise records the denial
@@ -294,4 +352,20 @@ async fn record_unauthenticated(
         user_agent: meta.user_agent.clone(),
     };
     state.audit_alone(event).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_nul_escape;
+
+    #[test]
+    fn a_nul_escape_is_found_but_an_escaped_backslash_before_u0000_is_not() {
+        assert!(has_nul_escape(br#"{"a": "x\u0000"}"#));
+        assert!(has_nul_escape(br#"{"a\u0000": 1}"#));
+        assert!(!has_nul_escape(br#"{"a": "x\\u0000"}"#));
+        assert!(has_nul_escape(br#"{"a": "x\\\u0000"}"#));
+        assert!(has_nul_escape(br#"{"a": "\u00001"}"#));
+        assert!(!has_nul_escape(br#"{"a": "\u0001"}"#));
+        assert!(!has_nul_escape(br#"{"a": "trailing\"#));
+    }
 }

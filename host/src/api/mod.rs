@@ -4,8 +4,6 @@
 //! Layers, outermost first: request id → tracing → panic catcher → timeout → routes.
 //! Each route module has a `router()`; [`router`] nests them.
 
-pub mod cache;
-pub mod calls;
 pub mod error;
 pub mod extract;
 mod routes;
@@ -26,7 +24,8 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use self::cache::TtlCache;
+use crate::cache::{self, TtlCache};
+use crate::invocations::{InvocationSettings, Invocations};
 use crate::costs::PriceModel;
 use crate::db::Db;
 use crate::db::agents::{Agent, AgentVersion};
@@ -82,6 +81,9 @@ pub struct AppState {
     pub tenants: Arc<TtlCache<String, Tenant>>,
     /// Quota enforcement.
     pub quotas: Arc<Enforcer>,
+    /// The invocation pipeline (which shares the database, sandbox, writer, quotas
+    /// and caches above).
+    pub invocations: Invocations,
 }
 
 impl AppState {
@@ -93,17 +95,30 @@ impl AppState {
         settings: ApiSettings,
         quotas: Enforcer,
     ) -> AppState {
+        let invocations = Invocations::new(
+            db.clone(),
+            runtime.clone(),
+            writer.clone(),
+            InvocationSettings {
+                limits: settings.limits,
+                prices: settings.prices.clone(),
+                max_call_depth: settings.max_call_depth,
+                secrets_key: settings.secrets_key.clone(),
+            },
+            quotas,
+        );
         AppState {
             db,
             runtime,
             writer,
             settings: Arc::new(settings),
-            loaded: Arc::default(),
+            loaded: invocations.loaded.clone(),
             keys: Arc::new(TtlCache::new(cache::TTL)),
-            agents: Arc::new(TtlCache::new(cache::TTL)),
-            versions: Arc::new(TtlCache::new(Duration::from_secs(3600))),
-            tenants: Arc::new(TtlCache::new(cache::TTL)),
-            quotas: Arc::new(quotas),
+            agents: invocations.agents.clone(),
+            versions: invocations.versions.clone(),
+            tenants: invocations.tenants.clone(),
+            quotas: invocations.quotas.clone(),
+            invocations,
         }
     }
 }
@@ -113,19 +128,12 @@ impl AppState {
     /// group commit, and waits for it to be durable. Failing to record it is logged, not
     /// returned: the request is refused either way.
     pub async fn audit_alone(&self, event: crate::db::audit::AuditEvent) {
-        if let Err(e) = self.writer.audit(vec![event]).await {
-            tracing::error!(error = %e, "could not record an audit event");
-        }
+        self.invocations.audit_alone(event).await
     }
 
     /// A tenant, from the cache or the database.
     pub async fn tenant(&self, id: &str) -> Result<Tenant, ApiError> {
-        if let Some(tenant) = self.tenants.get(&id.to_string()) {
-            return Ok(tenant);
-        }
-        let tenant = crate::db::tenants::get(&self.db, id).await?;
-        self.tenants.insert(id.into(), tenant.clone());
-        Ok(tenant)
+        Ok(self.invocations.tenant(id).await?)
     }
 }
 
@@ -163,6 +171,7 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(extract::refuse_nul_in_uri))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))

@@ -39,6 +39,21 @@ pub struct AuditEvent {
     pub user_agent: Option<String>,
 }
 
+impl AuditEvent {
+    /// Replaces what the database cannot hold (NUL) in the event's text; returns how
+    /// many characters were replaced.
+    pub fn make_storable(&mut self) -> u64 {
+        use super::text::{replace_nul_json, replace_nul_opt};
+        let json = |v: &mut Option<Json<serde_json::Value>>| {
+            v.as_mut().map_or(0, |Json(v)| replace_nul_json(v))
+        };
+        replace_nul_opt(&mut self.resource_id)
+            + json(&mut self.before)
+            + json(&mut self.after)
+            + replace_nul_opt(&mut self.user_agent)
+    }
+}
+
 const COLUMNS: &str = "id, tenant_id, occurred_at, actor_key_id, action, resource_type, resource_id, before, after, result, request_id, client_addr, user_agent";
 const INSERT: &str = "INSERT INTO audit_events (id, tenant_id, occurred_at, actor_key_id, action, resource_type, resource_id, before, after, result, request_id, client_addr, user_agent) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";

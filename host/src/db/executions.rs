@@ -73,16 +73,57 @@ pub struct ExecutionRecord {
     /// What the capabilities used (`http`, `kv`, `config`, `agents`) and refused
     /// (`denials`).
     pub capabilities: Json<serde_json::Value>,
+    /// How many characters the database could not hold (NUL) were replaced by U+FFFD
+    /// in this record's text (see [`text`](super::text)).
+    pub replaced_characters: i64,
+    /// Whether the full record could not be stored and only its outcome, usage and
+    /// cost were kept (logs, excerpts, error message and capability details dropped).
+    pub record_degraded: bool,
+}
+
+impl ExecutionRecord {
+    /// Replaces what the database cannot hold in the guest's text (logs, excerpts,
+    /// error, capability details), counting it in `replaced_characters`.
+    pub fn make_storable(&mut self) {
+        use super::text::{replace_nul, replace_nul_json, replace_nul_opt};
+        let mut replaced = replace_nul_opt(&mut self.error_code)
+            + replace_nul_opt(&mut self.error_message)
+            + replace_nul(&mut self.input_excerpt)
+            + replace_nul_opt(&mut self.output_excerpt)
+            + replace_nul_opt(&mut self.correlation_id)
+            + replace_nul(&mut self.action)
+            + replace_nul_json(&mut self.capabilities.0);
+        for entry in &mut self.logs.0 {
+            replaced += replace_nul(&mut entry.message);
+        }
+        self.replaced_characters += replaced as i64;
+    }
+
+    /// Drops everything but the outcome, usage and cost: what is kept when the full
+    /// record could not be written, so a run that happened is never unrecorded.
+    pub fn degrade(&mut self) {
+        self.logs = Json(Vec::new());
+        self.input_excerpt = String::new();
+        self.output_excerpt = None;
+        self.error_message = self
+            .error_code
+            .as_ref()
+            .map(|_| "(the full record could not be stored)".to_string());
+        self.capabilities = Json(serde_json::json!({}));
+        self.record_degraded = true;
+    }
 }
 
 const COLUMNS: &str = "id, tenant_id, agent_id, agent_name, version_id, version, action, outcome, error_code, error_message, \
     input_bytes, input_excerpt, output_bytes, output_excerpt, fuel, peak_memory_bytes, wall_time_us, log_bytes, logs, \
     queued_at, started_at, finished_at, cost_picodollars, correlation_id, actor_key_id, idempotency_key, \
-    parent_execution_id, root_execution_id, call_depth, capabilities";
+    parent_execution_id, root_execution_id, call_depth, capabilities, replaced_characters, record_degraded";
+
+const COLUMN_COUNT: usize = 32;
 
 /// Inserts records (called by the group-commit writer).
 ///
-/// Postgres gets one statement of any size: 30 arrays `UNNEST`ed into rows, so the
+/// Postgres gets one statement of any size: 32 arrays `UNNEST`ed into rows, so the
 /// statement is prepared once. SQLite gets multi-row `VALUES` with anonymous `?`
 /// parameters (numbered ones cost a linear scan per bind), split into power-of-two
 /// chunks so only a handful of statement shapes are ever prepared.
@@ -92,7 +133,7 @@ pub async fn insert_batch(tx: &mut Tx, records: &[&ExecutionRecord]) -> Result<(
         Tx::Sqlite(tx) => {
             let mut rest = records;
             while !rest.is_empty() {
-                // 30 parameters a row; SQLite allows 32,766 a statement.
+                // 32 parameters a row; SQLite allows 32,766 a statement.
                 let size = prev_power_of_two(rest.len().min(1024));
                 let (chunk, tail) = rest.split_at(size);
                 insert_values(&mut **tx, chunk).await?;
@@ -120,7 +161,7 @@ async fn insert_unnest(
          $9::text[], $10::text[], $11::bigint[], $12::text[], $13::bigint[], $14::text[], $15::bigint[], \
          $16::bigint[], $17::bigint[], $18::bigint[], $19::jsonb[], $20::timestamptz[], $21::timestamptz[], \
          $22::timestamptz[], $23::bigint[], $24::text[], $25::text[], $26::text[], \
-         $27::text[], $28::text[], $29::int4[], $30::jsonb[])"
+         $27::text[], $28::text[], $29::int4[], $30::jsonb[], $31::bigint[], $32::bool[])"
     ))
     .bind(col(rows, |r| r.id.clone()))
     .bind(col(rows, |r| r.tenant_id.clone()))
@@ -152,6 +193,8 @@ async fn insert_unnest(
     .bind(col(rows, |r| r.root_execution_id.clone()))
     .bind(col(rows, |r| r.call_depth))
     .bind(col(rows, |r| r.capabilities.clone()))
+    .bind(col(rows, |r| r.replaced_characters))
+    .bind(col(rows, |r| r.record_degraded))
     .execute(conn)
     .await?;
     Ok(())
@@ -161,7 +204,7 @@ async fn insert_values(
     conn: &mut sqlx::SqliteConnection,
     chunk: &[&ExecutionRecord],
 ) -> Result<(), DbError> {
-    let row = format!("({})", vec!["?"; 30].join(", "));
+    let row = format!("({})", vec!["?"; COLUMN_COUNT].join(", "));
     let sql = format!(
         "INSERT INTO executions ({COLUMNS}) VALUES {}",
         vec![row; chunk.len()].join(", ")
@@ -198,7 +241,9 @@ async fn insert_values(
             .bind(&r.parent_execution_id)
             .bind(&r.root_execution_id)
             .bind(r.call_depth)
-            .bind(&r.capabilities);
+            .bind(&r.capabilities)
+            .bind(r.replaced_characters)
+            .bind(r.record_degraded);
     }
     query.execute(conn).await?;
     Ok(())

@@ -16,6 +16,7 @@ pub mod idempotency;
 pub mod keys;
 pub mod kv;
 pub mod tenants;
+pub mod text;
 pub mod usage;
 pub mod writer;
 

@@ -8,8 +8,13 @@
 //! while the previous one was in flight. On Postgres several committers take turns,
 //! so one batch is written while another waits for its commit to reach disk; SQLite
 //! has a single writer lock, so it gets one. If a batch fails, its records are retried
-//! one by one, so one bad record cannot fail the others. The same transaction charges
-//! the records to their agents' and tenants' usage counters, which budgets read.
+//! one by one, so one bad record cannot fail the others; a record that still fails
+//! alone is written once more *degraded* — outcome, usage and cost only — so a run that
+//! happened is never left unrecorded and unbilled. The same transaction charges the
+//! records to their agents' and tenants' usage counters, which budgets read.
+//!
+//! Before anything is queued, the guest's text is made storable (see [`text`](super::text)):
+//! what one database cannot hold is replaced on both, and the record says how much.
 
 use std::sync::Arc;
 
@@ -94,10 +99,19 @@ impl ExecutionWriter {
 
     async fn submit(
         &self,
-        record: Option<ExecutionRecord>,
-        key: Option<KeyCompletion>,
-        events: Vec<AuditEvent>,
+        mut record: Option<ExecutionRecord>,
+        mut key: Option<KeyCompletion>,
+        mut events: Vec<AuditEvent>,
     ) -> Result<(), WriteError> {
+        if let Some(record) = &mut record {
+            record.make_storable();
+        }
+        if let Some(key) = &mut key {
+            super::text::replace_nul_json(&mut key.response);
+        }
+        for event in &mut events {
+            event.make_storable();
+        }
         let (done, committed) = oneshot::channel();
         self.jobs
             .send(Job {
@@ -137,19 +151,77 @@ async fn run(
             }
             Err(e) if batch.len() == 1 => {
                 let job = batch.pop().expect("one job");
-                let _ = job.done.send(Err(Arc::new(e)));
+                let result = commit_degraded(&db, job.degraded(), e, shard).await;
+                let _ = job.done.send(result);
             }
             Err(e) => {
                 tracing::warn!(error = %e, size = batch.len(), "batch commit failed; retrying one by one");
                 for job in batch.drain(..) {
-                    let result = commit(&db, std::slice::from_ref(&job), shard)
-                        .await
-                        .map_err(Arc::new);
+                    let result = match commit(&db, std::slice::from_ref(&job), shard).await {
+                        Ok(()) => Ok(()),
+                        Err(e) => commit_degraded(&db, job.degraded(), e, shard).await,
+                    };
                     let _ = job.done.send(result);
                 }
             }
         }
     }
+}
+
+impl Job {
+    /// This job with its record degraded to outcome, usage and cost (and its key's
+    /// stored response and its events cut to what identifies them); `None` for a job
+    /// that only appends audit events, which has nothing to fall back to.
+    fn degraded(&self) -> Option<Job> {
+        let mut record = self.record.clone()?;
+        record.degrade();
+        let key = self.key.as_ref().map(|key| KeyCompletion {
+            key: key.key.clone(),
+            response: serde_json::json!({
+                "execution_id": record.id,
+                "agent": record.agent_name,
+                "outcome": record.outcome,
+                "record_degraded": true,
+            }),
+        });
+        let events = self
+            .events
+            .iter()
+            .cloned()
+            .map(|mut event| {
+                event.before = None;
+                event.after = None;
+                event
+            })
+            .collect();
+        let (done, _) = oneshot::channel();
+        Some(Job {
+            record: Some(record),
+            key,
+            events,
+            done,
+        })
+    }
+}
+
+/// After `error` refused a job alone, writes its degraded form (if it has one).
+async fn commit_degraded(
+    db: &Db,
+    degraded: Option<Job>,
+    error: DbError,
+    shard: i32,
+) -> Result<(), Arc<DbError>> {
+    let Some(degraded) = degraded else {
+        return Err(Arc::new(error));
+    };
+    tracing::error!(
+        %error,
+        execution_id = degraded.record.as_ref().map(|r| r.id.as_str()),
+        "an execution record could not be written; keeping its outcome, usage and cost"
+    );
+    commit(db, std::slice::from_ref(&degraded), shard)
+        .await
+        .map_err(|_| Arc::new(error))
 }
 
 async fn commit(db: &Db, jobs: &[Job], shard: i32) -> Result<(), DbError> {

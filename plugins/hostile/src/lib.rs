@@ -19,6 +19,9 @@
 //!   JSON string of `n` `x` characters.
 //! - Well-behaved, for timing and output tests: `print` `{ "stdout"?: s, "stderr"?: s }`
 //!   writes each string as is (no newline added), flushes, and returns `{}`;
+//!   `every_byte` `{ "fail"?: bool }` writes the bytes 0 to 255 to stdout and to stderr,
+//!   logs the characters U+0000 to U+00FF as one info line, and returns them as
+//!   `{ "chars": s }` (with `fail`, the error `every\0byte` with them as its message);
 //!   `sleep` `{ "ms": n }` sleeps and returns `{ "slept_ms": n }`; `burn`
 //!   `{ "iterations": n }` runs a deterministic integer loop and returns
 //!   `{ "checksum": u64 }` (see [`checksum`]).
@@ -156,6 +159,28 @@ fn print_flood(_: IgnoredAny) -> Result<(), Error> {
         let _ = stdout.write_all(line.as_bytes());
         let _ = stdout.flush();
     }
+}
+
+#[derive(Deserialize)]
+struct EveryByte {
+    #[serde(default)]
+    fail: bool,
+}
+
+fn every_byte(input: EveryByte) -> Result<Value, Error> {
+    let bytes: Vec<u8> = (0..=255).collect();
+    let chars: String = (0..=255u32).filter_map(char::from_u32).collect();
+    let written = std::io::stdout()
+        .write_all(&bytes)
+        .and_then(|()| std::io::stdout().flush())
+        .and_then(|()| std::io::stderr().write_all(&bytes))
+        .and_then(|()| std::io::stderr().flush());
+    written.map_err(|e| Error::new("io_error", e.to_string()))?;
+    corral_sdk::log(Level::Info, &chars);
+    if input.fail {
+        return Err(Error::new("every\0byte", chars));
+    }
+    Ok(json!({ "chars": chars }))
 }
 
 #[derive(Deserialize)]
@@ -424,6 +449,7 @@ corral_sdk::agent! {
         print: "Write the given text to stdout and stderr",
         print_flood: "Write to stdout forever",
         sleep: "Sleep for the given number of milliseconds",
+        every_byte: "Write every byte value to stdout, stderr, a log line and the output or error",
         burn: "Run a deterministic integer loop and return its checksum",
         read_file: "Try to read a file",
         read_env: "Try to read an environment variable",

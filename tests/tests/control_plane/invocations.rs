@@ -11,6 +11,7 @@ crate::on_both_backends!(
     bad_invocations_are_refused_before_running,
     an_idempotency_key_runs_and_bills_once,
     a_json_body_over_the_body_limit_is_refused_but_uploads_are_not_held_to_it,
+    a_run_whose_client_hangs_up_is_still_recorded_and_charged_once,
 );
 
 async fn an_invocation_returns_its_result_after_it_is_recorded(backend: Backend) {
@@ -261,5 +262,70 @@ async fn a_json_body_over_the_body_limit_is_refused_but_uploads_are_not_held_to_
     )
     .await
     .ok(200);
+    app.stop().await;
+}
+
+/// Waits (up to 20 s) until `agent` has `n` execution records, and returns them.
+async fn executions_of(app: &corral_tests::app::TestApp, agent: &str, n: usize) -> Vec<serde_json::Value> {
+    for _ in 0..200 {
+        let listed = app
+            .get(&format!("/v1/executions?agent={agent}"), ADMIN_KEY)
+            .await
+            .ok(200);
+        let items = listed["items"].as_array().unwrap().clone();
+        if items.len() >= n {
+            return items;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{agent} never had {n} execution records");
+}
+
+async fn a_run_whose_client_hangs_up_is_still_recorded_and_charged_once(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.agent_with("hostile", HOSTILE).await;
+    // The guest waits in a host call (a WASI sleep) while its client gives up.
+    let impatient = app
+        .request(Method::POST, "/v1/agents/hostile/invoke", Some(ADMIN_KEY))
+        .header("idempotency-key", "hang-up-1")
+        .timeout(std::time::Duration::from_millis(300))
+        .json(&json!({ "action": "sleep", "input": { "ms": 1500 } }))
+        .send()
+        .await;
+    assert!(
+        impatient.as_ref().is_err_and(|e| e.is_timeout()),
+        "the client hung up before the answer: {impatient:?}"
+    );
+
+    // The run went on without its client, ended on its own, and was recorded.
+    let records = executions_of(&app, "hostile", 1).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["outcome"], "succeeded", "{:#}", records[0]);
+    assert_eq!(records[0]["output_excerpt"], r#"{"slept_ms":1500}"#);
+    assert!(
+        records[0]["wall_time_us"].as_u64().unwrap() >= 1_500_000,
+        "it ran to its end: {:#}",
+        records[0]
+    );
+
+    // Charged once: the usage report counts it.
+    let usage = app
+        .get("/v1/agents/hostile/usage", ADMIN_KEY)
+        .await
+        .ok(200);
+    assert_eq!(usage["usage"]["used"]["day"]["invocations"], 1, "{usage:#}");
+
+    // A retry with the same key gets the recorded answer; nothing runs again.
+    let retry = app
+        .send_request(
+            app.request(Method::POST, "/v1/agents/hostile/invoke", Some(ADMIN_KEY))
+                .header("idempotency-key", "hang-up-1")
+                .json(&json!({ "action": "sleep", "input": { "ms": 1500 } })),
+        )
+        .await
+        .ok(200);
+    assert_eq!(retry["execution_id"], records[0]["id"]);
+    assert_eq!(retry["output"], json!({ "slept_ms": 1500 }));
+    assert_eq!(app.count("executions").await, 1);
     app.stop().await;
 }

@@ -12,6 +12,8 @@ crate::on_both_backends!(
     a_deleted_agents_executions_are_still_found_by_its_name,
     time_filters_include_since_and_exclude_until,
     every_change_is_audited_with_what_it_changed,
+    a_guest_that_emits_every_byte_is_recorded_and_charged,
+    a_nul_character_in_any_text_the_api_receives_is_refused,
 );
 
 async fn executions_are_filtered_and_paged(backend: Backend) {
@@ -513,5 +515,155 @@ async fn every_change_is_audited_with_what_it_changed(backend: Backend) {
     app.get("/v1/audit?colour=red", ADMIN_KEY)
         .await
         .assert_error(400, "invalid_query");
+    app.stop().await;
+}
+
+/// Every character U+0000 to U+00FF, as the hostile agent's `every_byte` emits them,
+/// and as they are stored: the NUL replaced by U+FFFD.
+fn every_char() -> (String, String) {
+    let chars: String = (0..=255u32).filter_map(char::from_u32).collect();
+    let stored = chars.replace('\0', "\u{FFFD}");
+    (chars, stored)
+}
+
+async fn a_guest_that_emits_every_byte_is_recorded_and_charged(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.agent_with("hostile", HOSTILE).await;
+    let (chars, stored) = every_char();
+    let invoke = |body: serde_json::Value| {
+        app.send_request(
+            app.request(Method::POST, "/v1/agents/hostile/invoke", Some(ADMIN_KEY))
+                .header("idempotency-key", body["input"]["fail"].to_string())
+                .json(&body),
+        )
+    };
+
+    let ran = invoke(json!({ "action": "every_byte", "input": { "fail": false } }))
+        .await
+        .ok(200);
+    assert_eq!(ran["outcome"], "succeeded", "{ran:#}");
+    assert_eq!(ran["output"]["chars"], chars, "the answer is the guest's, exactly");
+    let id = ran["execution_id"].as_str().unwrap();
+    let record = app
+        .get(&format!("/v1/executions/{id}"), ADMIN_KEY)
+        .await
+        .ok(200);
+    assert_eq!(record["record_degraded"], false, "{record:#}");
+    // One NUL in the log line, one on stdout, one on stderr.
+    assert_eq!(record["replaced_characters"], 3, "{record:#}");
+    let from = |source: &str| -> String {
+        record["logs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|entry| entry["source"] == source)
+            .map(|entry| entry["message"].as_str().unwrap())
+            .collect()
+    };
+    assert_eq!(from("agent"), stored);
+    let bytes: Vec<u8> = (0..=255).collect();
+    let stream = String::from_utf8_lossy(&bytes).replace('\0', "\u{FFFD}");
+    assert_eq!(from("stdout"), stream);
+    assert_eq!(from("stderr"), stream);
+
+    let failed = invoke(json!({ "action": "every_byte", "input": { "fail": true } }))
+        .await
+        .ok(200);
+    assert_eq!(failed["outcome"], "agent_error", "{failed:#}");
+    let id = failed["execution_id"].as_str().unwrap();
+    let record = app
+        .get(&format!("/v1/executions/{id}"), ADMIN_KEY)
+        .await
+        .ok(200);
+    assert_eq!(record["error_code"], "every\u{FFFD}byte");
+    assert_eq!(record["error_message"], stored);
+    assert_eq!(record["replaced_characters"], 3 + 2, "{record:#}");
+
+    // Both were charged, once: the retries get the stored answers without running.
+    let again = invoke(json!({ "action": "every_byte", "input": { "fail": false } }))
+        .await
+        .ok(200);
+    assert_eq!(again["execution_id"], ran["execution_id"]);
+    let again = invoke(json!({ "action": "every_byte", "input": { "fail": true } }))
+        .await
+        .ok(200);
+    assert_eq!(again["execution_id"], failed["execution_id"]);
+    assert_eq!(app.count("executions").await, 2);
+    let usage = app
+        .get("/v1/agents/hostile/usage", ADMIN_KEY)
+        .await
+        .ok(200);
+    assert_eq!(usage["usage"]["used"]["day"]["invocations"], 2, "{usage:#}");
+    app.stop().await;
+}
+
+async fn a_nul_character_in_any_text_the_api_receives_is_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.agent_with("echo", ECHO).await;
+    let before = app.snapshot().await;
+    let nul = "a\u{0}b";
+    app.post("/v1/agents", ADMIN_KEY, json!({ "name": nul }))
+        .await
+        .assert_error(400, "invalid_text");
+    app.post(
+        "/v1/agents",
+        ADMIN_KEY,
+        json!({ "name": "fine", "description": nul }),
+    )
+    .await
+    .assert_error(400, "invalid_text");
+    app.invoke(
+        "echo",
+        ADMIN_KEY,
+        json!({ "action": "echo", "correlation_id": nul }),
+    )
+    .await
+    .assert_error(400, "invalid_text");
+    app.invoke(
+        "echo",
+        ADMIN_KEY,
+        json!({ "action": "echo", "input": { nul: nul } }),
+    )
+    .await
+    .assert_error(400, "invalid_text");
+    app.post("/v1/tenants", ADMIN_KEY, json!({ "name": nul }))
+        .await
+        .assert_error(400, "invalid_text");
+    app.post("/v1/keys", ADMIN_KEY, json!({ "name": nul, "role": "viewer" }))
+        .await
+        .assert_error(400, "invalid_text");
+    app.send(
+        Method::PUT,
+        "/v1/agents/echo/config",
+        Some(ADMIN_KEY),
+        Some(json!({ "values": { "greeting": nul } })),
+    )
+    .await
+    .assert_error(400, "invalid_text");
+    for path in [
+        "/v1/agents/a%00b",
+        "/v1/agents/echo%00",
+        "/v1/executions/x%00y",
+        "/v1/executions?correlation_id=a%00b",
+        "/v1/executions?cursor=%00",
+        "/v1/executions?agent=echo%00",
+        "/v1/audit?action=a%00",
+        "/v1/agents/echo/kv/a%00b",
+    ] {
+        app.get(path, ADMIN_KEY)
+            .await
+            .assert_error(400, "invalid_text");
+    }
+    // An escaped backslash before `u0000` is plain text, not a NUL.
+    app.invoke(
+        "echo",
+        ADMIN_KEY,
+        json!({ "action": "echo", "input": { "text": "\\u0000" } }),
+    )
+    .await
+    .ok(200);
+    let mut after = app.snapshot().await;
+    after[4] -= 1; // the one invocation that ran
+    assert_eq!(after, before, "nothing refused was written");
     app.stop().await;
 }

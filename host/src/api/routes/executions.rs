@@ -55,6 +55,10 @@ pub struct ExecutionView {
     call_depth: i32,
     /// Capability use and refusals.
     capabilities: serde_json::Value,
+    /// Characters the database could not hold (NUL), replaced by U+FFFD in this record.
+    replaced_characters: i64,
+    /// Only the outcome, usage and cost could be stored.
+    record_degraded: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     logs: Option<Vec<LogEntry>>,
 }
@@ -90,6 +94,8 @@ impl ExecutionView {
             root_execution_id: r.root_execution_id,
             call_depth: r.call_depth,
             capabilities: r.capabilities.0,
+            replaced_characters: r.replaced_characters,
+            record_degraded: r.record_degraded,
         }
     }
 }

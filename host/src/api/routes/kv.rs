@@ -1,13 +1,10 @@
 //! An agent's key-value state, for operators: list its keys, clear them, delete one.
-//! Also [`store_for`], the store an invocation of an agent with a kv grant gets.
 //!
 //! Values are the agent's data, and may be its users' data: a listing shows keys, sizes
 //! and times to viewers, and values (base64) only with `?values=true`, which needs the
 //! developer role — the role that can invoke the agent and so could read them anyway.
 //! Clearing and deleting need the admin role and are audited (`agent.kv.clear`,
 //! `agent.kv.delete`), as are refusals.
-
-use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -21,28 +18,15 @@ use sqlx::types::Json as DbJson;
 use super::agents::find;
 use crate::api::extract::{ApiPath, ApiQuery, Principal};
 use crate::api::{ApiError, AppState, Page, Paged};
-use crate::db::agents::Agent;
 use crate::db::audit;
 use crate::db::keys::Role;
-use crate::db::kv::{self, DbKvStore, KvEntry};
-use crate::runtime::capabilities::kv::{KvStore, MAX_KEY_BYTES, check_key};
+use crate::db::kv::{self, KvEntry};
+use crate::runtime::capabilities::kv::{MAX_KEY_BYTES, check_key};
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/agents/{name}/kv", get(list).delete(clear))
         .route("/agents/{name}/kv/{key}", delete(remove))
-}
-
-/// The store an invocation of `agent` uses: its rows of `kv_entries`, when its policy
-/// grants kv; `None` otherwise (every call is then denied).
-pub fn store_for(state: &AppState, agent: &Agent) -> Option<Arc<dyn KvStore>> {
-    agent.policy.0.grants.kv?;
-    Some(Arc::new(DbKvStore::new(
-        state.db.clone(),
-        &agent.tenant_id,
-        &agent.id,
-        state.quotas.clock().clone(),
-    )))
 }
 
 #[derive(Debug, Default, Deserialize)]

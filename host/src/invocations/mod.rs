@@ -1,0 +1,636 @@
+//! The invocation pipeline: everything between "run this action of this agent" and a
+//! committed execution record.
+//!
+//! One [`Invocations`] service per server. For each [`Invocation`] it resolves the
+//! version, loads the component, takes the agent's and tenant's quotas, applies the
+//! limits, builds the capability providers, runs the guest in a fresh sandbox, prices
+//! the run, and hands the record (with its capability denials as audit events) to the
+//! group-commit writer, returning once it is committed. Every caller goes through it:
+//! the HTTP invoke route, calls between agents ([`calls`]), and task workers. Each maps
+//! [`InvokeError`] once, into its own terms.
+//!
+//! Invariants:
+//! - An invocation that was admitted runs to its end (or its own limits) and is
+//!   recorded and charged exactly once, whoever waits for it: [`Invocations::run`]
+//!   detaches the run from its caller, so a client that hangs up loses nothing.
+//! - The quota lease is released only after the record (and its charge) is committed.
+
+pub mod calls;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::types::Json as DbJson;
+
+use crate::cache::TtlCache;
+use crate::costs::{PriceModel, format_dollars};
+use crate::db::agents::{self, Agent, AgentVersion};
+use crate::db::audit::AuditEvent;
+use crate::db::config::DbConfigSource;
+use crate::db::executions::ExecutionRecord;
+use crate::db::kv::DbKvStore;
+use crate::db::tenants::Tenant;
+use crate::db::writer::{ExecutionWriter, KeyCompletion, WriteError};
+use crate::db::{self, Db, DbError, idempotency, usage};
+use crate::limits::Limits;
+use crate::quota::{self, Admission, AdmitError, AdmitRequest, Enforcer, Scope};
+use crate::runtime::capabilities::agents::{AgentCaller, CallChain, Rollup};
+use crate::runtime::capabilities::kv::KvStore;
+use crate::runtime::{
+    Denial, ExecutionError, InvokeRequest, LoadedAgent, Outcome, Providers, Runtime, Usage,
+};
+use crate::secrets::SecretsKey;
+
+/// Bytes of input and output kept in the execution record.
+const EXCERPT_BYTES: usize = 1024;
+
+/// What the pipeline needs from the server's configuration.
+#[derive(Debug, Clone)]
+pub struct InvocationSettings {
+    /// The host's limits: every invocation's defaults and ceiling.
+    pub limits: Limits,
+    /// Prices.
+    pub prices: PriceModel,
+    /// How deep calls between agents may go (a root's callees are at depth 1).
+    pub max_call_depth: usize,
+    /// The key that opens agents' secrets; `None` when none is configured.
+    pub secrets_key: Option<SecretsKey>,
+}
+
+/// Who asked for an invocation: the context of its record and its audit events.
+#[derive(Debug, Clone, Default)]
+pub struct Actor {
+    /// The tenant acting.
+    pub tenant_id: String,
+    /// The API key that asked (for a call between agents: whoever invoked the root).
+    pub key_id: Option<String>,
+    /// The request's id.
+    pub request_id: Option<String>,
+    /// The client's address.
+    pub client_addr: Option<String>,
+    /// The client's user agent.
+    pub user_agent: Option<String>,
+}
+
+impl Actor {
+    /// An audit event by this actor, with result `ok`.
+    pub fn event(&self, action: &str, resource_type: &str, resource_id: Option<&str>) -> AuditEvent {
+        AuditEvent {
+            id: db::new_id(),
+            tenant_id: self.tenant_id.clone(),
+            occurred_at: db::now(),
+            actor_key_id: self.key_id.clone(),
+            action: action.into(),
+            resource_type: resource_type.into(),
+            resource_id: resource_id.map(Into::into),
+            before: None,
+            after: None,
+            result: "ok".into(),
+            request_id: self.request_id.clone(),
+            client_addr: self.client_addr.clone(),
+            user_agent: self.user_agent.clone(),
+        }
+    }
+}
+
+/// One run of an agent: what to run, on whose behalf, and where in a call tree.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// Who asked.
+    pub actor: Actor,
+    /// The agent.
+    pub agent: Agent,
+    /// Its tenant.
+    pub tenant: Tenant,
+    /// The action.
+    pub action: String,
+    /// The input, as JSON text.
+    pub input: String,
+    /// A version to run instead of the active one (id or semver).
+    pub version: Option<String>,
+    /// The caller's correlation id.
+    pub correlation_id: Option<String>,
+    /// The effective limits (before quotas lower the fuel): see [`Invocations::limits`].
+    pub limits: Limits,
+    /// When the request arrived.
+    pub queued_at: chrono::DateTime<chrono::Utc>,
+    /// The request's idempotency key, reserved by the caller: completed with the
+    /// record, released if the invocation fails before it ran.
+    pub idempotency_key: Option<String>,
+    /// The chain of calls that led here; `None` for a root.
+    pub chain: Option<CallChain>,
+}
+
+/// Why an invocation did not run. (One that ran is never an error, whatever its
+/// outcome: see [`Invoked`].)
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InvokeError {
+    /// The agent is paused.
+    #[error("agent {agent:?} is paused; resume it to invoke it")]
+    Paused {
+        /// The agent's name.
+        agent: String,
+    },
+    /// The agent has no active version and none was named.
+    #[error("agent {agent:?} has no active version; upload one first")]
+    NoActiveVersion {
+        /// The agent's name.
+        agent: String,
+    },
+    /// The named version does not exist.
+    #[error("version {version:?} of agent {agent:?}")]
+    VersionNotFound {
+        /// The agent's name.
+        agent: String,
+        /// The version asked for.
+        version: String,
+    },
+    /// A quota of the agent or its tenant refused it (recorded as an audit event).
+    #[error("{}", .0.message())]
+    Quota(quota::Denial),
+    /// The host could not load the component or run the sandbox.
+    #[error("the host failed: {0}")]
+    Host(String),
+    /// The server is shutting down and records no more.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// The database failed.
+    #[error(transparent)]
+    Db(Arc<DbError>),
+}
+
+impl From<DbError> for InvokeError {
+    fn from(e: DbError) -> Self {
+        InvokeError::Db(Arc::new(e))
+    }
+}
+
+/// The receipt of an invocation that ran: what the invoke route answers and what an
+/// idempotent retry gets back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The execution's id.
+    pub execution_id: String,
+    /// The agent's name.
+    pub agent: String,
+    /// The version that ran (semver).
+    pub version: String,
+    /// The action.
+    pub action: String,
+    /// How it ended.
+    pub outcome: String,
+    /// The output, when it succeeded.
+    pub output: Option<Value>,
+    /// The error, when it did not.
+    pub error: Option<ExecutionError>,
+    /// What it used.
+    pub usage: Usage,
+    /// Capability requests refused during the run (absent when there were none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub denials: Vec<Denial>,
+    /// Dollars, as an exact decimal string.
+    pub cost: String,
+    /// This execution's cost plus that of every execution it called, all the way down.
+    pub total_cost: String,
+    /// The caller's correlation id.
+    pub correlation_id: Option<String>,
+    /// The execution that called this one (absent for a root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_execution_id: Option<String>,
+    /// The root of this one's call tree (itself for a root).
+    pub root_execution_id: String,
+}
+
+/// An invocation that ran and was recorded.
+#[derive(Debug, Clone)]
+pub struct Invoked {
+    /// The receipt, as JSON.
+    pub response: Value,
+    /// The execution's id.
+    pub execution_id: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The output (JSON text), when it succeeded.
+    pub output: Option<String>,
+    /// The error, when it did not.
+    pub error: Option<ExecutionError>,
+    /// This execution and everything it called.
+    pub rollup: Rollup,
+}
+
+/// Cache keys: (tenant id, agent name); (tenant id, agent id, version id or semver).
+type AgentKey = (String, String);
+type VersionKey = (String, String, String);
+
+/// The pipeline. Cheap to clone: everything is shared.
+#[derive(Clone)]
+pub struct Invocations {
+    /// The database.
+    pub db: Db,
+    /// The sandbox.
+    pub runtime: Arc<Runtime>,
+    /// The group-commit writer.
+    pub writer: ExecutionWriter,
+    /// Settings.
+    pub settings: Arc<InvocationSettings>,
+    /// Quota enforcement.
+    pub quotas: Arc<Enforcer>,
+    /// Loaded agents by version id, so invocations skip the database's component bytes.
+    pub loaded: Arc<Mutex<HashMap<String, Arc<LoadedAgent>>>>,
+    /// Live agents by (tenant id, name).
+    pub agents: Arc<TtlCache<AgentKey, Agent>>,
+    /// Versions by (tenant id, agent id, id or semver); versions never change.
+    pub versions: Arc<TtlCache<VersionKey, AgentVersion>>,
+    /// Tenants (with their policies) by id.
+    pub tenants: Arc<TtlCache<String, Tenant>>,
+}
+
+impl Invocations {
+    /// The pipeline over these parts, with empty caches.
+    pub fn new(
+        db: Db,
+        runtime: Arc<Runtime>,
+        writer: ExecutionWriter,
+        settings: InvocationSettings,
+        quotas: Enforcer,
+    ) -> Invocations {
+        Invocations {
+            db,
+            runtime,
+            writer,
+            settings: Arc::new(settings),
+            quotas: Arc::new(quotas),
+            loaded: Arc::default(),
+            agents: Arc::new(TtlCache::new(crate::cache::TTL)),
+            versions: Arc::new(TtlCache::new(Duration::from_secs(3600))),
+            tenants: Arc::new(TtlCache::new(crate::cache::TTL)),
+        }
+    }
+
+    /// The limits an invocation of `agent` gets before the call's own: the host's,
+    /// tightened by the tenant's policy, tightened by the agent's.
+    pub fn limits(&self, tenant: &Tenant, agent: &Agent) -> Limits {
+        let limits = tenant.policy.0.limits.tighten(self.settings.limits);
+        agent.policy.0.limits.tighten(limits)
+    }
+
+    /// A live agent of `tenant_id` by name, from the cache or the database.
+    pub async fn agent(&self, tenant_id: &str, name: &str) -> Result<Agent, DbError> {
+        let key = (tenant_id.to_string(), name.to_string());
+        if let Some(agent) = self.agents.get(&key) {
+            return Ok(agent);
+        }
+        let agent = agents::by_name(&self.db, tenant_id, name).await?;
+        self.agents.insert(key, agent.clone());
+        Ok(agent)
+    }
+
+    /// A tenant, from the cache or the database.
+    pub async fn tenant(&self, id: &str) -> Result<Tenant, DbError> {
+        if let Some(tenant) = self.tenants.get(&id.to_string()) {
+            return Ok(tenant);
+        }
+        let tenant = crate::db::tenants::get(&self.db, id).await?;
+        self.tenants.insert(id.into(), tenant.clone());
+        Ok(tenant)
+    }
+
+    /// Runs `invocation` detached from the caller — if the caller stops waiting, the
+    /// run still ends and is recorded — and returns once its record is committed. If it
+    /// did not run, its idempotency key is released for a retry.
+    pub async fn run(&self, invocation: Invocation) -> Result<Invoked, InvokeError> {
+        let pipeline = self.clone();
+        let detached = tokio::spawn(async move {
+            let key = invocation.idempotency_key.clone();
+            let tenant_id = invocation.actor.tenant_id.clone();
+            let result = pipeline.execute(invocation).await;
+            if result.is_err()
+                && let Some(key) = &key
+            {
+                let _ = idempotency::release(&pipeline.db, &tenant_id, key).await;
+            }
+            result
+        });
+        match detached.await {
+            Ok(result) => result,
+            Err(e) => {
+                tracing::error!(error = %e, "an invocation's task failed");
+                Err(InvokeError::Host("the invocation's task failed".into()))
+            }
+        }
+    }
+
+    async fn execute(&self, run: Invocation) -> Result<Invoked, InvokeError> {
+        let (actor, agent, tenant) = (&run.actor, &run.agent, &run.tenant);
+        if agent.status == "paused" {
+            let mut event = actor.event("agent.invoke", "agent", Some(&agent.id));
+            event.result = "denied".into();
+            self.audit_alone(event).await;
+            return Err(InvokeError::Paused {
+                agent: agent.name.clone(),
+            });
+        }
+        let version = self.version(run.version.as_deref(), &run.tenant.id, agent).await?;
+        let loaded = self.load(&tenant.id, &version.id).await?;
+
+        // Quotas last, just before the guest runs: the lease covers the run and the commit.
+        let mut limits = run.limits;
+        let admission = self.admit(actor, agent, tenant, limits.timeout).await?;
+        if let Some(left) = admission.fuel_left {
+            limits.fuel = limits.fuel.min(left);
+        }
+
+        let clock = self.quotas.clock();
+        let execution_id = db::new_id();
+        let chain = match &run.chain {
+            Some(parent) => parent.child(&agent.name, &execution_id),
+            None => CallChain::root(&agent.name, &execution_id),
+        };
+        let request = InvokeRequest {
+            action: run.action.clone(),
+            input: run.input.clone(),
+            limits,
+            execution_id: Some(execution_id.clone()),
+            correlation_id: run.correlation_id.clone(),
+            agent_name: Some(agent.name.clone()),
+            grants: agent.policy.0.grants.clone(),
+            providers: self.providers(&run, &chain),
+        };
+        let started_at = clock.now();
+        let execution = if run.chain.is_some() {
+            self.runtime.invoke_nested(&loaded, request).await
+        } else {
+            self.runtime.invoke(&loaded, request).await
+        }
+        .map_err(|e| InvokeError::Host(e.to_string()))?;
+        let finished_at = clock.now();
+        let cost = self.settings.prices.cost_picodollars(&execution.usage);
+        let mut rollup = execution.usage.agents.subtree;
+        rollup.add(Rollup {
+            executions: 1,
+            fuel: execution.usage.fuel,
+            cost_picodollars: cost,
+        });
+
+        let receipt = Receipt {
+            execution_id: execution_id.clone(),
+            agent: agent.name.clone(),
+            version: version.version.clone(),
+            action: execution.action.clone(),
+            outcome: execution.outcome.as_str().into(),
+            output: execution
+                .output
+                .as_deref()
+                .map(|o| serde_json::from_str(o).unwrap_or(Value::Null)),
+            error: execution.error.clone(),
+            usage: execution.usage.clone(),
+            denials: execution.denials.clone(),
+            cost: format_dollars(cost),
+            total_cost: format_dollars(rollup.cost_picodollars),
+            correlation_id: run.correlation_id.clone(),
+            parent_execution_id: run.chain.as_ref().map(|c| c.execution_id.clone()),
+            root_execution_id: chain.root_execution_id.clone(),
+        };
+        let response = serde_json::to_value(&receipt).expect("a receipt serializes");
+
+        // Every refused capability request is on the audit trail, committed with the record.
+        let events = execution
+            .denials
+            .iter()
+            .map(|denial| {
+                let mut event = actor.event(
+                    &format!("capability.{}", denial.capability),
+                    "execution",
+                    Some(&execution_id),
+                );
+                event.result = "denied".into();
+                event.after = Some(DbJson(serde_json::json!({
+                    "agent": agent.name,
+                    "target": denial.target,
+                    "reason": denial.reason.as_str(),
+                    "detail": denial.detail,
+                })));
+                event
+            })
+            .collect();
+        let capabilities = serde_json::json!({
+            "http": execution.usage.http,
+            "kv": execution.usage.kv,
+            "config": execution.usage.config,
+            "agents": execution.usage.agents,
+            "denials": execution.denials,
+        });
+        let record = ExecutionRecord {
+            id: execution_id.clone(),
+            tenant_id: tenant.id.clone(),
+            agent_id: agent.id.clone(),
+            agent_name: agent.name.clone(),
+            version_id: version.id.clone(),
+            version: version.version.clone(),
+            action: execution.action,
+            outcome: execution.outcome.as_str().into(),
+            error_code: execution.error.as_ref().map(|e| e.code.clone()),
+            error_message: execution.error.as_ref().map(|e| e.message.clone()),
+            input_bytes: run.input.len() as i64,
+            input_excerpt: excerpt(&run.input),
+            output_bytes: execution.usage.output_bytes as i64,
+            output_excerpt: execution.output.as_deref().map(excerpt),
+            fuel: execution.usage.fuel as i64,
+            peak_memory_bytes: execution.usage.peak_memory_bytes as i64,
+            wall_time_us: execution.usage.wall_time.as_micros() as i64,
+            log_bytes: execution.usage.log_bytes as i64,
+            logs: DbJson(execution.logs),
+            queued_at: run.queued_at,
+            started_at,
+            finished_at,
+            cost_picodollars: cost,
+            correlation_id: run.correlation_id.clone(),
+            actor_key_id: actor.key_id.clone(),
+            idempotency_key: run.idempotency_key.clone(),
+            parent_execution_id: run.chain.as_ref().map(|c| c.execution_id.clone()),
+            root_execution_id: Some(chain.root_execution_id.clone()),
+            call_depth: (chain.agents.len() - 1) as i32,
+            capabilities: DbJson(capabilities),
+            replaced_characters: 0,
+            record_degraded: false,
+        };
+        let completion = run.idempotency_key.as_ref().map(|key| KeyCompletion {
+            key: key.clone(),
+            response: response.clone(),
+        });
+        // Acknowledge only what is committed.
+        self.writer
+            .write(record, completion, events)
+            .await
+            .map_err(|e| match e {
+                WriteError::Stopped => InvokeError::ShuttingDown,
+                WriteError::Db(e) => InvokeError::Db(e),
+            })?;
+        // Only now, with the execution charged, may its slot go to another.
+        admission.release().await;
+        Ok(Invoked {
+            response,
+            execution_id,
+            outcome: execution.outcome,
+            output: execution.output,
+            error: execution.error,
+            rollup,
+        })
+    }
+
+    /// The version to run: the named one, else the active one.
+    async fn version(
+        &self,
+        named: Option<&str>,
+        tenant_id: &str,
+        agent: &Agent,
+    ) -> Result<AgentVersion, InvokeError> {
+        let version_ref = match (named, &agent.active_version_id) {
+            (Some(v), _) => v.to_string(),
+            (None, Some(active)) => active.clone(),
+            (None, None) => {
+                return Err(InvokeError::NoActiveVersion {
+                    agent: agent.name.clone(),
+                });
+            }
+        };
+        let key = (tenant_id.to_string(), agent.id.clone(), version_ref.clone());
+        if let Some(version) = self.versions.get(&key) {
+            return Ok(version);
+        }
+        let version = agents::version(&self.db, tenant_id, &agent.id, &version_ref)
+            .await
+            .map_err(|e| match e {
+                DbError::NotFound => InvokeError::VersionNotFound {
+                    agent: agent.name.clone(),
+                    version: version_ref,
+                },
+                e => e.into(),
+            })?;
+        self.versions.insert(key, version.clone());
+        Ok(version)
+    }
+
+    /// The loaded agent for a version: from the in-process map, or from the database's
+    /// component bytes (the runtime's caches make that a hash and a lookup, not a
+    /// compile, after the first time on this host).
+    async fn load(&self, tenant_id: &str, version_id: &str) -> Result<Arc<LoadedAgent>, InvokeError> {
+        if let Some(agent) = self.loaded.lock().expect("loaded lock").get(version_id) {
+            return Ok(agent.clone());
+        }
+        let bytes = agents::component(&self.db, tenant_id, version_id).await?;
+        let loaded = self
+            .runtime
+            .load(bytes)
+            .await
+            .map_err(|e| InvokeError::Host(e.to_string()))?;
+        self.loaded
+            .lock()
+            .expect("loaded lock")
+            .insert(version_id.into(), loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Takes the invocation's place in its agent's and tenant's quotas, or records the
+    /// denial and refuses.
+    async fn admit(
+        &self,
+        actor: &Actor,
+        agent: &Agent,
+        tenant: &Tenant,
+        timeout: Duration,
+    ) -> Result<Admission, InvokeError> {
+        let agent_scope = usage::agent_scope(&agent.id);
+        let tenant_scope = usage::tenant_scope(&tenant.id);
+        let request = AdmitRequest {
+            tenant_id: &tenant.id,
+            scopes: [
+                Scope {
+                    key: &agent_scope,
+                    quotas: &agent.policy.0.quotas,
+                },
+                Scope {
+                    key: &tenant_scope,
+                    quotas: &tenant.policy.0.quotas,
+                },
+            ],
+            timeout,
+        };
+        match self.quotas.admit(request).await {
+            Ok(admission) => Ok(admission),
+            Err(AdmitError::Db(e)) => Err(e.into()),
+            Err(AdmitError::Denied(denial)) => {
+                let mut event = actor.event("agent.invoke", "agent", Some(&agent.id));
+                event.result = "denied".into();
+                // On the quota clock, so usage reports count it in the period it refused.
+                event.occurred_at = self.quotas.clock().now();
+                let budget = match &denial {
+                    quota::Denial::BudgetExhausted { budget, .. } => Some(*budget),
+                    _ => None,
+                };
+                event.after = Some(DbJson(serde_json::json!({
+                    "code": denial.code(),
+                    "scope": denial.scope(),
+                    "budget": budget,
+                    "retry_after_ms": denial.retry_after().as_millis() as u64,
+                })));
+                self.audit_alone(event).await;
+                Err(InvokeError::Quota(denial))
+            }
+        }
+    }
+
+    /// The capability providers of one run: each only when its grant exists.
+    fn providers(&self, run: &Invocation, chain: &CallChain) -> Providers {
+        let agent = &run.agent;
+        let grants = &agent.policy.0.grants;
+        Providers {
+            agents: grants.agents.as_ref().map(|_| {
+                Arc::new(calls::PipelineCaller {
+                    pipeline: self.clone(),
+                    actor: run.actor.clone(),
+                    tenant: run.tenant.clone(),
+                    chain: chain.clone(),
+                    correlation_id: run.correlation_id.clone(),
+                }) as Arc<dyn AgentCaller>
+            }),
+            kv: grants.kv.as_ref().map(|_| {
+                Arc::new(DbKvStore::new(
+                    self.db.clone(),
+                    &agent.tenant_id,
+                    &agent.id,
+                    self.quotas.clock().clone(),
+                )) as Arc<dyn KvStore>
+            }),
+            config: Some(Arc::new(DbConfigSource::new(
+                self.db.clone(),
+                &agent.tenant_id,
+                &agent.id,
+                self.settings.secrets_key.clone(),
+            ))),
+        }
+    }
+
+    /// Appends an audit event that goes with no other write — a denial — in the next
+    /// group commit, and waits for it to be durable. Failing to record it is logged,
+    /// not returned: the request is refused either way.
+    pub async fn audit_alone(&self, event: AuditEvent) {
+        if let Err(e) = self.writer.audit(vec![event]).await {
+            tracing::error!(error = %e, "could not record an audit event");
+        }
+    }
+}
+
+fn excerpt(text: &str) -> String {
+    if text.len() <= EXCERPT_BYTES {
+        return text.to_string();
+    }
+    let mut end = EXCERPT_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
