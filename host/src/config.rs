@@ -112,6 +112,24 @@ pub struct ServeConfig {
     #[arg(long, env = "CORRAL_LEASE_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub lease_grace: Duration,
 
+    /// Longest a task attempt may run (policies may lower it, as every limit).
+    #[arg(long, env = "CORRAL_TASK_TIMEOUT", default_value = "15m", value_parser = parse_duration)]
+    pub task_timeout: Duration,
+
+    /// Task attempts this node runs at once (0: none; the node still serves the API).
+    /// Default: 8 per core, since most attempts wait on I/O.
+    #[arg(long, env = "CORRAL_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// How long a node's claim on a task attempt holds without renewal: the most a
+    /// node that died delays its tasks.
+    #[arg(long, env = "CORRAL_TASK_LEASE", default_value = "30s", value_parser = parse_duration)]
+    pub task_lease: Duration,
+
+    /// The longest idle workers wait before looking for due tasks without being woken.
+    #[arg(long, env = "CORRAL_TASK_POLL", default_value = "1s", value_parser = parse_duration)]
+    pub task_poll: Duration,
+
     /// How deep calls between agents may go: a root's callees are at depth 1.
     #[arg(long, env = "CORRAL_MAX_CALL_DEPTH", default_value_t = 4)]
     pub max_call_depth: usize,
@@ -142,6 +160,13 @@ impl ServeConfig {
             );
         }
         Ok(())
+    }
+
+    /// Task attempts this node runs at once.
+    pub fn workers(&self) -> usize {
+        self.workers.unwrap_or_else(|| {
+            8 * std::thread::available_parallelism().map_or(1, |n| n.get())
+        })
     }
 
     /// The per-invocation limits (defaults and ceiling).

@@ -19,4 +19,5 @@ pub mod quota;
 pub mod runtime;
 pub mod secrets;
 pub mod server;
+pub mod tasks;
 pub mod telemetry;

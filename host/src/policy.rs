@@ -583,6 +583,10 @@ pub struct PlanCaps {
     /// Bytes of one component.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_component_bytes: Option<u64>,
+    /// Tasks waiting at once (queued, scheduled, blocked or retrying); a submission
+    /// past it is `429 queue_full`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queued_tasks: Option<u64>,
 }
 
 impl PlanCaps {
@@ -600,6 +604,7 @@ impl PlanCaps {
                 self.max_component_bytes,
                 max_upload_bytes,
             ),
+            ("max_queued_tasks", self.max_queued_tasks, i64::MAX as u64),
         ];
         for (name, value, max) in checks {
             if let Some(value) = value {

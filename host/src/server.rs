@@ -1,8 +1,11 @@
 //! `corral serve`: builds the application (database, migrations, bootstrap, sandbox,
 //! group-commit writer, router), serves it, and shuts down gracefully.
 //!
-//! Shutdown: stop accepting, let in-flight requests finish (bounded by the grace
-//! period), then let the writer drain and commit every queued execution record, then
+//! Every server also runs task workers ([`crate::tasks::worker`]).
+//!
+//! Shutdown: stop accepting and stop claiming tasks, let in-flight requests and task
+//! attempts finish (bounded by the grace period; attempts still running are handed
+//! back), then let the writer drain and commit every queued execution record, then
 //! close the database. A response that said an invocation ran was only ever sent after
 //! its record committed, so nothing acknowledged is lost.
 
@@ -22,6 +25,7 @@ use crate::quota::Enforcer;
 use crate::quota::clock::SystemClock;
 use crate::runtime::{CompileSettings, Runtime, RuntimeConfig};
 use crate::secrets::{self, SecretsKey};
+use crate::tasks::worker::{WorkerSettings, Workers};
 
 /// A built, bound, not yet running server.
 pub struct Application {
@@ -89,6 +93,7 @@ impl Application {
             max_body_bytes: config.max_body as usize,
             request_timeout: config.request_timeout,
             max_call_depth: config.max_call_depth,
+            task_timeout: config.task_timeout,
             secrets_key,
         };
         let clock = config
@@ -137,11 +142,30 @@ impl Application {
             ..
         } = self;
         let db = state.db.clone();
+        let workers = (config.workers() > 0).then(|| {
+            let settings = WorkerSettings {
+                workers: config.workers(),
+                lease: config.task_lease,
+                poll: config.task_poll,
+            };
+            Workers::start(state.invocations.clone(), settings, state.task_wake.clone())
+        });
         let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let (workers_stop_tx, workers_stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {
             shutdown.await;
             let _ = stopping_tx.send(());
+            let _ = workers_stop_tx.send(());
+        });
+        // Workers stop claiming at the same signal, finish within the grace period, and
+        // hand back what is still running.
+        let grace = config.shutdown_grace;
+        let workers = tokio::spawn(async move {
+            if let Some(workers) = workers {
+                let _ = workers_stop_rx.await;
+                workers.shutdown(grace).await;
+            }
         });
         let mut server = std::pin::pin!(server.into_future());
         tokio::select! {
@@ -156,6 +180,7 @@ impl Application {
         // Every AppState clone (and so every writer handle) is gone once the server
         // future is dropped: the writer drains its queue, commits, and stops.
         drop(server);
+        let _ = workers.await;
         let _ = writer_task.await;
         db.close().await;
         Ok(())

@@ -82,7 +82,9 @@ fn has_nul_escape(json: &[u8]) -> bool {
 pub fn nul_refused(place: &str) -> ApiError {
     ApiError::bad_request(
         "invalid_text",
-        format!("{place} contains the NUL character (U+0000), which Corral does not accept in text"),
+        format!(
+            "{place} contains the NUL character (U+0000), which Corral does not accept in text"
+        ),
     )
 }
 
@@ -93,7 +95,11 @@ pub async fn refuse_nul_in_uri(
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let uri = request.uri();
-    let has_nul = |text: &str| text.as_bytes().windows(3).any(|w| w.eq_ignore_ascii_case(b"%00"));
+    let has_nul = |text: &str| {
+        text.as_bytes()
+            .windows(3)
+            .any(|w| w.eq_ignore_ascii_case(b"%00"))
+    };
     if has_nul(uri.path()) {
         return nul_refused("the path").into_response();
     }

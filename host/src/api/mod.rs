@@ -25,13 +25,13 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::cache::{self, TtlCache};
-use crate::invocations::{InvocationSettings, Invocations};
 use crate::costs::PriceModel;
 use crate::db::Db;
 use crate::db::agents::{Agent, AgentVersion};
 use crate::db::keys::ApiKey;
 use crate::db::tenants::Tenant;
 use crate::db::writer::ExecutionWriter;
+use crate::invocations::{InvocationSettings, Invocations};
 use crate::limits::Limits;
 use crate::quota::Enforcer;
 use crate::runtime::{LoadedAgent, Runtime};
@@ -54,6 +54,8 @@ pub struct ApiSettings {
     pub request_timeout: Duration,
     /// How deep calls between agents may go (a root's callees are at depth 1).
     pub max_call_depth: usize,
+    /// The longest a task attempt may run.
+    pub task_timeout: Duration,
     /// The key that seals agents' secrets; `None` refuses secret writes.
     pub secrets_key: Option<SecretsKey>,
 }
@@ -84,6 +86,8 @@ pub struct AppState {
     /// The invocation pipeline (which shares the database, sandbox, writer, quotas
     /// and caches above).
     pub invocations: Invocations,
+    /// Wakes this node's task workers when a task is submitted here.
+    pub task_wake: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -104,6 +108,7 @@ impl AppState {
                 prices: settings.prices.clone(),
                 max_call_depth: settings.max_call_depth,
                 secrets_key: settings.secrets_key.clone(),
+                task_timeout: settings.task_timeout,
             },
             quotas,
         );
@@ -119,6 +124,7 @@ impl AppState {
             tenants: invocations.tenants.clone(),
             quotas: invocations.quotas.clone(),
             invocations,
+            task_wake: Arc::default(),
         }
     }
 }
@@ -154,6 +160,7 @@ pub fn router(state: AppState) -> Router {
                 .merge(routes::config::router())
                 .merge(routes::versions::router())
                 .merge(routes::invoke::router())
+                .merge(routes::tasks::router())
                 .merge(routes::executions::router())
                 .merge(routes::usage::router())
                 .merge(routes::audit::router())

@@ -404,6 +404,7 @@ pub fn exit_code(outcome: Outcome) -> ExitCode {
         | Outcome::MemoryLimitExceeded
         | Outcome::TimedOut
         | Outcome::OutputTooLarge
-        | Outcome::LogLimitExceeded => 4,
+        | Outcome::LogLimitExceeded
+        | Outcome::Cancelled => 4,
     })
 }

@@ -158,6 +158,15 @@ pub async fn by_name(db: &Db, tenant_id: &str, name: &str) -> Result<Agent, DbEr
         .map_err(DbError::from_fetch)
 }
 
+/// A tenant's live agent by id.
+pub async fn by_id(db: &Db, tenant_id: &str, id: &str) -> Result<Agent, DbError> {
+    let sql = format!(
+        "SELECT {AGENT_COLUMNS} FROM agents WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL"
+    );
+    on_pool!(db, pool => sqlx::query_as::<_, Agent>(&sql).bind(tenant_id).bind(id).fetch_one(pool).await)
+        .map_err(DbError::from_fetch)
+}
+
 /// A tenant's live agents in id order after `after`.
 pub async fn list(
     db: &Db,

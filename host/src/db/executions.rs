@@ -79,6 +79,10 @@ pub struct ExecutionRecord {
     /// Whether the full record could not be stored and only its outcome, usage and
     /// cost were kept (logs, excerpts, error message and capability details dropped).
     pub record_degraded: bool,
+    /// The task this execution is an attempt of.
+    pub task_id: Option<String>,
+    /// Which attempt (1 for the first).
+    pub attempt: Option<i32>,
 }
 
 impl ExecutionRecord {
@@ -117,13 +121,13 @@ impl ExecutionRecord {
 const COLUMNS: &str = "id, tenant_id, agent_id, agent_name, version_id, version, action, outcome, error_code, error_message, \
     input_bytes, input_excerpt, output_bytes, output_excerpt, fuel, peak_memory_bytes, wall_time_us, log_bytes, logs, \
     queued_at, started_at, finished_at, cost_picodollars, correlation_id, actor_key_id, idempotency_key, \
-    parent_execution_id, root_execution_id, call_depth, capabilities, replaced_characters, record_degraded";
+    parent_execution_id, root_execution_id, call_depth, capabilities, replaced_characters, record_degraded, task_id, attempt";
 
-const COLUMN_COUNT: usize = 32;
+const COLUMN_COUNT: usize = 34;
 
 /// Inserts records (called by the group-commit writer).
 ///
-/// Postgres gets one statement of any size: 32 arrays `UNNEST`ed into rows, so the
+/// Postgres gets one statement of any size: 34 arrays `UNNEST`ed into rows, so the
 /// statement is prepared once. SQLite gets multi-row `VALUES` with anonymous `?`
 /// parameters (numbered ones cost a linear scan per bind), split into power-of-two
 /// chunks so only a handful of statement shapes are ever prepared.
@@ -133,7 +137,7 @@ pub async fn insert_batch(tx: &mut Tx, records: &[&ExecutionRecord]) -> Result<(
         Tx::Sqlite(tx) => {
             let mut rest = records;
             while !rest.is_empty() {
-                // 32 parameters a row; SQLite allows 32,766 a statement.
+                // 34 parameters a row; SQLite allows 32,766 a statement.
                 let size = prev_power_of_two(rest.len().min(1024));
                 let (chunk, tail) = rest.split_at(size);
                 insert_values(&mut **tx, chunk).await?;
@@ -161,7 +165,7 @@ async fn insert_unnest(
          $9::text[], $10::text[], $11::bigint[], $12::text[], $13::bigint[], $14::text[], $15::bigint[], \
          $16::bigint[], $17::bigint[], $18::bigint[], $19::jsonb[], $20::timestamptz[], $21::timestamptz[], \
          $22::timestamptz[], $23::bigint[], $24::text[], $25::text[], $26::text[], \
-         $27::text[], $28::text[], $29::int4[], $30::jsonb[], $31::bigint[], $32::bool[])"
+         $27::text[], $28::text[], $29::int4[], $30::jsonb[], $31::bigint[], $32::bool[], $33::text[], $34::int4[])"
     ))
     .bind(col(rows, |r| r.id.clone()))
     .bind(col(rows, |r| r.tenant_id.clone()))
@@ -195,6 +199,8 @@ async fn insert_unnest(
     .bind(col(rows, |r| r.capabilities.clone()))
     .bind(col(rows, |r| r.replaced_characters))
     .bind(col(rows, |r| r.record_degraded))
+    .bind(col(rows, |r| r.task_id.clone()))
+    .bind(col(rows, |r| r.attempt))
     .execute(conn)
     .await?;
     Ok(())
@@ -243,7 +249,9 @@ async fn insert_values(
             .bind(r.call_depth)
             .bind(&r.capabilities)
             .bind(r.replaced_characters)
-            .bind(r.record_degraded);
+            .bind(r.record_degraded)
+            .bind(&r.task_id)
+            .bind(r.attempt);
     }
     query.execute(conn).await?;
     Ok(())

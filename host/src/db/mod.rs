@@ -15,6 +15,7 @@ pub mod executions;
 pub mod idempotency;
 pub mod keys;
 pub mod kv;
+pub mod tasks;
 pub mod tenants;
 pub mod text;
 pub mod usage;

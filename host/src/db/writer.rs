@@ -22,7 +22,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::audit::{self, AuditEvent};
 use super::executions::{self, ExecutionRecord};
-use super::{Db, DbError, idempotency, usage};
+use super::{Db, DbError, idempotency, tasks, usage};
+use crate::tasks::TaskCompletion;
 
 /// An idempotency key to complete with the record.
 #[derive(Debug, Clone)]
@@ -37,6 +38,8 @@ struct Job {
     /// `None` for a job that only appends audit events.
     record: Option<ExecutionRecord>,
     key: Option<KeyCompletion>,
+    /// The task attempt the record ends, completed in the same transaction.
+    task: Option<TaskCompletion>,
     events: Vec<AuditEvent>,
     done: oneshot::Sender<Result<(), Arc<DbError>>>,
 }
@@ -79,28 +82,30 @@ impl ExecutionWriter {
         (ExecutionWriter { jobs }, all)
     }
 
-    /// Writes `record` (completing `key`, appending `events` to the audit trail),
-    /// returning once it is committed.
+    /// Writes `record` (completing `key` and the task attempt `task`, appending
+    /// `events` to the audit trail), returning once it is committed.
     pub async fn write(
         &self,
         record: ExecutionRecord,
         key: Option<KeyCompletion>,
+        task: Option<TaskCompletion>,
         events: Vec<AuditEvent>,
     ) -> Result<(), WriteError> {
-        self.submit(Some(record), key, events).await
+        self.submit(Some(record), key, task, events).await
     }
 
     /// Appends audit events (a denial, say) in the next group commit, returning once
     /// they are committed: a flood of refused requests shares commits instead of
     /// paying one each.
     pub async fn audit(&self, events: Vec<AuditEvent>) -> Result<(), WriteError> {
-        self.submit(None, None, events).await
+        self.submit(None, None, None, events).await
     }
 
     async fn submit(
         &self,
         mut record: Option<ExecutionRecord>,
         mut key: Option<KeyCompletion>,
+        task: Option<TaskCompletion>,
         mut events: Vec<AuditEvent>,
     ) -> Result<(), WriteError> {
         if let Some(record) = &mut record {
@@ -117,6 +122,7 @@ impl ExecutionWriter {
             .send(Job {
                 record,
                 key,
+                task,
                 events,
                 done,
             })
@@ -198,6 +204,7 @@ impl Job {
         Some(Job {
             record: Some(record),
             key,
+            task: self.task.clone(),
             events,
             done,
         })
@@ -235,6 +242,11 @@ async fn commit(db: &Db, jobs: &[Job], shard: i32) -> Result<(), DbError> {
         audit::append(&mut tx, event).await?;
     }
     for job in jobs {
+        if let Some(task) = &job.task {
+            // Fenced: a stale attempt's record is still kept (it ran, it is billed),
+            // but it moves its task nowhere.
+            tasks::complete(&mut tx, task).await?;
+        }
         if let (Some(key), Some(record)) = (&job.key, &job.record) {
             idempotency::complete(
                 &mut tx,

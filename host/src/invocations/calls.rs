@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use futures::future::BoxFuture;
 
-use super::{Actor, Invocation, InvokeError, Invocations, Invoked};
+use super::{Actor, Invocation, Invocations, InvokeError, Invoked};
 use crate::db::tenants::Tenant;
 use crate::runtime::Outcome;
 use crate::runtime::bindings::corral::agent::agents::CallError;
@@ -98,19 +98,17 @@ impl PipelineCaller {
             ));
         }
         limits.timeout = limits.timeout.min(left);
-        let invocation = Invocation {
-            actor: self.actor.clone(),
+        let mut invocation = Invocation::new(
+            self.actor.clone(),
             agent,
             tenant,
-            action: call.action,
-            input: call.input,
-            version: None,
-            correlation_id: self.correlation_id.clone(),
+            call.action,
+            call.input,
             limits,
             queued_at,
-            idempotency_key: None,
-            chain: Some(self.chain.clone()),
-        };
+        );
+        invocation.correlation_id = self.correlation_id.clone();
+        invocation.chain = Some(self.chain.clone());
         // Detached: if the caller is stopped at its deadline, the callee still ends
         // within its own (shorter) timeout and leaves its record.
         pipeline.run(invocation).await.map_err(call_error)
@@ -123,7 +121,9 @@ pub fn call_error(error: InvokeError) -> CallError {
         InvokeError::Paused { agent } => {
             refused("agent_paused", format!("agent {agent:?} is paused"), true)
         }
-        e @ InvokeError::NoActiveVersion { .. } => refused("no_active_version", e.to_string(), false),
+        e @ InvokeError::NoActiveVersion { .. } => {
+            refused("no_active_version", e.to_string(), false)
+        }
         e @ InvokeError::VersionNotFound { .. } => refused("not_found", e.to_string(), false),
         InvokeError::Quota(denial) => refused(denial.code(), denial.message(), true),
         InvokeError::ShuttingDown => refused("unavailable", "the server is shutting down", true),

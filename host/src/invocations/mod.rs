@@ -43,6 +43,7 @@ use crate::runtime::{
     Denial, ExecutionError, InvokeRequest, LoadedAgent, Outcome, Providers, Runtime, Usage,
 };
 use crate::secrets::SecretsKey;
+use crate::tasks::{TaskAttempt, TaskCompletion};
 
 /// Bytes of input and output kept in the execution record.
 const EXCERPT_BYTES: usize = 1024;
@@ -58,6 +59,8 @@ pub struct InvocationSettings {
     pub max_call_depth: usize,
     /// The key that opens agents' secrets; `None` when none is configured.
     pub secrets_key: Option<SecretsKey>,
+    /// The longest a task attempt may run (`limits.timeout` is the synchronous ceiling).
+    pub task_timeout: Duration,
 }
 
 /// Who asked for an invocation: the context of its record and its audit events.
@@ -77,7 +80,12 @@ pub struct Actor {
 
 impl Actor {
     /// An audit event by this actor, with result `ok`.
-    pub fn event(&self, action: &str, resource_type: &str, resource_id: Option<&str>) -> AuditEvent {
+    pub fn event(
+        &self,
+        action: &str,
+        resource_type: &str,
+        resource_id: Option<&str>,
+    ) -> AuditEvent {
         AuditEvent {
             id: db::new_id(),
             tenant_id: self.tenant_id.clone(),
@@ -122,6 +130,44 @@ pub struct Invocation {
     pub idempotency_key: Option<String>,
     /// The chain of calls that led here; `None` for a root.
     pub chain: Option<CallChain>,
+    /// The execution's id, when the caller chose it (a task attempt's is chosen at
+    /// claim); a fresh one otherwise.
+    pub execution_id: Option<String>,
+    /// The task attempt this runs as: completed with the record.
+    pub task: Option<TaskAttempt>,
+    /// Stops the guest when it fires (a task cancelled while it runs).
+    pub cancel: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+impl Invocation {
+    /// A root invocation by `actor` of `action` of `agent` with `input`, under
+    /// `limits`: no version pinned, no correlation id, key, task or cancellation.
+    pub fn new(
+        actor: Actor,
+        agent: Agent,
+        tenant: Tenant,
+        action: String,
+        input: String,
+        limits: Limits,
+        queued_at: chrono::DateTime<chrono::Utc>,
+    ) -> Invocation {
+        Invocation {
+            actor,
+            agent,
+            tenant,
+            action,
+            input,
+            version: None,
+            correlation_id: None,
+            limits,
+            queued_at,
+            idempotency_key: None,
+            chain: None,
+            execution_id: None,
+            task: None,
+            cancel: None,
+        }
+    }
 }
 
 /// Why an invocation did not run. (One that ran is never an error, whatever its
@@ -277,6 +323,17 @@ impl Invocations {
         agent.policy.0.limits.tighten(limits)
     }
 
+    /// The limits a task attempt of `agent` gets before the task's own: like
+    /// [`limits`](Self::limits), but under the host's task timeout.
+    pub fn task_limits(&self, tenant: &Tenant, agent: &Agent) -> Limits {
+        let host = Limits {
+            timeout: self.settings.task_timeout,
+            ..self.settings.limits
+        };
+        let limits = tenant.policy.0.limits.tighten(host);
+        agent.policy.0.limits.tighten(limits)
+    }
+
     /// A live agent of `tenant_id` by name, from the cache or the database.
     pub async fn agent(&self, tenant_id: &str, name: &str) -> Result<Agent, DbError> {
         let key = (tenant_id.to_string(), name.to_string());
@@ -333,7 +390,9 @@ impl Invocations {
                 agent: agent.name.clone(),
             });
         }
-        let version = self.version(run.version.as_deref(), &run.tenant.id, agent).await?;
+        let version = self
+            .version(run.version.as_deref(), &run.tenant.id, agent)
+            .await?;
         let loaded = self.load(&tenant.id, &version.id).await?;
 
         // Quotas last, just before the guest runs: the lease covers the run and the commit.
@@ -344,7 +403,7 @@ impl Invocations {
         }
 
         let clock = self.quotas.clock();
-        let execution_id = db::new_id();
+        let execution_id = run.execution_id.clone().unwrap_or_else(db::new_id);
         let chain = match &run.chain {
             Some(parent) => parent.child(&agent.name, &execution_id),
             None => CallChain::root(&agent.name, &execution_id),
@@ -358,6 +417,7 @@ impl Invocations {
             agent_name: Some(agent.name.clone()),
             grants: agent.policy.0.grants.clone(),
             providers: self.providers(&run, &chain),
+            cancel: run.cancel.clone(),
         };
         let started_at = clock.now();
         let execution = if run.chain.is_some() {
@@ -456,14 +516,25 @@ impl Invocations {
             capabilities: DbJson(capabilities),
             replaced_characters: 0,
             record_degraded: false,
+            task_id: run.task.as_ref().map(|t| t.task_id.clone()),
+            attempt: run.task.as_ref().map(|t| t.attempt as i32),
         };
+        let task = run.task.as_ref().map(|attempt| {
+            TaskCompletion::of_run(
+                attempt,
+                execution.outcome,
+                execution.output.as_deref(),
+                execution.error.as_ref(),
+                finished_at,
+            )
+        });
         let completion = run.idempotency_key.as_ref().map(|key| KeyCompletion {
             key: key.clone(),
             response: response.clone(),
         });
         // Acknowledge only what is committed.
         self.writer
-            .write(record, completion, events)
+            .write(record, completion, task, events)
             .await
             .map_err(|e| match e {
                 WriteError::Stopped => InvokeError::ShuttingDown,
@@ -517,7 +588,11 @@ impl Invocations {
     /// The loaded agent for a version: from the in-process map, or from the database's
     /// component bytes (the runtime's caches make that a hash and a lookup, not a
     /// compile, after the first time on this host).
-    async fn load(&self, tenant_id: &str, version_id: &str) -> Result<Arc<LoadedAgent>, InvokeError> {
+    async fn load(
+        &self,
+        tenant_id: &str,
+        version_id: &str,
+    ) -> Result<Arc<LoadedAgent>, InvokeError> {
         if let Some(agent) = self.loaded.lock().expect("loaded lock").get(version_id) {
             return Ok(agent.clone());
         }

@@ -41,6 +41,8 @@ pub struct InvokeRequest {
     pub grants: Grants,
     /// What serves the granted capabilities; nothing by default.
     pub providers: Providers,
+    /// Stops the run from outside when it fires (`true`); never, when `None`.
+    pub cancel: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl InvokeRequest {
@@ -55,6 +57,7 @@ impl InvokeRequest {
             agent_name: None,
             grants: Grants::default(),
             providers: Providers::default(),
+            cancel: None,
         }
     }
 
@@ -70,6 +73,19 @@ enum Ended {
     Returned(Result<String, super::bindings::AgentError>),
     Failed(wasmtime::Error),
     TimedOut,
+    Cancelled,
+}
+
+/// Resolves once `cancel` fires; never, without one (or once its sender is gone).
+async fn cancelled(cancel: Option<tokio::sync::watch::Receiver<bool>>) {
+    match cancel {
+        Some(mut cancel) => {
+            if cancel.wait_for(|&c| c).await.is_err() {
+                std::future::pending::<()>().await
+            }
+        }
+        None => std::future::pending().await,
+    }
 }
 
 impl Runtime {
@@ -177,12 +193,15 @@ impl Runtime {
                 .call_call(&mut store, &invocation)
                 .await
         };
-        let ended = match tokio::time::timeout(limits.timeout, run).await {
-            Ok(Ok(returned)) => Ended::Returned(returned),
-            Ok(Err(error)) => Ended::Failed(error),
-            // Dropping the call's future unwinds the guest's fiber; the store stays usable
-            // for reading what was used.
-            Err(_) => Ended::TimedOut,
+        // Dropping the call's future (at the timeout, or on cancellation) unwinds the
+        // guest's fiber; the store stays usable for reading what was used.
+        let ended = tokio::select! {
+            ended = tokio::time::timeout(limits.timeout, run) => match ended {
+                Ok(Ok(returned)) => Ended::Returned(returned),
+                Ok(Err(error)) => Ended::Failed(error),
+                Err(_) => Ended::TimedOut,
+            },
+            () = cancelled(request.cancel) => Ended::Cancelled,
         };
         let wall_time = started.elapsed();
 
@@ -211,6 +230,15 @@ impl Runtime {
         };
 
         let (outcome, output, error) = match ended {
+            Ended::Cancelled => (
+                Outcome::Cancelled,
+                None,
+                Some(host_error(
+                    "cancelled",
+                    "the run was cancelled and stopped".into(),
+                    false,
+                )),
+            ),
             Ended::TimedOut => (
                 Outcome::TimedOut,
                 None,

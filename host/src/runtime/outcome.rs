@@ -34,11 +34,13 @@ pub enum Outcome {
     LogLimitExceeded,
     /// The input was rejected: not JSON, or refused by the agent as `invalid_input`.
     InvalidInput,
+    /// The run was cancelled from outside (a task cancelled while it ran) and stopped.
+    Cancelled,
 }
 
 impl Outcome {
     /// Every outcome, in declaration order.
-    pub const ALL: [Outcome; 9] = [
+    pub const ALL: [Outcome; 10] = [
         Outcome::Succeeded,
         Outcome::AgentError,
         Outcome::Trapped,
@@ -48,6 +50,7 @@ impl Outcome {
         Outcome::OutputTooLarge,
         Outcome::LogLimitExceeded,
         Outcome::InvalidInput,
+        Outcome::Cancelled,
     ];
 
     /// The stable name, e.g. `fuel_exhausted`.
@@ -62,6 +65,7 @@ impl Outcome {
             Outcome::OutputTooLarge => "output_too_large",
             Outcome::LogLimitExceeded => "log_limit_exceeded",
             Outcome::InvalidInput => "invalid_input",
+            Outcome::Cancelled => "cancelled",
         }
     }
 

@@ -266,7 +266,11 @@ async fn a_json_body_over_the_body_limit_is_refused_but_uploads_are_not_held_to_
 }
 
 /// Waits (up to 20 s) until `agent` has `n` execution records, and returns them.
-async fn executions_of(app: &corral_tests::app::TestApp, agent: &str, n: usize) -> Vec<serde_json::Value> {
+async fn executions_of(
+    app: &corral_tests::app::TestApp,
+    agent: &str,
+    n: usize,
+) -> Vec<serde_json::Value> {
     for _ in 0..200 {
         let listed = app
             .get(&format!("/v1/executions?agent={agent}"), ADMIN_KEY)
@@ -309,10 +313,7 @@ async fn a_run_whose_client_hangs_up_is_still_recorded_and_charged_once(backend:
     );
 
     // Charged once: the usage report counts it.
-    let usage = app
-        .get("/v1/agents/hostile/usage", ADMIN_KEY)
-        .await
-        .ok(200);
+    let usage = app.get("/v1/agents/hostile/usage", ADMIN_KEY).await.ok(200);
     assert_eq!(usage["usage"]["used"]["day"]["invocations"], 1, "{usage:#}");
 
     // A retry with the same key gets the recorded answer; nothing runs again.

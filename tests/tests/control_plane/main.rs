@@ -10,6 +10,7 @@ mod invocations;
 mod kv;
 mod quotas;
 mod records;
+mod tasks;
 mod versions;
 
 /// Generates `mod <test> { fn sqlite(); fn postgres(); }` for each `async fn

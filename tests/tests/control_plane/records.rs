@@ -542,7 +542,10 @@ async fn a_guest_that_emits_every_byte_is_recorded_and_charged(backend: Backend)
         .await
         .ok(200);
     assert_eq!(ran["outcome"], "succeeded", "{ran:#}");
-    assert_eq!(ran["output"]["chars"], chars, "the answer is the guest's, exactly");
+    assert_eq!(
+        ran["output"]["chars"], chars,
+        "the answer is the guest's, exactly"
+    );
     let id = ran["execution_id"].as_str().unwrap();
     let record = app
         .get(&format!("/v1/executions/{id}"), ADMIN_KEY)
@@ -589,10 +592,7 @@ async fn a_guest_that_emits_every_byte_is_recorded_and_charged(backend: Backend)
         .ok(200);
     assert_eq!(again["execution_id"], failed["execution_id"]);
     assert_eq!(app.count("executions").await, 2);
-    let usage = app
-        .get("/v1/agents/hostile/usage", ADMIN_KEY)
-        .await
-        .ok(200);
+    let usage = app.get("/v1/agents/hostile/usage", ADMIN_KEY).await.ok(200);
     assert_eq!(usage["usage"]["used"]["day"]["invocations"], 2, "{usage:#}");
     app.stop().await;
 }
@@ -629,9 +629,13 @@ async fn a_nul_character_in_any_text_the_api_receives_is_refused(backend: Backen
     app.post("/v1/tenants", ADMIN_KEY, json!({ "name": nul }))
         .await
         .assert_error(400, "invalid_text");
-    app.post("/v1/keys", ADMIN_KEY, json!({ "name": nul, "role": "viewer" }))
-        .await
-        .assert_error(400, "invalid_text");
+    app.post(
+        "/v1/keys",
+        ADMIN_KEY,
+        json!({ "name": nul, "role": "viewer" }),
+    )
+    .await
+    .assert_error(400, "invalid_text");
     app.send(
         Method::PUT,
         "/v1/agents/echo/config",

@@ -59,6 +59,12 @@ pub struct ExecutionView {
     replaced_characters: i64,
     /// Only the outcome, usage and cost could be stored.
     record_degraded: bool,
+    /// The task this execution is an attempt of (absent for an invocation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task_id: Option<String>,
+    /// Which attempt of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempt: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     logs: Option<Vec<LogEntry>>,
 }
@@ -96,6 +102,8 @@ impl ExecutionView {
             capabilities: r.capabilities.0,
             replaced_characters: r.replaced_characters,
             record_degraded: r.record_degraded,
+            task_id: r.task_id,
+            attempt: r.attempt,
         }
     }
 }

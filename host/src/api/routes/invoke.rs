@@ -86,19 +86,18 @@ async fn invoke(
         }
     }
 
-    let invocation = Invocation {
-        actor: principal.actor(),
+    let mut invocation = Invocation::new(
+        principal.actor(),
         agent,
         tenant,
-        action: body.action,
-        input: body.input.to_string(),
-        version: body.version,
-        correlation_id: body.correlation_id,
+        body.action,
+        body.input.to_string(),
         limits,
         queued_at,
-        idempotency_key,
-        chain: None,
-    };
+    );
+    invocation.version = body.version;
+    invocation.correlation_id = body.correlation_id;
+    invocation.idempotency_key = idempotency_key;
     // The pipeline detaches the run: a client that hangs up (or a request that times
     // out) drops this handler, but the run still ends and is recorded and charged.
     let invoked = state.invocations.run(invocation).await?;

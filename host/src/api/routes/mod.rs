@@ -10,6 +10,7 @@ pub mod invoke;
 pub mod keys;
 pub mod kv;
 pub mod openapi;
+pub mod tasks;
 pub mod tenants;
 pub mod usage;
 pub mod versions;

@@ -1,0 +1,382 @@
+//! The task workers of one node: claim what may start, run each attempt through the
+//! invocation pipeline, and record how it ended.
+//!
+//! Three loops share one [`Workers`]:
+//! - the **dispatcher** claims small batches while it has free workers, and sleeps
+//!   until woken — by a submission on this node, by Postgres `NOTIFY corral_tasks` from
+//!   any node, by an attempt ending — or until the poll interval passes (the fallback,
+//!   and what notices `run_at` and backoffs coming due);
+//! - the **supervisor** renews this node's leases, stops attempts whose cancellation
+//!   was asked for (within about a second, on whichever node runs them), and takes over
+//!   attempts whose node let its lease lapse;
+//! - on Postgres, the **listener** turns notifications into wake-ups.
+//!
+//! No transaction is held while a guest runs: a claim commits before the attempt
+//! starts, and the attempt's end is committed with its execution record.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+use super::{Next, RetryPolicy, TaskAttempt, TaskCompletion, TaskError};
+use crate::db::tasks::{self, Claimed};
+use crate::db::{Db, DbError, agents};
+use crate::invocations::{Actor, Invocation, Invocations, InvokeError};
+use crate::quota;
+
+/// How the workers of a node behave.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerSettings {
+    /// Attempts this node runs at once.
+    pub workers: usize,
+    /// How long a claim holds without renewal: the most a dead node delays its tasks.
+    pub lease: Duration,
+    /// The longest the dispatcher sleeps without being woken.
+    pub poll: Duration,
+}
+
+impl WorkerSettings {
+    /// Most tasks claimed in one statement.
+    const BATCH: usize = 16;
+}
+
+/// Running attempts of this node: cancel switches by task id.
+type Running = Arc<Mutex<HashMap<String, (i32, watch::Sender<bool>)>>>;
+
+/// A node's task workers. Dropping it does not stop them: call [`Workers::shutdown`].
+pub struct Workers {
+    stop: watch::Sender<bool>,
+    dispatcher: tokio::task::JoinHandle<()>,
+    supervisor: tokio::task::JoinHandle<()>,
+    listener: Option<tokio::task::JoinHandle<()>>,
+    node: String,
+    db: Db,
+}
+
+impl Workers {
+    /// Starts the workers of this node; `wake` wakes them (a task was submitted here).
+    pub fn start(pipeline: Invocations, settings: WorkerSettings, wake: Arc<Notify>) -> Workers {
+        let node = format!("node-{}", uuid::Uuid::new_v4().simple());
+        let (stop, stopped) = watch::channel(false);
+        let running: Running = Arc::default();
+        let dispatcher = tokio::spawn(dispatch(
+            pipeline.clone(),
+            settings,
+            node.clone(),
+            wake.clone(),
+            running.clone(),
+            stopped.clone(),
+        ));
+        let supervisor = tokio::spawn(supervise(
+            pipeline.clone(),
+            settings,
+            node.clone(),
+            wake.clone(),
+            running,
+            stopped.clone(),
+        ));
+        let listener = match &pipeline.db {
+            Db::Postgres(pool) => Some(tokio::spawn(listen(pool.clone(), wake.clone(), stopped))),
+            Db::Sqlite(_) => None,
+        };
+        tracing::info!(node, workers = settings.workers, "task workers started");
+        Workers {
+            stop,
+            dispatcher,
+            supervisor,
+            listener,
+            node,
+            db: pipeline.db.clone(),
+        }
+    }
+
+    /// Stops claiming, lets running attempts finish within `grace`, then hands back
+    /// the attempts still running (recorded `node_lost` and retried elsewhere).
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(grace, self.dispatcher).await.is_err() {
+            tracing::warn!("task attempts did not finish within the shutdown grace period");
+        }
+        self.supervisor.abort();
+        if let Some(listener) = self.listener {
+            listener.abort();
+        }
+        match tasks::take_over_lapsed(&self.db, crate::db::now(), Some(&self.node)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(handed_back = n, "handed unfinished task attempts back"),
+            Err(e) => tracing::error!(error = %e, "could not hand task attempts back"),
+        }
+    }
+}
+
+async fn dispatch(
+    pipeline: Invocations,
+    settings: WorkerSettings,
+    node: String,
+    wake: Arc<Notify>,
+    running: Running,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut attempts = JoinSet::new();
+    loop {
+        if *stopped.borrow() {
+            break;
+        }
+        let free = settings.workers.saturating_sub(attempts.len());
+        let mut full_batch = false;
+        if free > 0 {
+            let want = free.min(WorkerSettings::BATCH);
+            let now = pipeline.quotas.clock().now();
+            let lease_until = now + chrono::Duration::from_std(settings.lease).unwrap_or_default();
+            match tasks::claim(&pipeline.db, &node, now, lease_until, want as i64).await {
+                Ok(claimed) => {
+                    full_batch = claimed.len() == want;
+                    for claimed in claimed {
+                        let (cancel, cancelled) = watch::channel(false);
+                        running
+                            .lock()
+                            .expect("running lock")
+                            .insert(claimed.task.id.clone(), (claimed.task.attempts, cancel));
+                        let (pipeline, running, wake) =
+                            (pipeline.clone(), running.clone(), wake.clone());
+                        attempts.spawn(async move {
+                            let id = claimed.task.id.clone();
+                            run_attempt(&pipeline, claimed, cancelled).await;
+                            running.lock().expect("running lock").remove(&id);
+                            wake.notify_one();
+                        });
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "claiming tasks failed"),
+            }
+        }
+        if full_batch && attempts.len() < settings.workers {
+            continue;
+        }
+        tokio::select! {
+            () = wake.notified() => {}
+            Some(_) = attempts.join_next(), if !attempts.is_empty() => {}
+            () = tokio::time::sleep(settings.poll) => {}
+            _ = stopped.changed() => {}
+        }
+    }
+    // Stopping: no more claims; the attempts under way end on their own.
+    while attempts.join_next().await.is_some() {}
+}
+
+async fn supervise(
+    pipeline: Invocations,
+    settings: WorkerSettings,
+    node: String,
+    wake: Arc<Notify>,
+    running: Running,
+    mut stopped: watch::Receiver<bool>,
+) {
+    const TICK: Duration = Duration::from_millis(250);
+    let renew_every = (settings.lease / 3).max(TICK);
+    let take_over_every = settings.poll.max(TICK);
+    let mut last_renewal = tokio::time::Instant::now();
+    let mut last_take_over = tokio::time::Instant::now() - take_over_every;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(TICK) => {}
+            _ = stopped.changed() => {}
+        }
+        let busy = !running.lock().expect("running lock").is_empty();
+        let now = pipeline.quotas.clock().now();
+        if busy {
+            match tasks::cancel_requested(&pipeline.db, &node).await {
+                Ok(cancelled) => {
+                    let running = running.lock().expect("running lock");
+                    for (id, attempt) in cancelled {
+                        if let Some((running_attempt, cancel)) = running.get(&id)
+                            && *running_attempt == attempt
+                        {
+                            let _ = cancel.send(true);
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "checking for cancelled tasks failed"),
+            }
+            if last_renewal.elapsed() >= renew_every {
+                let until = now + chrono::Duration::from_std(settings.lease).unwrap_or_default();
+                match tasks::renew(&pipeline.db, &node, until).await {
+                    Ok(_) => last_renewal = tokio::time::Instant::now(),
+                    Err(e) => tracing::warn!(error = %e, "renewing task leases failed"),
+                }
+            }
+        } else {
+            last_renewal = tokio::time::Instant::now();
+        }
+        if last_take_over.elapsed() >= take_over_every && !*stopped.borrow() {
+            last_take_over = tokio::time::Instant::now();
+            match tasks::take_over_lapsed(&pipeline.db, now, None).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::warn!(taken_over = n, "took over task attempts whose node stopped");
+                    wake.notify_one();
+                }
+                Err(e) => tracing::warn!(error = %e, "taking over lapsed task attempts failed"),
+            }
+        }
+    }
+}
+
+/// Turns `NOTIFY corral_tasks` from any node into a wake-up; reconnects on failure.
+async fn listen(pool: sqlx::PgPool, wake: Arc<Notify>, stopped: watch::Receiver<bool>) {
+    while !*stopped.borrow() {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for tasks; polling meanwhile");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen("corral_tasks").await {
+            tracing::warn!(error = %e, "cannot listen for tasks; polling meanwhile");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        // Anything missed while (re)connecting is found by the next claim.
+        wake.notify_one();
+        loop {
+            match listener.recv().await {
+                Ok(_) => wake.notify_one(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "lost the task notifications; reconnecting");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Runs one claimed attempt to its recorded end.
+async fn run_attempt(pipeline: &Invocations, claimed: Claimed, cancelled: watch::Receiver<bool>) {
+    let task = &claimed.task;
+    let attempt = TaskAttempt {
+        task_id: task.id.clone(),
+        tenant_id: task.tenant_id.clone(),
+        attempt: task.attempts as u32,
+        policy: RetryPolicy {
+            max_attempts: task.max_attempts as u32,
+            backoff: task.backoff.0,
+            retry_timeouts: task.retry_timeouts,
+        },
+    };
+    let result = match prepare(pipeline, &claimed, &attempt, cancelled).await {
+        Ok(invocation) => pipeline.run(invocation).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    let Err(error) = result else {
+        // Its end was committed with its execution record.
+        return;
+    };
+    let now = pipeline.quotas.clock().now();
+    let ended = match error {
+        InvokeError::Quota(denial) => {
+            let retry_at =
+                now + chrono::Duration::from_std(denial.retry_after()).unwrap_or_default();
+            match denial {
+                quota::Denial::BudgetExhausted { .. } if !task.wait_for_budget => {
+                    let error = TaskError::new("budget_exhausted", denial.message(), false);
+                    finish(
+                        pipeline,
+                        &attempt,
+                        "budget_exhausted",
+                        Next::Failed { error },
+                        now,
+                    )
+                    .await
+                }
+                // Rate, concurrency, or a budget the task waits for: not an attempt.
+                _ => tasks::defer(&pipeline.db, &task.id, task.attempts, retry_at, now).await,
+            }
+        }
+        InvokeError::Paused { .. } => {
+            // Held until the agent is resumed (claims skip paused agents).
+            let later = now + chrono::Duration::seconds(1);
+            tasks::defer(&pipeline.db, &task.id, task.attempts, later, now).await
+        }
+        e @ (InvokeError::NoActiveVersion { .. } | InvokeError::VersionNotFound { .. }) => {
+            let code = match e {
+                InvokeError::NoActiveVersion { .. } => "no_active_version",
+                _ => "not_found",
+            };
+            let error = TaskError::new(code, e.to_string(), false);
+            finish(pipeline, &attempt, code, Next::Failed { error }, now).await
+        }
+        InvokeError::Host(_) | InvokeError::Db(_) | InvokeError::ShuttingDown => {
+            tracing::warn!(task = %task.id, error = %error, "a task attempt failed in the host");
+            let error = TaskError::new("host_failure", "the host failed to run the attempt", true);
+            let next = Next::after_retryable(&attempt, error, now);
+            finish(pipeline, &attempt, "host_failure", next, now).await
+        }
+    };
+    if let Err(e) = ended {
+        // Its lease lapses and another node (or this one) takes it over.
+        tracing::error!(task = %task.id, error = %e, "could not record a task attempt's end");
+    }
+}
+
+/// The invocation of a claimed attempt; an agent that is gone fails the task.
+async fn prepare(
+    pipeline: &Invocations,
+    claimed: &Claimed,
+    attempt: &TaskAttempt,
+    cancelled: watch::Receiver<bool>,
+) -> Result<Invocation, InvokeError> {
+    let task = &claimed.task;
+    let tenant = pipeline.tenant(&task.tenant_id).await?;
+    let agent = match agents::by_id(&pipeline.db, &task.tenant_id, &task.agent_id).await {
+        Ok(agent) => agent,
+        Err(DbError::NotFound) => {
+            return Err(InvokeError::VersionNotFound {
+                agent: task.agent_name.clone(),
+                version: "(the agent was deleted)".into(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let limits = task.limits.0.tighten(pipeline.task_limits(&tenant, &agent));
+    let actor = Actor {
+        tenant_id: task.tenant_id.clone(),
+        key_id: task.actor_key_id.clone(),
+        ..Actor::default()
+    };
+    let mut invocation = Invocation::new(
+        actor,
+        agent,
+        tenant,
+        task.action.clone(),
+        task.input.clone(),
+        limits,
+        task.run_at,
+    );
+    invocation.correlation_id = task.correlation_id.clone();
+    invocation.execution_id = Some(claimed.execution_id.clone());
+    invocation.task = Some(attempt.clone());
+    invocation.cancel = Some(cancelled);
+    Ok(invocation)
+}
+
+async fn finish(
+    pipeline: &Invocations,
+    attempt: &TaskAttempt,
+    outcome: &str,
+    next: Next,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<bool, DbError> {
+    let completion = TaskCompletion {
+        task_id: attempt.task_id.clone(),
+        attempt: attempt.attempt,
+        attempt_outcome: outcome.into(),
+        next,
+        at: now,
+    };
+    tasks::complete_alone(&pipeline.db, &completion).await
+}
