@@ -1,5 +1,6 @@
 //! Configuration of `corral serve`: every setting from a flag or its environment
-//! variable, with a default that works on a laptop. `corral serve --help` lists them.
+//! variable, with a default that works on a laptop. `corral serve --help` lists them. A
+//! variable set to the empty string counts as unset ([`crate::cli::ignore_empty_env`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -164,9 +165,8 @@ impl ServeConfig {
 
     /// Task attempts this node runs at once.
     pub fn workers(&self) -> usize {
-        self.workers.unwrap_or_else(|| {
-            8 * std::thread::available_parallelism().map_or(1, |n| n.get())
-        })
+        self.workers
+            .unwrap_or_else(|| 8 * std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
     /// The per-invocation limits (defaults and ceiling).
@@ -205,7 +205,12 @@ impl ServeConfig {
             #[command(flatten)]
             config: ServeConfig,
         }
-        let mut config = <Wrapper as clap::Parser>::parse_from(["corral"]).config;
+        // Parsed like `corral serve`'s own arguments, empty variables counting as unset.
+        let command = crate::cli::ignore_empty_env(<Wrapper as clap::CommandFactory>::command());
+        let matches = command.get_matches_from(["corral"]);
+        let mut config = <Wrapper as clap::FromArgMatches>::from_arg_matches(&matches)
+            .unwrap_or_else(|e| e.exit())
+            .config;
         config.data_dir = data_dir;
         config.listen = listen;
         config

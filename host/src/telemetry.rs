@@ -1,4 +1,7 @@
-//! Logging setup: `tracing` to stderr, filtered by `RUST_LOG` (default `warn`).
+//! Logging setup: `tracing` to stderr, filtered by `RUST_LOG` (default `warn`), in
+//! colour only for a person at a terminal.
+
+use std::io::IsTerminal;
 
 /// Installs the global subscriber. Safe to call once per process.
 pub fn init() {
@@ -7,5 +10,14 @@ pub fn init() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour())
         .try_init();
+}
+
+/// Whether to colour the log. The fmt layer colours by default wherever it writes, so
+/// files, pipes and log collectors got escape codes; colour only when stderr is a
+/// terminal, and never when `NO_COLOR` is set to anything but the empty string (as
+/// <https://no-color.org> asks).
+fn colour() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

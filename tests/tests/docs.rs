@@ -1,12 +1,17 @@
-//! The API's documents stay true, checked against a real `corral serve` on SQLite:
+//! The documents stay true, checked against the code and a real `corral serve` on
+//! SQLite:
 //!
 //! - `docs/walkthrough.sh` runs to the end, twice, and `docs/API.md` shows its commands
 //!   as they are;
 //! - `host/openapi.json` is what the server serves, every operation it documents is
-//!   routed, and it documents exactly the operations in [`OPERATIONS`], which is read
-//!   off the route modules: a new route fails this test until it is documented.
+//!   routed, and it documents exactly the operations the route modules declare (read
+//!   off `host/src/api/routes/*.rs` and the nesting in `host/src/api/mod.rs` by
+//!   [`routed_operations`]): a new route fails this test until it is documented;
+//! - the facts the docs repeat from the code and that a test can read mechanically —
+//!   environment variables, the paths they cite, the list endpoints' query parameters,
+//!   the default interruption mechanism, the memories a component may have — match it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,60 +21,6 @@ use corral_tests::plugins::TEXT_STATS;
 use serde_json::Value;
 
 const KEY: &str = "crl_docs_test_bootstrap_key_0123456789abcdef";
-
-/// Every operation the router serves, from `host/src/api/routes/*.rs` (paths under
-/// `/v1` are nested there, so the modules spell them without it).
-const OPERATIONS: &[(&str, &str)] = &[
-    // health.rs
-    ("GET", "/healthz"),
-    ("GET", "/readyz"),
-    // openapi.rs
-    ("GET", "/v1/openapi.json"),
-    // agents.rs
-    ("POST", "/v1/agents"),
-    ("GET", "/v1/agents"),
-    ("GET", "/v1/agents/{name}"),
-    ("DELETE", "/v1/agents/{name}"),
-    ("PUT", "/v1/agents/{name}/policy"),
-    ("POST", "/v1/agents/{name}/pause"),
-    ("POST", "/v1/agents/{name}/resume"),
-    // config.rs
-    ("GET", "/v1/agents/{name}/config"),
-    ("PUT", "/v1/agents/{name}/config"),
-    ("DELETE", "/v1/agents/{name}/config/{key}"),
-    ("GET", "/v1/agents/{name}/secrets"),
-    ("PUT", "/v1/agents/{name}/secrets/{secret}"),
-    ("DELETE", "/v1/agents/{name}/secrets/{secret}"),
-    // versions.rs
-    ("POST", "/v1/agents/{name}/versions"),
-    ("GET", "/v1/agents/{name}/versions"),
-    ("POST", "/v1/agents/{name}/versions/{version}/activate"),
-    // invoke.rs
-    ("POST", "/v1/agents/{name}/invoke"),
-    // executions.rs
-    ("GET", "/v1/executions"),
-    ("GET", "/v1/executions/{id}"),
-    // usage.rs
-    ("GET", "/v1/agents/{name}/usage"),
-    ("GET", "/v1/tenants/{id}/usage"),
-    ("GET", "/v1/tenants/{id}/policy"),
-    ("PUT", "/v1/tenants/{id}/policy"),
-    // audit.rs
-    ("GET", "/v1/audit"),
-    // costs.rs
-    ("GET", "/v1/costs"),
-    // tenants.rs
-    ("POST", "/v1/tenants"),
-    ("GET", "/v1/tenants"),
-    // keys.rs
-    ("POST", "/v1/keys"),
-    ("GET", "/v1/keys"),
-    ("DELETE", "/v1/keys/{id}"),
-    // kv.rs
-    ("GET", "/v1/agents/{name}/kv"),
-    ("DELETE", "/v1/agents/{name}/kv"),
-    ("DELETE", "/v1/agents/{name}/kv/{key}"),
-];
 
 /// The operations anyone may call, without a key.
 const PUBLIC: &[&str] = &["/healthz", "/readyz", "/v1/openapi.json"];
@@ -258,6 +209,162 @@ fn concrete(path: &str) -> String {
         .replace("{secret}", "NO_SUCH_SECRET")
 }
 
+/// The index in `text` (which follows an opening parenthesis) of the parenthesis that
+/// closes it. Route code puts no parentheses in strings, so none are skipped.
+fn closing_paren(text: &str) -> usize {
+    let mut depth = 0usize;
+    for (at, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' if depth == 0 => return at,
+            ')' => depth -= 1,
+            _ => {}
+        }
+    }
+    panic!("unbalanced parentheses in {text:?}");
+}
+
+/// The string literal `text` starts with (after whitespace).
+fn string_literal(text: &str) -> String {
+    let text = text.trim_start();
+    let inner = text
+        .strip_prefix('"')
+        .unwrap_or_else(|| panic!("expected a string literal, not {text:?}"));
+    inner[..inner.find('"').expect("a closed string literal")].to_string()
+}
+
+/// The names of the calls chained at the top level of `expr`: `get(show).delete(remove)`
+/// gives `get` and `delete`; `axum::routing::delete(remove)` gives `delete`.
+fn chained_calls(expr: &str) -> Vec<String> {
+    let mut calls = Vec::new();
+    let mut name = String::new();
+    let mut depth = 0usize;
+    for c in expr.chars() {
+        match c {
+            '(' => {
+                if depth == 0 {
+                    let last = name.rsplit("::").next().unwrap_or_default();
+                    calls.push(last.to_string());
+                }
+                depth += 1;
+            }
+            ')' => depth -= 1,
+            c if depth == 0 && (c.is_alphanumeric() || c == '_' || c == ':') => name.push(c),
+            _ if depth == 0 => name.clear(),
+            _ => {}
+        }
+    }
+    calls
+}
+
+/// Every operation the router serves, as `(METHOD, path)`, read off the code: each
+/// `.route("path", get(…).post(…))` in `host/src/api/routes/<module>.rs`, under the
+/// prefixes of the `.nest(…)` calls that `host/src/api/mod.rs`'s `router` merges the
+/// module into. Route code in a shape this does not read (a method router with layers,
+/// `route_service`, a nest inside a module) fails the test instead of going unseen.
+fn routed_operations() -> BTreeSet<(String, String)> {
+    let api = workspace_root().join("host/src/api");
+    let source = std::fs::read_to_string(api.join("mod.rs")).unwrap();
+    let router = source
+        .split("pub fn router(")
+        .nth(1)
+        .and_then(|rest| rest.split("\n}\n").next())
+        .expect("host/src/api/mod.rs has `pub fn router(`");
+    let nests: Vec<(usize, usize, String)> = router
+        .match_indices(".nest(")
+        .map(|(at, call)| {
+            let args = &router[at + call.len()..];
+            (
+                at,
+                at + call.len() + closing_paren(args),
+                string_literal(args),
+            )
+        })
+        .collect();
+    let mut prefixes = BTreeMap::new();
+    for (at, _) in router.match_indices("routes::") {
+        let module = router[at + "routes::".len()..]
+            .split("::")
+            .next()
+            .unwrap()
+            .to_string();
+        let prefix: String = nests
+            .iter()
+            .filter(|(start, end, _)| (*start..*end).contains(&at))
+            .map(|(_, _, prefix)| prefix.as_str())
+            .collect();
+        prefixes.insert(module, prefix);
+    }
+    assert!(
+        prefixes.len() > 1,
+        "read no route modules off host/src/api/mod.rs"
+    );
+
+    let mut operations = BTreeSet::new();
+    for (module, prefix) in prefixes {
+        let file = api.join(format!("routes/{module}.rs"));
+        let source =
+            std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        for shape in [
+            ".route_service(",
+            ".nest(",
+            ".nest_service(",
+            ".route_layer(",
+        ] {
+            assert!(
+                !source.contains(shape),
+                "{}: `{shape}` is not read by routed_operations; teach it",
+                file.display()
+            );
+        }
+        for (at, call) in source.match_indices(".route(") {
+            let args = &source[at + call.len()..];
+            let args = &args[..closing_paren(args)];
+            let path = string_literal(args);
+            let (_, methods) = args.split_once(',').expect("`.route(path, methods)`");
+            let calls = chained_calls(methods);
+            assert!(
+                !calls.is_empty(),
+                "{}: no method in {methods:?}",
+                file.display()
+            );
+            for method in calls {
+                assert!(
+                    HTTP_METHODS.contains(&method.as_str()),
+                    "{}: cannot read the method router {:?}; teach routed_operations",
+                    file.display(),
+                    methods.trim()
+                );
+                operations.insert((method.to_uppercase(), format!("{prefix}{path}")));
+            }
+        }
+    }
+    operations
+}
+
+#[test]
+fn the_routes_are_read_off_the_code() {
+    // A few operations of each shape, so the reader above cannot quietly read nothing.
+    let routed = routed_operations();
+    for (method, path) in [
+        ("GET", "/healthz"),
+        ("GET", "/v1/openapi.json"),
+        ("POST", "/v1/agents/{name}/invoke"),
+        ("DELETE", "/v1/agents/{name}/config/{key}"),
+        ("PUT", "/v1/agents/{name}/secrets/{secret}"),
+        ("DELETE", "/v1/agents/{name}/secrets/{secret}"),
+    ] {
+        assert!(
+            routed.contains(&(method.to_string(), path.to_string())),
+            "{method} {path} not in {routed:?}"
+        );
+    }
+    assert_eq!(
+        chained_calls("put(set).delete(remove),\n"),
+        ["put", "delete"]
+    );
+}
+
 #[tokio::test]
 async fn the_openapi_document_matches_the_server() {
     let file = std::fs::read_to_string(workspace_root().join("host/openapi.json")).unwrap();
@@ -290,10 +397,7 @@ async fn the_openapi_document_matches_the_server() {
         .into_iter()
         .map(|(method, path, _)| (method, path))
         .collect();
-    let routed: BTreeSet<(String, String)> = OPERATIONS
-        .iter()
-        .map(|(method, path)| (method.to_string(), path.to_string()))
-        .collect();
+    let routed = routed_operations();
     assert_eq!(
         documented, routed,
         "host/openapi.json and the routes disagree"
@@ -366,4 +470,284 @@ async fn the_openapi_document_matches_the_server() {
             assert_eq!(anonymous.status(), 401, "{name} answers without a key");
         }
     }
+}
+
+/// The Markdown documents: `README.md`, `docs/*.md` and `migrations/README.md`, as
+/// (path from the workspace root, text).
+fn markdown_docs() -> Vec<(String, String)> {
+    let root = workspace_root();
+    let mut paths = vec!["README.md".to_string(), "migrations/README.md".to_string()];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".md") {
+            paths.push(format!("docs/{name}"));
+        }
+    }
+    paths
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(root.join(&path)).unwrap();
+            (path, text)
+        })
+        .collect()
+}
+
+/// The environment variables the `corral` subcommands read, from their `--help` (so
+/// hidden settings are left out).
+fn settings_env_vars() -> BTreeSet<String> {
+    let mut vars = BTreeSet::new();
+    for subcommand in ["serve", "run", "inspect", "agent", "tenant"] {
+        let out = Command::new(corral_bin())
+            .args([subcommand, "--help"])
+            // Whatever this shell sets, the help shows every variable.
+            .env_clear()
+            .output()
+            .expect("corral runs");
+        assert!(out.status.success(), "corral {subcommand} --help failed");
+        let help = String::from_utf8(out.stdout).unwrap();
+        for rest in help.split("[env: ").skip(1) {
+            let name = rest.split([']', '=']).next().unwrap_or_default();
+            vars.insert(name.to_string());
+        }
+    }
+    vars
+}
+
+#[test]
+fn the_docs_name_exactly_the_environment_variables_corral_reads() {
+    let settings = settings_env_vars();
+    assert!(settings.contains("CORRAL_LISTEN"), "{settings:?}");
+    let docs = markdown_docs();
+    let mut named = BTreeSet::new();
+    for (path, text) in &docs {
+        for (at, _) in text.match_indices("CORRAL_") {
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            // `CORRAL_PRICE_…` stands for every variable with that prefix.
+            let known = if name.ends_with('_') {
+                settings.iter().any(|s| s.starts_with(&name))
+            } else {
+                settings.contains(&name)
+            };
+            assert!(
+                known,
+                "{path} names {name}, which no `corral` subcommand reads: {settings:?}"
+            );
+            named.insert(name);
+        }
+    }
+    for setting in &settings {
+        let documented =
+            named.contains(setting) || docs.iter().any(|(_, text)| text.contains(setting));
+        assert!(documented, "{setting} is a setting no document names");
+    }
+}
+
+#[test]
+fn the_paths_the_docs_cite_exist() {
+    let root = workspace_root();
+    const TOP: &[&str] = &[
+        "docs/",
+        "host/",
+        "tests/",
+        "guest-sdk/",
+        "plugins/",
+        "scripts/",
+        "migrations/",
+        "wit/",
+    ];
+    for (path, text) in markdown_docs() {
+        let dir = Path::new(&path).parent().unwrap().to_path_buf();
+        // `host/src/lib.rs` in code spans: files (a name with an extension), from the
+        // root. Templates (`{…}`, `*`, `<…>`, `…`) and directories are left out.
+        // Fenced blocks are left out: their backticks would pair up with the prose's.
+        let prose: String = text.split("```").step_by(2).collect();
+        let spans = prose.split('`').skip(1).step_by(2).filter_map(|span| {
+            let file = span.split([':', '#']).next().unwrap_or_default();
+            let is_file = TOP.iter().any(|top| file.starts_with(top))
+                && Path::new(file).extension().is_some()
+                && !file.contains(['{', '*', '<', '…', ' ']);
+            is_file.then(|| (file.to_string(), root.join(file)))
+        });
+        // `[text](../host/src/lib.rs)` links, from the document's directory.
+        let links = text.split("](").skip(1).filter_map(|rest| {
+            let target = rest.split([')', '#']).next().unwrap_or_default();
+            let local = !target.is_empty() && !target.contains("://") && !target.contains(' ');
+            local.then(|| (target.to_string(), root.join(&dir).join(target)))
+        });
+        for (cited, full) in spans.chain(links) {
+            assert!(full.exists(), "{path} cites {cited}, which does not exist");
+        }
+    }
+}
+
+/// The fields of `struct name` in `source`.
+fn struct_fields(source: &str, name: &str) -> Vec<String> {
+    let body = source
+        .split(&format!("struct {name} {{"))
+        .nth(1)
+        .and_then(|rest| rest.split("\n}").next())
+        .unwrap_or_else(|| panic!("no struct {name}"));
+    body.lines()
+        .map(str::trim)
+        .filter(|line| !line.starts_with("//") && !line.starts_with("#["))
+        .filter_map(|line| line.split_once(':'))
+        .map(|(field, _)| field.trim_start_matches("pub ").trim().to_string())
+        .collect()
+}
+
+#[test]
+fn the_api_doc_names_every_query_parameter_of_the_list_endpoints() {
+    let root = workspace_root();
+    let doc = std::fs::read_to_string(root.join("docs/API.md")).unwrap();
+    // Paging is the same everywhere and said once per section, not in the table.
+    const PAGING: &[&str] = &["limit", "cursor"];
+    for (module, query, endpoint) in [
+        ("executions", "ListQuery", "/v1/executions?"),
+        ("audit", "ListQuery", "/v1/audit?"),
+        ("costs", "CostQuery", "/v1/costs?"),
+    ] {
+        let file = root.join(format!("host/src/api/routes/{module}.rs"));
+        let fields = struct_fields(&std::fs::read_to_string(file).unwrap(), query);
+        assert!(!fields.is_empty(), "{module}.rs: {query} has no fields");
+        // The endpoint table: `GET | /v1/executions?agent=&…`.
+        let row = doc
+            .lines()
+            .find(|line| line.contains(&format!("`{endpoint}")))
+            .unwrap_or_else(|| panic!("docs/API.md has no row for {endpoint}"));
+        let listed: BTreeSet<&str> = row
+            .split(endpoint)
+            .nth(1)
+            .and_then(|rest| rest.split('`').next())
+            .unwrap()
+            .split('&')
+            .map(|param| param.trim_end_matches('='))
+            .collect();
+        let filters: BTreeSet<&str> = fields
+            .iter()
+            .map(String::as_str)
+            .filter(|f| !PAGING.contains(f))
+            .collect();
+        assert_eq!(
+            listed, filters,
+            "docs/API.md's row for {endpoint} and {module}.rs's {query} disagree"
+        );
+    }
+
+    // The walkthrough's executions step says every parameter, paging included.
+    let fields = struct_fields(
+        &std::fs::read_to_string(root.join("host/src/api/routes/executions.rs")).unwrap(),
+        "ListQuery",
+    );
+    let prose = doc
+        .split("### 5. List executions")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/API.md has a `### 5. List executions` section");
+    for field in fields {
+        assert!(
+            prose.contains(&format!("`{field}`")),
+            "docs/API.md's `List executions` does not say the `{field}` parameter"
+        );
+    }
+}
+
+/// The paragraphs of a Markdown text, each on one line, so a phrase may wrap.
+fn paragraphs(markdown: &str) -> Vec<String> {
+    markdown
+        .split("\n\n")
+        .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+/// The text of `impl Default for {name}` in `source`.
+fn default_impl<'a>(source: &'a str, name: &str) -> &'a str {
+    source
+        .split(&format!("impl Default for {name} {{"))
+        .nth(1)
+        .and_then(|rest| rest.split("\n}\n").next())
+        .unwrap_or_else(|| panic!("no `impl Default for {name}`"))
+}
+
+/// `1000000` as `1,000,000`.
+fn with_commas(digits: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[test]
+fn the_docs_name_the_default_interruption_mechanism() {
+    let root = workspace_root();
+    let engine = std::fs::read_to_string(root.join("host/src/runtime/engine.rs")).unwrap();
+    let default = default_impl(&engine, "Interruption");
+    let variant: String = default
+        .split("Interruption::")
+        .nth(1)
+        .expect("the default names an Interruption variant")
+        .chars()
+        .take_while(|c| c.is_alphanumeric())
+        .collect();
+    // The fuel interval, if that is the default, as the docs write numbers.
+    let interval = default.split("interval:").nth(1).map(|rest| {
+        let digits: String = rest
+            .trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '_')
+            .filter(|c| *c != '_')
+            .collect();
+        with_commas(&digits)
+    });
+    let others = ["FuelYield", "Epoch"].into_iter().filter(|v| *v != variant);
+    let others: Vec<&str> = others.collect();
+    for doc in ["docs/RUNTIME.md", "docs/PERFORMANCE.md"] {
+        let text = paragraphs(&std::fs::read_to_string(root.join(doc)).unwrap());
+        let claim = format!("default is `{variant}`");
+        let paragraph = text
+            .iter()
+            .find(|p| p.contains(&claim))
+            .unwrap_or_else(|| panic!("{doc} does not say the {claim} (engine.rs)"));
+        if let Some(interval) = &interval {
+            assert!(
+                paragraph.contains(interval.as_str()),
+                "{doc} does not give the default interval, {interval} units of fuel:\n{paragraph}"
+            );
+        }
+        for other in &others {
+            assert!(
+                !text
+                    .iter()
+                    .any(|p| p.contains(&format!("default is `{other}`"))),
+                "{doc} says the default is `{other}`; engine.rs says `{variant}`"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_runtime_doc_gives_the_memories_a_component_may_have() {
+    let root = workspace_root();
+    let engine = std::fs::read_to_string(root.join("host/src/runtime/engine.rs")).unwrap();
+    let memories: String = default_impl(&engine, "EngineSettings")
+        .split("max_memories_per_component:")
+        .nth(1)
+        .expect("EngineSettings' default sets max_memories_per_component")
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let doc = paragraphs(&std::fs::read_to_string(root.join("docs/RUNTIME.md")).unwrap());
+    assert!(
+        doc.iter()
+            .any(|p| p.contains(&format!("at most {memories} linear memories"))),
+        "docs/RUNTIME.md does not say a component may have at most {memories} linear \
+         memories (engine.rs, max_memories_per_component)"
+    );
 }

@@ -1,6 +1,7 @@
 //! `corral agent …` and `corral tenant …`: read and set policies and read usage over
 //! the HTTP API of a running `corral serve`, as an operator would with curl.
 
+use std::io;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -8,6 +9,7 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::Value;
 
+use super::output::{errln, outln};
 use super::run::read_input;
 
 /// Where the server is and who is asking.
@@ -83,7 +85,9 @@ enum TenantCommand {
     },
 }
 
-pub async fn agent(args: AgentArgs) -> ExitCode {
+/// Runs `corral agent …`. The error is only the output's (see
+/// [`super::output::status`]).
+pub async fn agent(args: AgentArgs) -> io::Result<ExitCode> {
     let server = &args.server;
     let result = match &args.command {
         AgentCommand::Policy { name, set: None } => server
@@ -104,20 +108,22 @@ pub async fn agent(args: AgentArgs) -> ExitCode {
                 .map(|agent| agent["policy"].clone()),
             Err(e) => Err(e),
         },
-        AgentCommand::Usage { name } => server
-            .call(Method::GET, &format!("/v1/agents/{name}/usage"), None)
-            .await
-            .inspect(|usage| {
-                if !server.json {
-                    print_agent_usage(usage);
-                }
-            }),
+        AgentCommand::Usage { name } => {
+            server
+                .call(Method::GET, &format!("/v1/agents/{name}/usage"), None)
+                .await
+        }
     };
-    let summarized = matches!(args.command, AgentCommand::Usage { .. }) && !server.json;
-    finish(result, summarized)
+    let summary = match args.command {
+        AgentCommand::Usage { .. } if !server.json => Some(print_agent_usage as Summary),
+        _ => None,
+    };
+    finish(result, summary)
 }
 
-pub async fn tenant(args: TenantArgs) -> ExitCode {
+/// Runs `corral tenant …`. The error is only the output's (see
+/// [`super::output::status`]).
+pub async fn tenant(args: TenantArgs) -> io::Result<ExitCode> {
     let server = &args.server;
     let result = match &args.command {
         TenantCommand::Policy { id, set: None } => {
@@ -140,34 +146,39 @@ pub async fn tenant(args: TenantArgs) -> ExitCode {
             }
             Err(e) => Err(e),
         },
-        TenantCommand::Usage { id } => server
-            .call(Method::GET, &format!("/v1/tenants/{id}/usage"), None)
-            .await
-            .inspect(|usage| {
-                if !server.json {
-                    print_tenant_usage(usage);
-                }
-            }),
+        TenantCommand::Usage { id } => {
+            server
+                .call(Method::GET, &format!("/v1/tenants/{id}/usage"), None)
+                .await
+        }
     };
-    let summarized = matches!(args.command, TenantCommand::Usage { .. }) && !server.json;
-    finish(result, summarized)
+    let summary = match args.command {
+        TenantCommand::Usage { .. } if !server.json => Some(print_tenant_usage as Summary),
+        _ => None,
+    };
+    finish(result, summary)
 }
 
-/// Prints policies (always JSON) and `--json` usage; a summary was printed already.
-fn finish(result: anyhow::Result<Value>, summarized: bool) -> ExitCode {
+/// Prints an answer for people.
+type Summary = fn(&Value) -> io::Result<()>;
+
+/// Prints the answer: with `summary` if given, else as JSON (policies always, usage with
+/// `--json`).
+fn finish(result: anyhow::Result<Value>, summary: Option<Summary>) -> io::Result<ExitCode> {
     match result {
         Ok(value) => {
-            if !summarized {
-                println!(
+            match summary {
+                Some(print) => print(&value)?,
+                None => outln!(
                     "{}",
                     serde_json::to_string_pretty(&value).expect("JSON prints")
-                );
+                )?,
             }
-            ExitCode::SUCCESS
+            Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            errln!("error: {e:#}");
+            Ok(ExitCode::from(1))
         }
     }
 }
@@ -210,47 +221,49 @@ impl ServerArgs {
     }
 }
 
-fn print_agent_usage(usage: &Value) {
-    println!(
+fn print_agent_usage(usage: &Value) -> io::Result<()> {
+    outln!(
         "agent {} (as of {})",
         usage["agent"].as_str().unwrap_or("?"),
         usage["as_of"].as_str().unwrap_or("?")
-    );
-    print_scope(&usage["usage"]);
-    println!("tenant (all its agents together)");
-    print_scope(&usage["tenant"]);
+    )?;
+    print_scope(&usage["usage"])?;
+    outln!("tenant (all its agents together)")?;
+    print_scope(&usage["tenant"])?;
+    Ok(())
 }
 
-fn print_tenant_usage(usage: &Value) {
-    println!(
+fn print_tenant_usage(usage: &Value) -> io::Result<()> {
+    outln!(
         "tenant {} (as of {})",
         usage["tenant_id"].as_str().unwrap_or("?"),
         usage["as_of"].as_str().unwrap_or("?")
-    );
-    print_scope(&usage["usage"]);
+    )?;
+    print_scope(&usage["usage"])?;
     let caps = &usage["caps"];
     for name in ["agents", "versions", "total_component_bytes"] {
-        println!(
+        outln!(
             "  {name}: {} of {}",
             caps[name]["used"],
             limit_text(&caps[name]["limit"])
-        );
+        )?;
     }
-    println!("  max component bytes: {}", caps["max_component_bytes"]);
+    outln!("  max component bytes: {}", caps["max_component_bytes"])?;
+    Ok(())
 }
 
-fn print_scope(scope: &Value) {
+fn print_scope(scope: &Value) -> io::Result<()> {
     for (period, label) in [("day", "today"), ("month", "this month")] {
         let used = &scope["used"][period];
-        println!(
+        outln!(
             "  {label}: {} invocations, {} fuel, ${}",
             used["invocations"],
             used["fuel"],
             used["dollars"].as_str().unwrap_or("?")
-        );
+        )?;
     }
     for budget in scope["budgets"].as_array().into_iter().flatten() {
-        println!(
+        outln!(
             "  budget {}: {} used of {}, {} left{}; resets {}",
             budget["budget"].as_str().unwrap_or("?"),
             plain(&budget["used"]),
@@ -262,30 +275,31 @@ fn print_scope(scope: &Value) {
                 ""
             },
             budget["resets_at"].as_str().unwrap_or("?")
-        );
+        )?;
     }
-    println!(
+    outln!(
         "  concurrency: {} running of {}",
         scope["concurrency"]["in_flight"],
         limit_text(&scope["concurrency"]["limit"])
-    );
+    )?;
     let rate = &scope["rate"];
     if rate.is_object() {
-        println!(
+        outln!(
             "  rate: {} tokens of {} ({} per {})",
             rate["tokens_available"],
             rate["burst"],
             rate["requests"],
             plain(&rate["per"])
-        );
+        )?;
     }
     for (period, label) in [("day", "today"), ("month", "this month")] {
         let denials = &scope["denials"][period];
         if let Some(map) = denials.as_object().filter(|m| !m.is_empty()) {
             let list: Vec<String> = map.iter().map(|(code, n)| format!("{code} {n}")).collect();
-            println!("  denied {label}: {}", list.join(", "));
+            outln!("  denied {label}: {}", list.join(", "))?;
         }
     }
+    Ok(())
 }
 
 fn plain(value: &Value) -> String {

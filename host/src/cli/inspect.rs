@@ -1,5 +1,6 @@
 //! `corral inspect`: what a component is, and whether it is a valid agent.
 
+use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -7,6 +8,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::RuntimeArgs;
+use super::output::{errln, outln};
 use super::units::format_size;
 use crate::runtime::validate::{self, BinaryKind};
 
@@ -21,20 +23,21 @@ pub struct InspectArgs {
     runtime: RuntimeArgs,
 }
 
-/// Exits 0 for a valid agent, 1 for anything else, 2 if the file cannot be read.
-pub async fn inspect(args: InspectArgs) -> ExitCode {
+/// Exits 0 for a valid agent, 1 for anything else, 2 if the file cannot be read. The
+/// error is only the output's (see [`super::output::status`]).
+pub async fn inspect(args: InspectArgs) -> io::Result<ExitCode> {
     let bytes = match std::fs::read(&args.component) {
         Ok(bytes) => bytes,
         Err(e) => {
-            eprintln!("error: reading {}: {e}", args.component.display());
-            return ExitCode::from(2);
+            errln!("error: reading {}: {e}", args.component.display());
+            return Ok(ExitCode::from(2));
         }
     };
     let runtime = match args.runtime.runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::from(2);
+            errln!("error: {e:#}");
+            return Ok(ExitCode::from(2));
         }
     };
     let kind = validate::detect(&bytes);
@@ -77,49 +80,49 @@ pub async fn inspect(args: InspectArgs) -> ExitCode {
                 "error": e.to_string(),
             }),
         };
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&report).expect("JSON serializes")
-        );
+        )?;
     } else {
-        println!("file:     {}", args.component.display());
-        println!("kind:     {}", describe_kind(kind));
-        println!("size:     {}", format_size(size));
-        println!("sha256:   {hash}");
+        outln!("file:     {}", args.component.display())?;
+        outln!("kind:     {}", describe_kind(kind))?;
+        outln!("size:     {}", format_size(size))?;
+        outln!("sha256:   {hash}")?;
         match &loaded {
             Ok(agent) => {
                 let m = &agent.metadata;
-                println!("agent:    valid ✓");
-                println!("name:     {} {}", m.name, m.version);
-                println!("about:    {}", m.description);
-                println!("actions:");
+                outln!("agent:    valid ✓")?;
+                outln!("name:     {} {}", m.name, m.version)?;
+                outln!("about:    {}", m.description)?;
+                outln!("actions:")?;
                 for action in &m.actions {
                     let schema = if action.input_schema.is_some() {
                         " [input schema]"
                     } else {
                         ""
                     };
-                    println!("  {:<16} {}{schema}", action.name, action.description);
+                    outln!("  {:<16} {}{schema}", action.name, action.description)?;
                 }
             }
-            Err(e) => println!("agent:    not valid ✗ — {e}"),
+            Err(e) => outln!("agent:    not valid ✗ — {e}")?,
         }
         if let Some(interface) = &interface {
-            println!("imports:");
+            outln!("imports:")?;
             for name in &interface.imports {
-                println!("  {name}");
+                outln!("  {name}")?;
             }
-            println!("exports:");
+            outln!("exports:")?;
             for name in &interface.exports {
-                println!("  {name}");
+                outln!("  {name}")?;
             }
         }
     }
-    if loaded.is_ok() {
+    Ok(if loaded.is_ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
-    }
+    })
 }
 
 fn describe_kind(kind: BinaryKind) -> &'static str {

@@ -1,17 +1,24 @@
-//! The `corral` command line: `run` and `inspect` a component locally, and the hidden
+//! The `corral` command line: `serve` the control API, `run` and `inspect` a component
+//! locally, `agent` and `tenant` to talk to a running server, and the hidden
 //! `compile-worker` the host starts for each compile.
+//!
+//! Every command writes through [`output`], so a reader that goes away (`| head`) ends
+//! it quietly, and an environment variable set to the empty string counts as unset
+//! ([`ignore_empty_env`]).
 
 mod calls;
 mod client;
 mod inspect;
+mod output;
 mod run;
 pub mod units;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use self::output::errln;
 use crate::runtime::{CompileSettings, Runtime, RuntimeConfig};
 
 /// Corral: run sandboxed WebAssembly agents.
@@ -102,18 +109,18 @@ async fn serve(config: crate::config::ServeConfig) -> ExitCode {
     let app = match crate::server::Application::build(config.clone()).await {
         Ok(app) => app,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             return ExitCode::from(2);
         }
     };
     if let Some(secret) = app.bootstrap_secret() {
-        eprintln!(
+        errln!(
             "\n  First start: created the operator tenant and its admin API key.\n  It is shown only now; store it safely:\n\n    {secret}\n"
         );
     }
     let backend = app.db().backend();
     tracing::info!(listen = %config.listen, port = app.port(), backend, "serving");
-    eprintln!(
+    errln!(
         "corral serving on http://{}:{} ({backend})",
         config.listen.ip(),
         app.port()
@@ -121,7 +128,7 @@ async fn serve(config: crate::config::ServeConfig) -> ExitCode {
     match app.run_until_stopped(shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             ExitCode::from(1)
         }
     }
@@ -136,7 +143,7 @@ async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = term.recv() => {}
     }
-    eprintln!("shutting down: finishing in-flight requests");
+    errln!("shutting down: finishing in-flight requests");
 }
 
 fn default_cache_dir() -> PathBuf {
@@ -147,9 +154,37 @@ fn default_cache_dir() -> PathBuf {
     base.join("corral").join("artifacts")
 }
 
+/// Treats every environment variable that is set to the empty string as unset, for
+/// every setting of `command` and its subcommands: `CORRAL_SECRETS_KEY=` in a shell or
+/// a compose file means "not set", but clap would parse the empty string as the value
+/// (and refuse it, or use it). Done on the command rather than the environment because
+/// `std::env::remove_var` is `unsafe` (edition 2024) and the workspace denies unsafe
+/// code, and it covers every `env = "…"` setting, present and future, in one place. An
+/// argument whose variable is empty simply stops reading it, so `--help` does not list
+/// that variable while it is empty.
+pub fn ignore_empty_env(command: clap::Command) -> clap::Command {
+    let command = command.mut_args(|arg| {
+        let empty = arg
+            .get_env()
+            .and_then(std::env::var_os)
+            .is_some_and(|value| value.is_empty());
+        if empty { arg.env(None) } else { arg }
+    });
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|sub| sub.get_name().to_string())
+        .collect();
+    names.iter().fold(command, |command, name| {
+        command.mut_subcommand(name, ignore_empty_env)
+    })
+}
+
 /// Parses the arguments and runs the command.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut matches = ignore_empty_env(Cli::command()).get_matches();
+    // As `Cli::parse` does, but over the command that ignores empty variables.
+    let cli = Cli::from_arg_matches_mut(&mut matches)
+        .unwrap_or_else(|e| e.format(&mut Cli::command()).exit());
     if let Command::CompileWorker(args) = &cli.command {
         let code =
             crate::runtime::compile::run_worker(&args.engine, args.memory_bytes, args.cpu_seconds);
@@ -162,18 +197,18 @@ pub fn main() -> ExitCode {
     let tokio = match tokio {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: starting the async runtime: {e}");
+            errln!("error: starting the async runtime: {e}");
             return ExitCode::from(2);
         }
     };
-    tokio.block_on(async move {
+    output::status(tokio.block_on(async move {
         match cli.command {
-            Command::Serve(config) => serve(*config).await,
+            Command::Serve(config) => Ok(serve(*config).await),
             Command::Run(args) => run::run(args).await,
             Command::Inspect(args) => inspect::inspect(args).await,
             Command::Agent(args) => client::agent(args).await,
             Command::Tenant(args) => client::tenant(args).await,
             Command::CompileWorker(_) => unreachable!("handled above"),
         }
-    })
+    }))
 }

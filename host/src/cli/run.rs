@@ -5,6 +5,7 @@
 //! locally: a secret on the command line is visible in shell history and the process
 //! list. The run redacts them from the guest's logs and output like `corral serve`.
 
+use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use clap::Args;
 
 use super::RuntimeArgs;
 use super::calls::LocalAgents;
+use super::output::{errln, outln};
 use super::units::{
     format_count, format_duration, format_size, parse_count, parse_duration, parse_size,
 };
@@ -105,17 +107,28 @@ pub struct RunArgs {
     runtime: RuntimeArgs,
 }
 
-pub async fn run(args: RunArgs) -> ExitCode {
-    match try_run(args).await {
-        Ok(code) => code,
+/// Runs the invocation and prints it; the error is only the output's (see
+/// [`super::output::status`]).
+pub async fn run(args: RunArgs) -> io::Result<ExitCode> {
+    let json = args.json;
+    let execution = match execute(args).await {
+        Ok(execution) => execution,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            errln!("error: {e:#}");
+            return Ok(ExitCode::from(2));
         }
+    };
+    if json {
+        let text = serde_json::to_string_pretty(&execution).map_err(io::Error::other)?;
+        outln!("{text}")?;
+    } else {
+        print_for_people(&execution)?;
     }
+    Ok(exit_code(execution.outcome))
 }
 
-async fn try_run(args: RunArgs) -> anyhow::Result<ExitCode> {
+/// Loads the component and runs the action, printing the calls it made.
+async fn execute(args: RunArgs) -> anyhow::Result<Execution> {
     let input = read_input(&args.input)?;
     let mut grants = grants(&args)?;
     let config = local_config(&args)?;
@@ -165,7 +178,7 @@ async fn try_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let execution = runtime.invoke(&agent, request).await?;
     if !args.json {
         for (depth, name, call) in local.ran.lock().expect("calls lock").iter() {
-            eprintln!(
+            errln!(
                 "{}call {name}.{}: {} ({} fuel, {})",
                 "  ".repeat(depth.saturating_sub(1)),
                 call.action,
@@ -180,13 +193,7 @@ async fn try_run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .save()
             .map_err(|e| anyhow::anyhow!("writing the kv file {}: {e}", path.display()))?;
     }
-
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&execution)?);
-    } else {
-        print_for_people(&execution);
-    }
-    Ok(exit_code(execution.outcome))
+    Ok(execution)
 }
 
 fn parse_assignment(text: &str) -> Result<(String, String), String> {
@@ -303,31 +310,33 @@ pub(super) fn read_input(arg: &str) -> anyhow::Result<String> {
     }
 }
 
-fn print_for_people(execution: &Execution) {
+fn print_for_people(execution: &Execution) -> io::Result<()> {
     for entry in &execution.logs {
         let tag = match entry.source {
             LogSource::Agent => format!("{:?}", entry.level).to_lowercase(),
             LogSource::Stdout => "stdout".into(),
             LogSource::Stderr => "stderr".into(),
         };
-        eprintln!("[{tag}] {}", entry.message.trim_end());
+        errln!("[{tag}] {}", entry.message.trim_end());
     }
     match (&execution.output, &execution.error) {
         (Some(output), _) => match serde_json::from_str::<serde_json::Value>(output) {
-            Ok(value) => println!(
+            Ok(value) => outln!(
                 "{}",
                 serde_json::to_string_pretty(&value).unwrap_or_else(|_| output.clone())
-            ),
-            Err(_) => println!("{output}"),
+            )?,
+            Err(_) => outln!("{output}")?,
         },
-        (None, Some(error)) => eprintln!(
+        (None, Some(error)) => errln!(
             "error: {} ({}): {}",
-            execution.outcome, error.code, error.message
+            execution.outcome,
+            error.code,
+            error.message
         ),
-        (None, None) => eprintln!("error: {}", execution.outcome),
+        (None, None) => errln!("error: {}", execution.outcome),
     }
     for denial in &execution.denials {
-        eprintln!(
+        errln!(
             "[denied] {} {} ({}): {}",
             denial.capability,
             denial.target,
@@ -338,7 +347,7 @@ fn print_for_people(execution: &Execution) {
     let usage = &execution.usage;
     let http = &usage.http;
     if http.requests + http.requests_denied > 0 {
-        eprintln!(
+        errln!(
             "http: {} sent · {} denied · {} out · {} in{}",
             http.requests,
             http.requests_denied,
@@ -353,7 +362,7 @@ fn print_for_people(execution: &Execution) {
     }
     let kv = &usage.kv;
     if kv.reads + kv.writes + kv.deletes + kv.lists + kv.denied + kv.refused > 0 {
-        eprintln!(
+        errln!(
             "kv: {} reads ({}) · {} writes ({}) · {} deletes · {} lists · {} denied · {} refused",
             kv.reads,
             format_size(kv.bytes_read),
@@ -367,14 +376,16 @@ fn print_for_people(execution: &Execution) {
     }
     let config = &usage.config;
     if config.values_read + config.secrets_read + config.secrets_denied > 0 {
-        eprintln!(
+        errln!(
             "config: {} values read · {} secrets read · {} secrets denied",
-            config.values_read, config.secrets_read, config.secrets_denied
+            config.values_read,
+            config.secrets_read,
+            config.secrets_denied
         );
     }
     let calls = &usage.agents;
     if calls.calls + calls.calls_denied > 0 {
-        eprintln!(
+        errln!(
             "calls: {} made · {} denied · {} failed · {} executions below, {} fuel",
             calls.calls,
             calls.calls_denied,
@@ -383,7 +394,7 @@ fn print_for_people(execution: &Execution) {
             format_count(calls.subtree.fuel)
         );
     }
-    eprintln!(
+    errln!(
         "{} · fuel {} · peak memory {} · {} · logs {} · output {}",
         execution.outcome,
         format_count(usage.fuel),
@@ -392,6 +403,7 @@ fn print_for_people(execution: &Execution) {
         format_size(usage.log_bytes),
         format_size(usage.output_bytes),
     );
+    Ok(())
 }
 
 /// The documented exit status for each outcome (see `corral run --help`).

@@ -33,7 +33,7 @@ pub enum Interruption {
 }
 
 impl Default for Interruption {
-    /// Chosen by `cargo bench -p corral-host --bench interruption`: see docs/PERFORMANCE.md.
+    /// Chosen by `cargo bench -p corral-tests --bench invoke -- interruption`: see docs/PERFORMANCE.md.
     fn default() -> Self {
         Interruption::FuelYield {
             interval: 1_000_000,

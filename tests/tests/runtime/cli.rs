@@ -1,6 +1,7 @@
 //! The `corral` binary as a plugin author uses it.
 
-use std::process::Command;
+use std::io::BufRead;
+use std::process::{Command, Stdio};
 
 use corral_tests::harness::corral_bin;
 use corral_tests::plugins::{ECHO, HOSTILE, NOT_AN_AGENT};
@@ -232,4 +233,183 @@ fn run_refuses_bad_http_flags_clearly() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// `corral` with `args` and its stdout (and, if asked, stderr) closed as soon as it
+/// starts, as `corral … | head -c1` does once `head` has its byte.
+fn corral_into_a_closed_pipe(args: &[&str], close_stderr: bool) -> std::process::Output {
+    let cache = tempfile::tempdir().unwrap();
+    let mut child = Command::new(corral_bin())
+        .args(args)
+        .env("CORRAL_CACHE_DIR", cache.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("corral runs");
+    // The child is still starting (loading a component takes far longer), so every
+    // write it makes finds the pipe closed.
+    drop(child.stdout.take());
+    if close_stderr {
+        drop(child.stderr.take());
+    }
+    child.wait_with_output().expect("corral ends")
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_the_command_quietly() {
+    let echo = ["run", ECHO, "--action", "echo", "--input", r#"{"a":1}"#];
+    for args in [
+        &[&echo[..], &["--json"]].concat(),
+        &echo[..],
+        &["inspect", ECHO],
+        &["inspect", ECHO, "--json"],
+    ] {
+        let out = corral_into_a_closed_pipe(args, false);
+        let stderr = text(&out.stderr);
+        assert!(!stderr.contains("panicked"), "corral {args:?}: {stderr}");
+        // 141, as for a program killed by SIGPIPE: see `cli/output.rs`.
+        assert_eq!(out.status.code(), Some(141), "corral {args:?}: {stderr}");
+    }
+    // With stderr closed too (`2>&1 | head`), the logs go nowhere and the output's
+    // failure still ends it the same way.
+    let out = corral_into_a_closed_pipe(&echo, true);
+    assert_eq!(out.status.code(), Some(141));
+    // clap's help swallows the error itself.
+    let out = corral_into_a_closed_pipe(&["run", "--help"], false);
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0));
+}
+
+/// The environment variables a `corral` subcommand reads, from its `--help`.
+fn env_vars(subcommand: &str) -> Vec<String> {
+    let out = Command::new(corral_bin())
+        .args([subcommand, "--help"])
+        .env_clear()
+        .output()
+        .expect("corral runs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let help = text(&out.stdout);
+    let vars: Vec<String> = help
+        .split("[env: ")
+        .skip(1)
+        .map(|rest| {
+            rest.split(|c: char| c == ']' || c == '=')
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        !vars.is_empty(),
+        "no [env: …] in corral {subcommand} --help"
+    );
+    vars
+}
+
+#[test]
+fn an_empty_environment_variable_counts_as_unset() {
+    let xdg_cache = tempfile::tempdir().unwrap();
+    for args in [&["inspect", ECHO][..], &["run", ECHO, "--action", "echo"]] {
+        let mut command = Command::new(corral_bin());
+        command.args(args).env("XDG_CACHE_HOME", xdg_cache.path());
+        for var in env_vars(args[0]) {
+            command.env(var, "");
+        }
+        let out = command.output().expect("corral runs");
+        assert!(
+            out.status.success(),
+            "corral {args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    // With CORRAL_CACHE_DIR empty, the default cache directory was used.
+    assert!(xdg_cache.path().join("corral/artifacts").is_dir());
+
+    // An empty CORRAL_KEY is no key (rather than an empty bearer token sent to an empty
+    // CORRAL_URL).
+    let mut command = Command::new(corral_bin());
+    command.args(["agent", "usage", "someone"]);
+    for var in env_vars("agent") {
+        command.env(var, "");
+    }
+    let out = command.output().expect("corral runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no API key: pass --key or set CORRAL_KEY"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // `corral serve` starts with every one of its variables empty (DATABASE_URL
+    // included, so on SQLite; CORRAL_SECRETS_KEY included, so with a generated key).
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new(corral_bin());
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let vars = env_vars("serve");
+    assert!(vars.iter().any(|v| v == "CORRAL_SECRETS_KEY"), "{vars:?}");
+    assert!(vars.iter().any(|v| v == "DATABASE_URL"), "{vars:?}");
+    for var in vars {
+        command.env(var, "");
+    }
+    let mut server = command.spawn().expect("corral serve starts");
+    let stderr = server.stderr.take().unwrap();
+    let (lines, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = String::new();
+    let served = loop {
+        match seen.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(line) if line.starts_with("corral serving on") => break true,
+            Ok(line) => log.push_str(&format!("{line}\n")),
+            Err(_) => break false,
+        }
+    };
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(served, "corral serve did not start:\n{log}");
+}
+
+#[test]
+fn the_log_has_no_colour_when_stderr_is_not_a_terminal() {
+    let cache = tempfile::tempdir().unwrap();
+    let run = || {
+        Command::new(corral_bin())
+            .args(["run", ECHO, "--action", "echo"])
+            .env("CORRAL_CACHE_DIR", cache.path())
+            .env_remove("NO_COLOR")
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("corral runs")
+    };
+    let out = run();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A spoiled cached artifact makes the next run log a warning.
+    let mut spoiled = 0;
+    for entry in std::fs::read_dir(cache.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "cwasm") {
+            std::fs::write(&path, b"not an artifact").unwrap();
+            spoiled += 1;
+        }
+    }
+    assert!(spoiled > 0, "the first run cached no artifact");
+    let out = run();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("discarding a bad artifact"), "{stderr}");
+    assert!(!stderr.contains("\x1b["), "{stderr:?}");
 }
