@@ -123,8 +123,8 @@ impl AppState {
             versions: invocations.versions.clone(),
             tenants: invocations.tenants.clone(),
             quotas: invocations.quotas.clone(),
+            task_wake: invocations.task_wake.clone(),
             invocations,
-            task_wake: Arc::default(),
         }
     }
 }

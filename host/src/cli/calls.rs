@@ -1,7 +1,7 @@
 //! Calls between agents under `corral run`: the agents named with `--call NAME=PATH`
 //! are local component files, and each may call the others, under the same limits,
 //! bounded in depth and refused in cycles, each call at most the time its caller has
-//! left.
+//! left. Tasks they submit run at once in the background, each under its own timeout.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,6 +21,9 @@ use crate::runtime::{Execution, InvokeRequest, Outcome, Providers, Runtime};
 /// How deep local calls may go, as `corral serve` allows by default.
 pub const MAX_DEPTH: usize = 4;
 
+/// A task's end, once it has one.
+type TaskEnd = Option<Result<String, CallError>>;
+
 /// The local agents, and what the calls ran.
 pub struct LocalAgents {
     runtime: Arc<Runtime>,
@@ -28,6 +31,10 @@ pub struct LocalAgents {
     limits: Limits,
     /// Every call that ran, in the order they finished, with its depth.
     pub ran: Mutex<Vec<(usize, String, Execution)>>,
+    /// Tasks submitted by the agents: each runs at once in the background (no queue,
+    /// no retries: this is one process for one run), by id, with its agent's name.
+    tasks:
+        Mutex<std::collections::HashMap<String, (String, tokio::sync::watch::Receiver<TaskEnd>)>>,
 }
 
 impl LocalAgents {
@@ -42,6 +49,7 @@ impl LocalAgents {
             components,
             limits,
             ran: Mutex::new(Vec::new()),
+            tasks: Mutex::default(),
         })
     }
 
@@ -69,6 +77,19 @@ struct LocalCaller {
 }
 
 impl AgentCaller for LocalCaller {
+    fn submit_task(&self, call: ChildCall) -> BoxFuture<'_, Result<String, CallError>> {
+        Box::pin(self.submit(call))
+    }
+
+    fn wait_task(
+        &self,
+        id: String,
+        grant: AgentsGrant,
+        until: Instant,
+    ) -> BoxFuture<'_, Result<Option<String>, CallError>> {
+        Box::pin(self.wait(id, grant, until))
+    }
+
     fn call(&self, call: ChildCall) -> BoxFuture<'_, ChildResult> {
         Box::pin(async move {
             match self.run(call).await {
@@ -83,6 +104,68 @@ impl AgentCaller for LocalCaller {
 }
 
 impl LocalCaller {
+    /// Starts the task in the background, as a call with a deadline of its own.
+    async fn submit(&self, call: ChildCall) -> Result<String, CallError> {
+        if !self.agents.components.contains_key(&call.agent) {
+            return Err(CallError::Denied(format!(
+                "there is no agent {:?} this agent may call",
+                call.agent
+            )));
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        let (end, ended) = tokio::sync::watch::channel(None);
+        self.agents
+            .tasks
+            .lock()
+            .expect("tasks lock")
+            .insert(id.clone(), (call.agent.clone(), ended));
+        let caller = LocalCaller {
+            agents: self.agents.clone(),
+            chain: self.chain.clone(),
+        };
+        let call = ChildCall {
+            deadline: Instant::now() + self.agents.limits.timeout,
+            ..call
+        };
+        tokio::spawn(async move {
+            let result = match caller.run(call).await {
+                Ok(done) => done.result,
+                Err(error) => Err(error),
+            };
+            let _ = end.send(Some(result));
+        });
+        Ok(id)
+    }
+
+    async fn wait(
+        &self,
+        id: String,
+        grant: AgentsGrant,
+        until: Instant,
+    ) -> Result<Option<String>, CallError> {
+        let found = self
+            .agents
+            .tasks
+            .lock()
+            .expect("tasks lock")
+            .get(&id)
+            .cloned();
+        let Some((_, mut ended)) = found.filter(|(agent, _)| grant.allows(agent)) else {
+            return Err(CallError::Denied(format!(
+                "there is no task {id:?} this agent may read"
+            )));
+        };
+        let waited = tokio::time::timeout_at(
+            tokio::time::Instant::from_std(until),
+            ended.wait_for(Option::is_some),
+        )
+        .await;
+        match waited {
+            Ok(Ok(end)) => end.clone().expect("ended").map(Some),
+            _ => Ok(None),
+        }
+    }
+
     async fn run(&self, call: ChildCall) -> Result<ChildResult, CallError> {
         self.chain.check(&call.agent, MAX_DEPTH)?;
         let Some(path) = self.agents.components.get(&call.agent) else {

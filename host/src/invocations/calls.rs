@@ -3,17 +3,22 @@
 //! record, linked to its parent and root, its own quotas and limits, and at most the
 //! time its caller has left.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 
 use super::{Actor, Invocation, Invocations, InvokeError, Invoked};
+use crate::db::DbError;
+use crate::db::tasks;
 use crate::db::tenants::Tenant;
+use crate::policy::AgentsGrant;
 use crate::runtime::Outcome;
 use crate::runtime::bindings::corral::agent::agents::CallError;
 use crate::runtime::capabilities::agents::{
     AgentCaller, CallChain, ChildCall, ChildResult, Rollup, failed, refused,
 };
+use crate::tasks::submit::{self, SubmitError, Submitter, TaskSpec};
+use crate::tasks::{TaskError, TaskState};
 
 /// Runs the calls one execution makes to other agents.
 pub struct PipelineCaller {
@@ -43,6 +48,19 @@ impl AgentCaller for PipelineCaller {
                 },
             }
         })
+    }
+
+    fn submit_task(&self, call: ChildCall) -> BoxFuture<'_, Result<String, CallError>> {
+        Box::pin(self.submit(call))
+    }
+
+    fn wait_task(
+        &self,
+        id: String,
+        grant: AgentsGrant,
+        until: Instant,
+    ) -> BoxFuture<'_, Result<Option<String>, CallError>> {
+        Box::pin(self.wait(id, grant, until))
     }
 }
 
@@ -112,6 +130,103 @@ impl PipelineCaller {
         // Detached: if the caller is stopped at its deadline, the callee still ends
         // within its own (shorter) timeout and leaves its record.
         pipeline.run(invocation).await.map_err(call_error)
+    }
+}
+
+impl PipelineCaller {
+    /// Submits a task to another agent, linked to the calling execution.
+    async fn submit(&self, call: ChildCall) -> Result<String, CallError> {
+        let input: serde_json::Value = serde_json::from_str(&call.input).map_err(|e| {
+            refused(
+                "invalid_input",
+                format!("the task's input is not JSON: {e}"),
+                false,
+            )
+        })?;
+        let spec = TaskSpec {
+            agent: Some(call.agent.clone()),
+            key: None,
+            action: call.action,
+            input,
+            priority: 0,
+            run_at: None,
+            limits: Default::default(),
+            max_attempts: None,
+            backoff: None,
+            retry_timeouts: true,
+            wait_for_budget: false,
+            depends_on: Vec::new(),
+            correlation_id: self.correlation_id.clone(),
+        };
+        let submitter = Submitter {
+            actor: self.actor.clone(),
+            parent: Some((
+                self.chain.execution_id.clone(),
+                self.chain.root_execution_id.clone(),
+            )),
+        };
+        match submit::submit(&self.pipeline, &submitter, vec![spec], None).await {
+            Ok((mut rows, _)) => {
+                self.pipeline.task_wake.notify_one();
+                Ok(rows.pop().expect("one task").id)
+            }
+            Err(SubmitError::AgentNotFound(name)) => Err(CallError::Denied(format!(
+                "there is no agent {name:?} this agent may call"
+            ))),
+            Err(e @ SubmitError::QueueFull { .. }) => {
+                Err(refused("queue_full", e.to_string(), true))
+            }
+            Err(SubmitError::Invalid { code, message }) => Err(refused(code, message, false)),
+            Err(e) => {
+                tracing::error!(error = %e, "an agent's task submission failed");
+                Err(refused(
+                    "internal",
+                    "the host failed to submit the task",
+                    true,
+                ))
+            }
+        }
+    }
+
+    /// Waits for a task of an agent the grant allows, polling its row.
+    async fn wait(
+        &self,
+        id: String,
+        grant: AgentsGrant,
+        until: Instant,
+    ) -> Result<Option<String>, CallError> {
+        let denied = || CallError::Denied(format!("there is no task {id:?} this agent may read"));
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let task = match tasks::get(&self.pipeline.db, &self.tenant.id, &id).await {
+                Ok(task) if grant.allows(&task.agent_name) => task,
+                Ok(_) | Err(DbError::NotFound) => return Err(denied()),
+                Err(e) => {
+                    tracing::error!(error = %e, "reading a task for an agent failed");
+                    return Err(refused(
+                        "internal",
+                        "the host failed to read the task",
+                        true,
+                    ));
+                }
+            };
+            match task.state() {
+                TaskState::Succeeded => return Ok(Some(task.result.unwrap_or_default())),
+                state @ (TaskState::Failed | TaskState::Cancelled) => {
+                    let error = task.error.map(|e| e.0).unwrap_or_else(|| {
+                        TaskError::new(state.as_str(), "the task did not succeed", false)
+                    });
+                    return Err(failed(&error.code, error.message, error.retryable));
+                }
+                _ => {}
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            tokio::time::sleep(pause.min(left)).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
+        }
     }
 }
 

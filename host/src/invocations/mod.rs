@@ -292,6 +292,8 @@ pub struct Invocations {
     pub versions: Arc<TtlCache<VersionKey, AgentVersion>>,
     /// Tenants (with their policies) by id.
     pub tenants: Arc<TtlCache<String, Tenant>>,
+    /// Wakes this node's task workers when a task is submitted here.
+    pub task_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Invocations {
@@ -313,6 +315,7 @@ impl Invocations {
             agents: Arc::new(TtlCache::new(crate::cache::TTL)),
             versions: Arc::new(TtlCache::new(Duration::from_secs(3600))),
             tenants: Arc::new(TtlCache::new(crate::cache::TTL)),
+            task_wake: Arc::default(),
         }
     }
 

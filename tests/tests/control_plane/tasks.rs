@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use corral_host::quota::clock::{Clock, ManualClock};
 use corral_tests::app::{ADMIN_KEY, Backend, TestApp, spawn_app_with};
-use corral_tests::plugins::{ECHO, HOSTILE};
+use corral_tests::plugins::{ECHO, HOSTILE, RELAY};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -21,6 +21,7 @@ crate::on_both_backends!(
     a_paused_agent_holds_its_tasks_and_the_queue_cap_refuses_more,
     a_rate_quota_defers_an_attempt_without_counting_it,
     a_retried_submission_returns_the_same_task,
+    an_agent_fans_tasks_out_to_another_and_gathers_them,
 );
 
 /// An app with one worker that polls often, on `clock` if given.
@@ -585,5 +586,105 @@ async fn a_retried_submission_returns_the_same_task(backend: Backend) {
         .await
         .assert_error(422, "idempotency_key_reused");
     assert_eq!(app.count("tasks").await, 1);
+    app.stop().await;
+}
+
+async fn an_agent_fans_tasks_out_to_another_and_gathers_them(backend: Backend) {
+    let app = app(backend, 4, None).await;
+    app.agent_with("echo", ECHO).await;
+    app.agent_with("hostile", HOSTILE).await;
+    app.agent_with("relay", RELAY).await;
+    let fan_out = |agent: &str, inputs: Value| json!({ "action": "fan_out", "input": { "agent": agent, "action": "echo", "inputs": inputs, "wait_ms": 4000 } });
+    // Not granted: refused at call time, listed and audited like any call.
+    let denied = app
+        .invoke("relay", ADMIN_KEY, fan_out("echo", json!([{ "n": 1 }])))
+        .await
+        .ok(200);
+    assert_eq!(denied["error"]["code"], "call_denied", "{denied:#}");
+    assert_eq!(denied["denials"][0]["capability"], "agents");
+
+    app.set_policy(
+        "relay",
+        json!({ "grants": { "agents": { "allow": ["echo"], "max_calls": 10 } } }),
+    )
+    .await;
+    let gathered = app
+        .invoke(
+            "relay",
+            ADMIN_KEY,
+            fan_out("echo", json!([{ "n": 1 }, { "n": 2 }, { "n": 3 }])),
+        )
+        .await
+        .ok(200);
+    assert_eq!(gathered["outcome"], "succeeded", "{gathered:#}");
+    assert_eq!(
+        gathered["output"]["outputs"],
+        json!([{ "n": 1 }, { "n": 2 }, { "n": 3 }])
+    );
+    assert_eq!(gathered["usage"]["agents"]["tasks_submitted"], 3);
+    assert_eq!(gathered["usage"]["agents"]["calls"], 3);
+    // Each child task is linked to the execution that submitted it.
+    for id in gathered["output"]["tasks"].as_array().unwrap() {
+        let task = state_of(&app, id.as_str().unwrap()).await;
+        assert_eq!(
+            task["parent_execution_id"], gathered["execution_id"],
+            "{task:#}"
+        );
+        assert_eq!(task["state"], "succeeded");
+    }
+    // A task of an agent it may not call cannot be read, whether or not it exists.
+    let theirs = submit(
+        &app,
+        "hostile",
+        json!({ "action": "fail", "max_attempts": 1 }),
+    )
+    .await;
+    let id = theirs["id"].as_str().unwrap().to_string();
+    finished(&app, &id).await;
+    for task in [id.as_str(), "0190d9a0-0000-7000-8000-000000000000"] {
+        let read = app
+            .invoke(
+                "relay",
+                ADMIN_KEY,
+                json!({ "action": "wait", "input": { "task": task } }),
+            )
+            .await
+            .ok(200);
+        assert_eq!(read["error"]["code"], "call_denied", "{read:#}");
+        assert!(
+            read["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("no task"),
+            "{read:#}"
+        );
+    }
+    // An echo task it may read: its output.
+    let mine = gathered["output"]["tasks"][0].as_str().unwrap();
+    let read = app
+        .invoke(
+            "relay",
+            ADMIN_KEY,
+            json!({ "action": "wait", "input": { "task": mine } }),
+        )
+        .await
+        .ok(200);
+    assert_eq!(read["output"]["output"], json!({ "n": 1 }), "{read:#}");
+    app.set_policy(
+        "relay",
+        json!({ "grants": { "agents": { "allow": ["echo", "hostile"], "max_calls": 2 } } }),
+    )
+    .await;
+    // Past max_calls, a submission is refused like a call.
+    let capped = app
+        .invoke(
+            "relay",
+            ADMIN_KEY,
+            fan_out("echo", json!([{ "n": 1 }, { "n": 2 }, { "n": 3 }])),
+        )
+        .await
+        .ok(200);
+    assert_eq!(capped["error"]["code"], "call_denied", "{capped:#}");
+    assert_eq!(capped["usage"]["agents"]["tasks_submitted"], 2);
     app.stop().await;
 }

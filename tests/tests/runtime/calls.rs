@@ -149,3 +149,20 @@ fn a_callees_failure_and_its_time_come_back_to_the_caller() {
     );
     assert!(record["usage"]["wall_time_us"].as_u64().unwrap() < 5_000_000);
 }
+
+#[test]
+fn tasks_submitted_under_corral_run_run_in_the_background_and_are_gathered() {
+    let echo = format!("echo={ECHO}");
+    let input = json!({ "agent": "echo", "action": "echo", "inputs": [{ "n": 1 }, { "n": 2 }] })
+        .to_string();
+    let (code, record, stderr) = run(&[RELAY, "-a", "fan_out", "-i", &input, "--call", &echo]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let output: Value = serde_json::from_str(record["output"].as_str().unwrap()).unwrap();
+    assert_eq!(output["outputs"], json!([{ "n": 1 }, { "n": 2 }]));
+    assert_eq!(record["usage"]["agents"]["tasks_submitted"], 2);
+    // A task id it did not submit (or of an agent it may not call) cannot be read.
+    let input = json!({ "task": "not-a-task" }).to_string();
+    let (code, record, _) = run(&[RELAY, "-a", "wait", "-i", &input, "--call", &echo]);
+    assert_eq!(code, Some(1));
+    assert_eq!(record["error"]["code"], "call_denied");
+}

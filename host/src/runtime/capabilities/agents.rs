@@ -71,6 +71,38 @@ pub trait AgentCaller: Send + Sync {
     /// a quota, too deep, a cycle); a callee that ran and failed is `Ok` with
     /// `result: Err(CallError::Failed(…))`.
     fn call(&self, call: ChildCall) -> BoxFuture<'_, ChildResult>;
+
+    /// Submits `call` as a task (its deadline is ignored: a task runs on its own) and
+    /// returns the task's id. Hosts without tasks refuse it.
+    fn submit_task(&self, call: ChildCall) -> BoxFuture<'_, Result<String, CallError>> {
+        let _ = call;
+        Box::pin(async {
+            Err(refused(
+                "tasks_unavailable",
+                "this host runs no tasks",
+                false,
+            ))
+        })
+    }
+
+    /// Waits until `until` for task `id` — one of an agent `grant` allows — to end:
+    /// `None` if it has not; its output if it succeeded; `Failed` if not. An id that is
+    /// not such a task is `Denied`.
+    fn wait_task(
+        &self,
+        id: String,
+        grant: AgentsGrant,
+        until: Instant,
+    ) -> BoxFuture<'_, Result<Option<String>, CallError>> {
+        let _ = (id, grant, until);
+        Box::pin(async {
+            Err(refused(
+                "tasks_unavailable",
+                "this host runs no tasks",
+                false,
+            ))
+        })
+    }
 }
 
 /// The agents a call passed through, from the root: what depth and cycle checks read.
@@ -137,6 +169,9 @@ pub struct AgentsUsage {
     pub calls_denied: u64,
     /// Calls whose callee ran and did not succeed.
     pub calls_failed: u64,
+    /// Tasks submitted to other agents (each also counted in `calls`).
+    #[serde(default)]
+    pub tasks_submitted: u64,
     /// Everything the calls ran, all the way down.
     pub subtree: Rollup,
 }
@@ -197,21 +232,17 @@ impl AgentsState {
         error
     }
 
-    /// Checks the grant, then has the caller run the call.
-    async fn call(
-        &mut self,
-        agent: String,
-        action: String,
-        input: String,
-    ) -> Result<String, CallError> {
+    /// Checks that the grant lets this invocation make one more call to `agent`, and
+    /// returns the caller that runs it.
+    fn admit_call(&mut self, agent: &str) -> Result<std::sync::Arc<dyn AgentCaller>, CallError> {
         let Some(grant) = &self.grant else {
             let message =
                 format!("calling other agents is not granted to this agent (asked for {agent:?})");
-            return Err(self.deny(&agent, DenialReason::NotGranted, CallError::Denied(message)));
+            return Err(self.deny(agent, DenialReason::NotGranted, CallError::Denied(message)));
         };
-        if !grant.allows(&agent) {
+        if !grant.allows(agent) {
             let message = format!("calling agent {agent:?} is not granted to this agent");
-            return Err(self.deny(&agent, DenialReason::NotAllowed, CallError::Denied(message)));
+            return Err(self.deny(agent, DenialReason::NotAllowed, CallError::Denied(message)));
         }
         if self.usage.calls >= grant.max_calls {
             let message = format!(
@@ -219,15 +250,36 @@ impl AgentsState {
                 grant.max_calls
             );
             return Err(self.deny(
-                &agent,
+                agent,
                 DenialReason::RequestLimit,
                 CallError::Denied(message),
             ));
         }
         let Some(caller) = self.caller.clone() else {
             let message = "this host cannot call other agents here".to_string();
-            return Err(self.deny(&agent, DenialReason::NotGranted, CallError::Denied(message)));
+            return Err(self.deny(agent, DenialReason::NotGranted, CallError::Denied(message)));
         };
+        Ok(caller)
+    }
+
+    /// The reason to list for a call the caller refused.
+    fn refusal_reason(error: &CallError) -> DenialReason {
+        match error {
+            CallError::DepthExceeded(_) => DenialReason::CallDepth,
+            CallError::Cycle(_) => DenialReason::CallCycle,
+            CallError::Refused(_) => DenialReason::Refused,
+            _ => DenialReason::NotAllowed,
+        }
+    }
+
+    /// Checks the grant, then has the caller run the call.
+    async fn call(
+        &mut self,
+        agent: String,
+        action: String,
+        input: String,
+    ) -> Result<String, CallError> {
+        let caller = self.admit_call(&agent)?;
         self.usage.calls += 1;
         let done = caller
             .call(ChildCall {
@@ -246,15 +298,54 @@ impl AgentsState {
             }
             Err(error) => {
                 self.usage.calls -= 1;
-                let reason = match &error {
-                    CallError::DepthExceeded(_) => DenialReason::CallDepth,
-                    CallError::Cycle(_) => DenialReason::CallCycle,
-                    CallError::Refused(_) => DenialReason::Refused,
-                    _ => DenialReason::NotAllowed,
-                };
+                let reason = Self::refusal_reason(&error);
                 Err(self.deny(&agent, reason, error))
             }
         }
+    }
+
+    /// Checks the grant, then has the caller submit the task.
+    async fn submit_task(
+        &mut self,
+        agent: String,
+        action: String,
+        input: String,
+    ) -> Result<String, CallError> {
+        let caller = self.admit_call(&agent)?;
+        let submitted = caller
+            .submit_task(ChildCall {
+                agent: agent.clone(),
+                action,
+                input,
+                deadline: self.deadline,
+            })
+            .await;
+        match submitted {
+            Ok(id) => {
+                self.usage.calls += 1;
+                self.usage.tasks_submitted += 1;
+                Ok(id)
+            }
+            Err(error) => {
+                let reason = Self::refusal_reason(&error);
+                Err(self.deny(&agent, reason, error))
+            }
+        }
+    }
+
+    /// Waits (within this invocation's deadline) for a task of a granted agent.
+    async fn wait_task(
+        &mut self,
+        id: String,
+        timeout_ms: u32,
+    ) -> Result<Option<String>, CallError> {
+        let (Some(grant), Some(caller)) = (self.grant.clone(), self.caller.clone()) else {
+            let message = "calling other agents is not granted to this agent".to_string();
+            return Err(self.deny(&id, DenialReason::NotGranted, CallError::Denied(message)));
+        };
+        let until =
+            (Instant::now() + Duration::from_millis(u64::from(timeout_ms))).min(self.deadline);
+        caller.wait_task(id, grant, until).await
     }
 }
 
@@ -266,6 +357,23 @@ impl agents::Host for HostState {
         input: String,
     ) -> wasmtime::Result<Result<String, CallError>> {
         Ok(self.caps.agents.call(agent, action, input).await)
+    }
+
+    async fn submit_task(
+        &mut self,
+        agent: String,
+        action: String,
+        input: String,
+    ) -> wasmtime::Result<Result<String, CallError>> {
+        Ok(self.caps.agents.submit_task(agent, action, input).await)
+    }
+
+    async fn wait_task(
+        &mut self,
+        id: String,
+        timeout_ms: u32,
+    ) -> wasmtime::Result<Result<Option<String>, CallError>> {
+        Ok(self.caps.agents.wait_task(id, timeout_ms).await)
     }
 }
 
