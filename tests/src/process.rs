@@ -155,3 +155,50 @@ pub async fn invoke(http: &reqwest::Client, url: &str, agent: &str, body: Value)
     }
     response.json().await.ok()
 }
+
+/// Submits a task to `agent` through the server at `url`; returns the task.
+pub async fn submit_task(url: &str, agent: &str, body: Value) -> Value {
+    let response = client()
+        .post(format!("{url}/v1/agents/{agent}/tasks"))
+        .bearer_auth(KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    response.json().await.unwrap()
+}
+
+/// A task as the server at `url` shows it (`Null` if the server does not answer).
+pub async fn task(url: &str, id: &str) -> Value {
+    let Ok(response) = client()
+        .get(format!("{url}/v1/tasks/{id}"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+    else {
+        return Value::Null;
+    };
+    response.json().await.unwrap_or(Value::Null)
+}
+
+/// Waits up to `within` until `check` holds of task `id` as `url` shows it.
+pub async fn task_until(
+    url: &str,
+    id: &str,
+    within: Duration,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let task = task(url, id).await;
+        if check(&task) {
+            return task;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task {id} never got there: {task:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use corral_tests::plugins::{ECHO, HOSTILE};
-use corral_tests::process::{Backend, KEY, Server, client, invoke, setup_agent};
+use corral_tests::process::{
+    Backend, KEY, Server, client, invoke, setup_agent, submit_task, task_until,
+};
 use serde_json::{Value, json};
 
 async fn acknowledged_invocations_survive_a_crash(backend: Backend) {
@@ -141,4 +143,97 @@ async fn shutdown_lets_in_flight_invocations_finish_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_in_flight_invocations_finish_on_postgres() {
     shutdown_lets_in_flight_invocations_finish(Backend::postgres().await).await;
+}
+
+/// A task attempt survives its node: killed, the attempt is taken over after its
+/// lease once the node is back (SQLite: one node, leases across restarts); stopped
+/// gracefully, a short attempt finishes and a long one is handed back at once.
+async fn task_attempts_survive_a_crash_and_a_shutdown(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("CORRAL_TASK_LEASE", "2s"),
+        ("CORRAL_TASK_POLL", "200ms"),
+        ("CORRAL_SHUTDOWN_GRACE", "2s"),
+    ];
+    let mut server = Server::start_with(&backend, dir.path(), &env).await;
+    setup_agent(&server.url, "hostile", HOSTILE).await;
+    let sleep = |ms: u64| json!({ "action": "sleep", "input": { "ms": ms }, "max_attempts": 3 });
+    let crashed = submit_task(&server.url, "hostile", sleep(3000)).await;
+    let crashed = crashed["id"].as_str().unwrap().to_string();
+    task_until(&server.url, &crashed, Duration::from_secs(10), |t| {
+        t["state"] == "running"
+    })
+    .await;
+    server.kill();
+
+    let server = Server::start_with(&backend, dir.path(), &env).await;
+    let task = task_until(&server.url, &crashed, Duration::from_secs(30), |t| {
+        t["state"] == "succeeded"
+    })
+    .await;
+    let outcomes: Vec<_> = task["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(outcomes, ["node_lost", "succeeded"], "{task:#}");
+
+    // SIGTERM: the short attempt ends within the grace period; the long one is handed
+    // back and finishes after the restart.
+    let short = submit_task(&server.url, "hostile", sleep(500)).await;
+    let long = submit_task(&server.url, "hostile", sleep(6000)).await;
+    let (short, long) = (short["id"].as_str().unwrap(), long["id"].as_str().unwrap());
+    task_until(&server.url, long, Duration::from_secs(10), |t| {
+        t["state"] == "running"
+    })
+    .await;
+    task_until(&server.url, short, Duration::from_secs(10), |t| {
+        t["state"] == "running" || t["state"] == "succeeded"
+    })
+    .await;
+    server.terminate();
+    let mut server = server;
+    let status = server.child.wait().unwrap();
+    assert!(
+        status.success(),
+        "corral serve exits cleanly after SIGTERM: {status}"
+    );
+    let restarted = Server::start_with(&backend, dir.path(), &env).await;
+    let short = task_until(&restarted.url, short, Duration::from_secs(5), |t| {
+        !t.is_null()
+    })
+    .await;
+    assert_eq!(
+        short["state"], "succeeded",
+        "it finished within the grace: {short:#}"
+    );
+    assert_eq!(short["attempt_count"], 1);
+    let long = task_until(&restarted.url, long, Duration::from_secs(30), |t| {
+        t["state"] == "succeeded"
+    })
+    .await;
+    let outcomes: Vec<_> = long["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["node_lost", "succeeded"],
+        "handed back, then retried: {long:#}"
+    );
+    drop(restarted);
+    backend.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_attempts_survive_a_crash_and_a_shutdown_on_sqlite() {
+    task_attempts_survive_a_crash_and_a_shutdown(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_attempts_survive_a_crash_and_a_shutdown_on_postgres() {
+    task_attempts_survive_a_crash_and_a_shutdown(Backend::postgres().await).await;
 }

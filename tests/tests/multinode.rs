@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use corral_tests::plugins::{ECHO, HOSTILE, TEXT_STATS};
-use corral_tests::process::{Backend, KEY, Server, client, setup_agent};
+use corral_tests::process::{Backend, KEY, Server, client, setup_agent, submit_task, task_until};
 use serde_json::{Value, json};
 use sqlx::Connection;
 
@@ -377,5 +377,152 @@ async fn a_dead_servers_slots_come_back_when_its_leases_expire() {
         killed.elapsed()
     );
     drop(servers);
+    backend.cleanup().await;
+}
+
+/// Task attempts recorded in the database: (task, attempt, outcome), and how many
+/// execution records each attempt has.
+async fn attempts(db: &mut sqlx::PgConnection) -> Vec<(String, i32, Option<String>, i64)> {
+    sqlx::query_as(
+        "SELECT a.task_id, a.attempt, a.outcome, \
+         (SELECT COUNT(*) FROM executions e WHERE e.task_id = a.task_id AND e.attempt = a.attempt) \
+         FROM task_attempts a ORDER BY a.task_id, a.attempt",
+    )
+    .fetch_all(db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_whose_node_is_killed_finishes_on_another_node_once() {
+    let env = [
+        ("CORRAL_TASK_LEASE", "2s"),
+        ("CORRAL_TASK_POLL", "200ms"),
+        ("CORRAL_WORKERS", "4"),
+    ];
+    let (backend, mut servers, mut dirs) = servers(1, &env).await;
+    let a = servers[0].url.clone();
+    setup_agent(&a, "hostile", HOSTILE).await;
+    // Six tasks; node A's four workers take four of them and are killed mid-attempt.
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        let task = submit_task(
+            &a,
+            "hostile",
+            json!({ "action": "sleep", "input": { "ms": 2500 }, "max_attempts": 3 }),
+        )
+        .await;
+        ids.push(task["id"].as_str().unwrap().to_string());
+    }
+    let mut db = database(&backend).await;
+    for _ in 0..100 {
+        let (running,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM tasks WHERE state = 'running'")
+                .fetch_one(&mut db)
+                .await
+                .unwrap();
+        if running == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Two more nodes join, then A dies with four attempts under way.
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        servers.push(Server::start_with(&backend, dir.path(), &env).await);
+        dirs.push(dir);
+    }
+    servers[0].kill();
+    let b = servers[1].url.clone();
+    for id in &ids {
+        let task = task_until(&b, id, Duration::from_secs(30), |t| {
+            ["succeeded", "failed", "cancelled"].contains(&t["state"].as_str().unwrap_or(""))
+        })
+        .await;
+        assert_eq!(task["state"], "succeeded", "{task:#}");
+    }
+    let attempts = attempts(&mut db).await;
+    let lost: Vec<_> = attempts
+        .iter()
+        .filter(|a| a.2.as_deref() == Some("node_lost"))
+        .collect();
+    assert_eq!(
+        lost.len(),
+        4,
+        "the four attempts of the dead node: {attempts:#?}"
+    );
+    for (task, attempt, outcome, records) in &attempts {
+        let expected = match outcome.as_deref() {
+            Some("node_lost") => 0,
+            Some("succeeded") => 1,
+            other => panic!("{task} attempt {attempt}: unexpected outcome {other:?}"),
+        };
+        assert_eq!(
+            *records, expected,
+            "{task} attempt {attempt}: one record per attempt that ran"
+        );
+    }
+    let succeeded = attempts
+        .iter()
+        .filter(|a| a.2.as_deref() == Some("succeeded"))
+        .count();
+    assert_eq!(succeeded, 6, "each task succeeded exactly once");
+    db.close().await.unwrap();
+    drop(servers);
+    backend.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_cancelled_through_one_node_is_stopped_on_the_node_running_it() {
+    let backend = Backend::postgres().await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // A only serves the API; B only runs tasks.
+    let a = Server::start_with(&backend, dir_a.path(), &[("CORRAL_WORKERS", "0")]).await;
+    let b = Server::start_with(&backend, dir_b.path(), &[("CORRAL_WORKERS", "2")]).await;
+    setup_agent(&a.url, "hostile", HOSTILE).await;
+    let task = submit_task(
+        &a.url,
+        "hostile",
+        json!({ "action": "sleep", "input": { "ms": 60000 } }),
+    )
+    .await;
+    let id = task["id"].as_str().unwrap();
+    task_until(&a.url, id, Duration::from_secs(10), |t| {
+        t["state"] == "running"
+    })
+    .await;
+    let asked = Instant::now();
+    let response = client()
+        .post(format!("{}/v1/tasks/{id}/cancel", a.url))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let task = task_until(&a.url, id, Duration::from_secs(10), |t| {
+        t["state"] == "cancelled"
+    })
+    .await;
+    eprintln!(
+        "a running task was stopped on another node {:?} after the cancel",
+        asked.elapsed()
+    );
+    assert!(asked.elapsed() < Duration::from_secs(5));
+    assert_eq!(task["attempts"][0]["outcome"], "cancelled");
+    let execution: Value = client()
+        .get(format!(
+            "{}/v1/executions/{}",
+            a.url,
+            task["attempts"][0]["execution_id"].as_str().unwrap()
+        ))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(execution["outcome"], "cancelled", "{execution:#}");
+    drop((a, b));
     backend.cleanup().await;
 }
