@@ -88,6 +88,17 @@ mod refused {
         async fn call(&mut self, _: String, _: String, _: String) -> Answer<String, CallError> {
             Ok(Err(CallError::Denied(String::new())))
         }
+        async fn submit_task(
+            &mut self,
+            _: String,
+            _: String,
+            _: String,
+        ) -> Answer<String, CallError> {
+            Ok(Err(CallError::Denied(String::new())))
+        }
+        async fn wait_task(&mut self, _: String, _: u32) -> Answer<Option<String>, CallError> {
+            Ok(Err(CallError::Denied(String::new())))
+        }
     }
 }
 
