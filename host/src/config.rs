@@ -216,3 +216,18 @@ impl ServeConfig {
         config
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invocation_timeout_as_long_as_the_request_timeout_is_refused() {
+        let mut config =
+            ServeConfig::for_data_dir(".corral".into(), "127.0.0.1:0".parse().unwrap());
+        assert!(config.check().is_ok(), "the defaults agree");
+        config.timeout = config.request_timeout;
+        let message = config.check().unwrap_err().to_string();
+        assert!(message.contains("CORRAL_REQUEST_TIMEOUT"), "{message}");
+    }
+}

@@ -528,6 +528,7 @@ impl Invocations {
                 execution.outcome,
                 execution.output.as_deref(),
                 execution.error.as_ref(),
+                !execution.denials.is_empty(),
                 finished_at,
             )
         });

@@ -166,9 +166,19 @@ pub struct RetryPolicy {
 
 /// Whether an attempt that ended with `outcome` (and `error`) may succeed next time:
 /// an agent error the agent marked retryable, or a timeout (if the task allows). Never
-/// invalid input, traps, fuel or memory exhaustion, oversized output or logs, or a
-/// cancellation. (Host failures and lost nodes are retried too; they leave no outcome.)
-pub fn retryable(outcome: Outcome, error: Option<&ExecutionError>, policy: &RetryPolicy) -> bool {
+/// invalid input, traps, fuel or memory exhaustion, oversized output or logs, a
+/// cancellation, or a failure after a capability was denied (`denied`: the grant will
+/// not change by itself). (Host failures and lost nodes are retried too; they leave no
+/// outcome.)
+pub fn retryable(
+    outcome: Outcome,
+    error: Option<&ExecutionError>,
+    denied: bool,
+    policy: &RetryPolicy,
+) -> bool {
+    if denied {
+        return false;
+    }
     match outcome {
         Outcome::AgentError => error.is_some_and(|e| e.retryable),
         Outcome::TimedOut => policy.retry_timeouts,
@@ -288,12 +298,14 @@ impl Next {
 }
 
 impl TaskCompletion {
-    /// What an attempt that ran and ended with `outcome` does to its task.
+    /// What an attempt that ran and ended with `outcome` does to its task (`denied`:
+    /// the guest was refused a capability during the attempt).
     pub fn of_run(
         attempt: &TaskAttempt,
         outcome: Outcome,
         output: Option<&str>,
         error: Option<&ExecutionError>,
+        denied: bool,
         now: DateTime<Utc>,
     ) -> TaskCompletion {
         let task_error = || match error {
@@ -311,7 +323,7 @@ impl TaskCompletion {
             (Outcome::Cancelled, _) => Next::Cancelled {
                 error: task_error(),
             },
-            (outcome, _) if retryable(outcome, error, &attempt.policy) => {
+            (outcome, _) if retryable(outcome, error, denied, &attempt.policy) => {
                 Next::after_retryable(attempt, task_error(), now)
             }
             _ => Next::Failed {
@@ -378,7 +390,7 @@ mod tests {
             ..retryable_error.clone()
         };
         let next = |outcome, error: Option<&ExecutionError>| {
-            TaskCompletion::of_run(&attempt(1, 3), outcome, None, error, now)
+            TaskCompletion::of_run(&attempt(1, 3), outcome, None, error, false, now)
                 .next
                 .state()
         };
@@ -406,7 +418,21 @@ mod tests {
             );
         }
         assert_eq!(next(Outcome::Cancelled, None), TaskState::Cancelled);
-        let last = TaskCompletion::of_run(&attempt(3, 3), Outcome::TimedOut, None, None, now);
+        let last =
+            TaskCompletion::of_run(&attempt(3, 3), Outcome::TimedOut, None, None, false, now);
         assert_eq!(last.next.state(), TaskState::Failed, "no attempts left");
+        let denied = TaskCompletion::of_run(
+            &attempt(1, 3),
+            Outcome::AgentError,
+            None,
+            Some(&retryable_error),
+            true,
+            now,
+        );
+        assert_eq!(
+            denied.next.state(),
+            TaskState::Failed,
+            "a denial is not retried"
+        );
     }
 }

@@ -20,6 +20,7 @@ crate::on_both_backends!(
     a_waiting_task_is_cancelled_at_once_and_a_running_one_is_stopped,
     a_paused_agent_holds_its_tasks_and_the_queue_cap_refuses_more,
     a_rate_quota_defers_an_attempt_without_counting_it,
+    a_spent_budget_fails_a_task_unless_it_waits_for_the_next_period,
     a_retried_submission_returns_the_same_task,
     an_agent_fans_tasks_out_to_another_and_gathers_them,
 );
@@ -562,6 +563,53 @@ async fn a_rate_quota_defers_an_attempt_without_counting_it(backend: Backend) {
     let done = finished(&app, &waiting_id).await;
     assert_eq!(done["state"], "succeeded", "{done:#}");
     assert_eq!(done["attempt_count"], 1);
+    app.stop().await;
+}
+
+async fn a_spent_budget_fails_a_task_unless_it_waits_for_the_next_period(backend: Backend) {
+    let clock = Arc::new(ManualClock::new("2026-03-31T23:00:00Z".parse().unwrap()));
+    let app = {
+        let clock = clock.clone();
+        spawn_app_with(backend, move |config| {
+            config.workers = Some(1);
+            config.task_poll = Duration::from_millis(50);
+            config.clock = Some(clock);
+            // An invocation costs exactly one dollar.
+            config.price_per_invocation = "1".parse().unwrap();
+            config.price_per_million_fuel = "0".parse().unwrap();
+            config.price_per_gib_second = "0".parse().unwrap();
+        })
+        .await
+    };
+    app.agent_with("echo", ECHO).await;
+    app.set_policy(
+        "echo",
+        json!({ "quotas": { "budgets": { "dollars_per_day": "1" } } }),
+    )
+    .await;
+    let spends = submit(&app, "echo", json!({ "action": "echo" })).await;
+    assert_eq!(
+        finished(&app, spends["id"].as_str().unwrap()).await["state"],
+        "succeeded"
+    );
+    // The day's dollar is spent: a task that does not wait fails, without an execution.
+    let fails = submit(&app, "echo", json!({ "action": "echo" })).await;
+    let fails = finished(&app, fails["id"].as_str().unwrap()).await;
+    assert_eq!(fails["state"], "failed", "{fails:#}");
+    assert_eq!(fails["error"]["code"], "budget_exhausted");
+    assert_eq!(fails["attempts"][0]["outcome"], "budget_exhausted");
+    // One that waits is put off until the day rolls over, not counting an attempt.
+    let waits = submit(
+        &app,
+        "echo",
+        json!({ "action": "echo", "wait_for_budget": true }),
+    )
+    .await;
+    let id = waits["id"].as_str().unwrap();
+    let deferred = until(&app, id, |t| t["state"] == "scheduled").await;
+    assert_eq!(deferred["attempt_count"], 0, "{deferred:#}");
+    clock.advance(chrono::Duration::hours(2));
+    assert_eq!(finished(&app, id).await["state"], "succeeded");
     app.stop().await;
 }
 
