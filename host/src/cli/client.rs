@@ -1,5 +1,7 @@
 //! `corral agent …` and `corral tenant …`: read and set policies and read usage over
-//! the HTTP API of a running `corral serve`, as an operator would with curl.
+//! the HTTP API of a running `corral serve`, as an operator would with curl. The
+//! server's address and key ([`ServerArgs`]) and the request helpers ([`send`]) serve
+//! the other client commands too (`corral task …`).
 
 use std::io;
 use std::process::ExitCode;
@@ -14,6 +16,8 @@ use super::run::read_input;
 
 /// Where the server is and who is asking.
 #[derive(Debug, Clone, Args)]
+// After the subcommand's own options in `--help`, rather than among them.
+#[command(next_display_order = 1000)]
 pub struct ServerArgs {
     /// The server's base URL.
     #[arg(
@@ -189,36 +193,70 @@ fn parse_json(text: &str) -> anyhow::Result<Value> {
 }
 
 impl ServerArgs {
+    /// Whether `--json` asked for the server's JSON as is.
+    pub(super) fn json(&self) -> bool {
+        self.json
+    }
+
+    /// A request to the path made of `segments` under the server's URL (each segment
+    /// percent-encoded, so a name or id cannot reach another route), with the API key.
+    pub(super) fn request(
+        &self,
+        method: Method,
+        segments: &[&str],
+    ) -> anyhow::Result<reqwest::RequestBuilder> {
+        let mut url = reqwest::Url::parse(&self.url)
+            .with_context(|| format!("{:?} is not a URL", self.url))?;
+        url.path_segments_mut()
+            .map_err(|()| anyhow::anyhow!("{:?} cannot be a base URL", self.url))?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(reqwest::Client::new()
+            .request(method, url)
+            .bearer_auth(self.key()?))
+    }
+
     /// Sends a request; an API error becomes an error naming its code.
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let key = self
-            .key
-            .as_deref()
-            .context("no API key: pass --key or set CORRAL_KEY")?;
         let url = format!("{}{path}", self.url.trim_end_matches('/'));
         let mut request = reqwest::Client::new()
             .request(method, &url)
-            .bearer_auth(key);
+            .bearer_auth(self.key()?);
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {url}"))?;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        if status.is_success() {
-            return Ok(body);
-        }
-        let error = &body["error"];
-        anyhow::bail!(
-            "{} {}: {}",
-            status.as_u16(),
-            error["code"].as_str().unwrap_or("error"),
-            error["message"].as_str().unwrap_or("(no message)")
-        )
+        send(request).await
     }
+
+    fn key(&self) -> anyhow::Result<&str> {
+        self.key
+            .as_deref()
+            .context("no API key: pass --key or set CORRAL_KEY")
+    }
+}
+
+/// Sends `request` and returns the JSON body of a success; an API error becomes an
+/// error naming its status, code and message (`404 not_found: …`).
+pub(super) async fn send(request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+    let (client, request) = request.build_split();
+    let request = request.context("building the request")?;
+    let url = request.url().clone();
+    let response = client
+        .execute(request)
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if status.is_success() {
+        return Ok(body);
+    }
+    let error = &body["error"];
+    anyhow::bail!(
+        "{} {}: {}",
+        status.as_u16(),
+        error["code"].as_str().unwrap_or("error"),
+        error["message"].as_str().unwrap_or("(no message)")
+    )
 }
 
 fn print_agent_usage(usage: &Value) -> io::Result<()> {

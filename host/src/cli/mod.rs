@@ -1,5 +1,5 @@
 //! The `corral` command line: `serve` the control API, `run` and `inspect` a component
-//! locally, `agent` and `tenant` to talk to a running server, and the hidden
+//! locally, `agent`, `tenant` and `task` to talk to a running server, and the hidden
 //! `compile-worker` the host starts for each compile.
 //!
 //! Every command writes through [`output`], so a reader that goes away (`| head`) ends
@@ -11,6 +11,7 @@ mod client;
 mod inspect;
 mod output;
 mod run;
+mod tasks;
 pub mod units;
 
 use std::path::PathBuf;
@@ -48,6 +49,14 @@ enum Command {
     Agent(client::AgentArgs),
     /// Read or set a tenant's policy, and read its usage, on a running server.
     Tenant(client::TenantArgs),
+    /// Submit tasks to a running server, wait for them, show, list and cancel them.
+    ///
+    /// Exit status: 0 the request succeeded (for get, wait and submit --wait: the task
+    /// succeeded); 1 the task failed or was cancelled; 2 bad usage, or the server
+    /// refused the request (its error code and message are printed) or could not be
+    /// reached; 3 the task has not ended (wait --timeout passed first, or get found it
+    /// waiting or running).
+    Task(tasks::TaskArgs),
     /// Show what a component is: whether it is a valid agent, its metadata, imports and exports.
     Inspect(inspect::InspectArgs),
     /// Compile a component read on stdin under caps (started by the host itself).
@@ -208,6 +217,7 @@ pub fn main() -> ExitCode {
             Command::Inspect(args) => inspect::inspect(args).await,
             Command::Agent(args) => client::agent(args).await,
             Command::Tenant(args) => client::tenant(args).await,
+            Command::Task(args) => tasks::task(args).await,
             Command::CompileWorker(_) => unreachable!("handled above"),
         }
     }))

@@ -10,6 +10,7 @@ mod invocations;
 mod kv;
 mod quotas;
 mod records;
+mod task_cli;
 mod tasks;
 mod versions;
 
