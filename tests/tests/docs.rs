@@ -608,6 +608,7 @@ fn the_api_doc_names_every_query_parameter_of_the_list_endpoints() {
         ("executions", "ListQuery", "/v1/executions?"),
         ("audit", "ListQuery", "/v1/audit?"),
         ("costs", "CostQuery", "/v1/costs?"),
+        ("tasks", "ListQuery", "/v1/tasks?"),
     ] {
         let file = root.join(format!("host/src/api/routes/{module}.rs"));
         let fields = struct_fields(&std::fs::read_to_string(file).unwrap(), query);
