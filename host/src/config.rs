@@ -160,6 +160,20 @@ impl ServeConfig {
                 self.request_timeout
             );
         }
+        // Renewed every third of a lease: a lease too short to renew lets other nodes
+        // take live attempts over; a poll of zero would spin.
+        if self.task_lease < Duration::from_secs(1) {
+            anyhow::bail!(
+                "--task-lease (CORRAL_TASK_LEASE) is {:?}; it must be at least 1s",
+                self.task_lease
+            );
+        }
+        if self.task_poll < Duration::from_millis(10) || self.task_poll > self.task_lease {
+            anyhow::bail!(
+                "--task-poll (CORRAL_TASK_POLL) is {:?}; it must be between 10ms and the task lease",
+                self.task_poll
+            );
+        }
         Ok(())
     }
 
@@ -229,5 +243,11 @@ mod tests {
         config.timeout = config.request_timeout;
         let message = config.check().unwrap_err().to_string();
         assert!(message.contains("CORRAL_REQUEST_TIMEOUT"), "{message}");
+        config.timeout = Duration::from_secs(1);
+        config.task_poll = Duration::ZERO;
+        assert!(config.check().is_err(), "a poll of zero would spin");
+        config.task_poll = Duration::from_millis(100);
+        config.task_lease = Duration::from_millis(500);
+        assert!(config.check().is_err(), "a lease too short to renew");
     }
 }

@@ -224,6 +224,19 @@ async fn task_attempts_survive_a_crash_and_a_shutdown(backend: Backend) {
         ["node_lost", "succeeded"],
         "handed back, then retried: {long:#}"
     );
+    // The handed-back attempt's guest was stopped at shutdown, not run to its end.
+    let first = client()
+        .get(format!(
+            "{}/v1/executions/{}",
+            restarted.url,
+            long["attempts"][0]["execution_id"].as_str().unwrap()
+        ))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first["outcome"], "cancelled", "{first:#}");
     drop(restarted);
     backend.cleanup().await;
 }

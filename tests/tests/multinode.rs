@@ -526,3 +526,125 @@ async fn a_task_cancelled_through_one_node_is_stopped_on_the_node_running_it() {
     drop((a, b));
     backend.cleanup().await;
 }
+
+/// Invokes with an `Idempotency-Key`: (status, body).
+async fn call_with_key(url: &str, agent: &str, key: &str, body: &Value) -> (u16, Value) {
+    let response = client()
+        .post(format!("{url}/v1/agents/{agent}/invoke"))
+        .bearer_auth(KEY)
+        .header("idempotency-key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn executions_with_key(db: &mut sqlx::PgConnection, key: &str) -> i64 {
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM executions WHERE idempotency_key = $1")
+        .bind(key)
+        .fetch_one(db)
+        .await
+        .unwrap();
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idempotency_key_runs_once_across_nodes_even_when_one_starts_or_dies() {
+    let env = [("CORRAL_IDEMPOTENCY_LEASE", "2s")];
+    let (backend, mut servers, mut dirs) = servers(2, &env).await;
+    let (a, b) = (servers[0].url.clone(), servers[1].url.clone());
+    setup_agent(&a, "hostile", HOSTILE).await;
+    let mut db = database(&backend).await;
+    let slow = json!({ "action": "sleep", "input": { "ms": 2500 } });
+
+    // A runs it; a retry on B while it runs is refused, even after a third node
+    // starts (which once released every pending key it found).
+    let first = {
+        let (a, slow) = (a.clone(), slow.clone());
+        tokio::spawn(async move { call_with_key(&a, "hostile", "key-1", &slow).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, body) = call_with_key(&b, "hostile", "key-1", &slow).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("idempotency_in_progress")));
+    let dir = tempfile::tempdir().unwrap();
+    servers.push(Server::start_with(&backend, dir.path(), &env).await);
+    dirs.push(dir);
+    let (status, _) = call_with_key(&servers[2].url, "hostile", "key-1", &slow).await;
+    assert_eq!(status, 409, "a node that starts leaves others' keys alone");
+    let (status, first) = first.await.unwrap();
+    assert_eq!(status, 200);
+    let (status, again) = call_with_key(&b, "hostile", "key-1", &slow).await;
+    assert_eq!(status, 200);
+    assert_eq!(again["execution_id"], first["execution_id"]);
+    assert_eq!(executions_with_key(&mut db, "key-1").await, 1);
+
+    // A dies mid-run: its key is taken over once the lease lapses, and billed once.
+    let doomed = {
+        let (a, slow) = (a.clone(), slow.clone());
+        tokio::spawn(async move {
+            let _ = client()
+                .post(format!("{a}/v1/agents/hostile/invoke"))
+                .bearer_auth(KEY)
+                .header("idempotency-key", "key-2")
+                .json(&slow)
+                .send()
+                .await;
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    servers[0].kill();
+    let _ = doomed.await;
+    let killed = Instant::now();
+    let (status, _) = call_with_key(&b, "hostile", "key-2", &slow).await;
+    assert_eq!(status, 409, "the lease still holds right after the kill");
+    let retried = loop {
+        let (status, body) = call_with_key(&b, "hostile", "key-2", &slow).await;
+        if status == 200 {
+            break body;
+        }
+        assert_eq!(status, 409, "{body:#}");
+        assert!(killed.elapsed() < Duration::from_secs(15), "the key was never taken over");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(retried["outcome"], "succeeded");
+    eprintln!("a dead node's idempotency key was taken over {:?} after the kill", killed.elapsed());
+    assert_eq!(executions_with_key(&mut db, "key-2").await, 1, "billed once");
+    db.close().await.unwrap();
+    drop(servers);
+    backend.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idempotency_keys_expire_and_are_purged() {
+    let (backend, servers, _dirs) = servers(1, &[("CORRAL_IDEMPOTENCY_TTL", "2s")]).await;
+    let url = servers[0].url.clone();
+    setup_agent(&url, "echo", ECHO).await;
+    let mut db = database(&backend).await;
+    let (status, _) = call_with_key(&url, "echo", "old", &json!({ "action": "echo", "input": { "n": 1 } })).await;
+    assert_eq!(status, 200);
+    let (status, body) = call_with_key(&url, "echo", "old", &json!({ "action": "echo", "input": { "n": 2 } })).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("idempotency_key_reused")));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Expired: the key is free for a new request.
+    let (status, body) = call_with_key(&url, "echo", "old", &json!({ "action": "echo", "input": { "n": 2 } })).await;
+    assert_eq!(status, 200, "{body:#}");
+    assert_eq!(body["output"], json!({ "n": 2 }));
+    // And purged in the background once it expires again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM idempotency_keys")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "expired keys were never purged");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    db.close().await.unwrap();
+    drop(servers);
+    backend.cleanup().await;
+}

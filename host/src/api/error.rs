@@ -149,6 +149,7 @@ impl From<crate::invocations::InvokeError> for ApiError {
                 ApiError::conflict("no_active_version", e.to_string())
             }
             e @ InvokeError::VersionNotFound { .. } => ApiError::not_found(e.to_string()),
+            InvokeError::AgentDeleted { agent } => ApiError::not_found(format!("agent {agent:?}")),
             InvokeError::Quota(denial) => ApiError::quota(&denial),
             InvokeError::ShuttingDown => ApiError::unavailable("the server is shutting down"),
             InvokeError::Host(e) => ApiError::internal(e),

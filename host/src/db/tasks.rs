@@ -168,16 +168,23 @@ pub async fn insert(tx: &mut Tx, task: &TaskRow, depends_on: &[String]) -> Resul
     Ok(())
 }
 
-/// The states of `ids` among `tenant_id`'s tasks (missing ones are left out).
+/// The states of `ids` among `tenant_id`'s tasks (missing ones are left out). On
+/// Postgres the rows are locked (`FOR SHARE`) until `tx` ends, so a parent cannot end
+/// unseen between this read and the new edges' commit: its end waits, then sees them.
 pub async fn states(
     tx: &mut Tx,
     tenant_id: &str,
     ids: &[String],
 ) -> Result<Vec<(String, String)>, DbError> {
+    let lock = match tx {
+        Tx::Postgres(_) => " FOR SHARE",
+        Tx::Sqlite(_) => "",
+    };
+    let sql = format!("SELECT id, state FROM tasks WHERE tenant_id = $1 AND id = $2{lock}");
     let mut found = Vec::with_capacity(ids.len());
     for id in ids {
         let row: Option<(String, String)> = on_tx!(tx, conn => sqlx::query_as(
-            "SELECT id, state FROM tasks WHERE tenant_id = $1 AND id = $2")
+            &sql)
             .bind(tenant_id)
             .bind(id)
             .fetch_optional(conn)
@@ -263,7 +270,8 @@ pub async fn depends_on(db: &Db, tenant_id: &str, id: &str) -> Result<Vec<String
     Ok(rows.into_iter().map(|(id,)| id).collect())
 }
 
-/// Filters for listing tasks.
+/// Filters for listing tasks. A `queued` or `scheduled` filter means what the API
+/// shows: waiting and due (`queued`), or waiting for a later `run_at` (`scheduled`).
 #[derive(Debug, Clone, Default)]
 pub struct TaskFilter {
     /// Only tasks of agents of this name.
@@ -276,6 +284,8 @@ pub struct TaskFilter {
     pub since: Option<DateTime<Utc>>,
     /// Submitted before.
     pub until: Option<DateTime<Utc>>,
+    /// Now, which tells `queued` from `scheduled`.
+    pub now: DateTime<Utc>,
 }
 
 /// A tenant's tasks, newest first, before the cursor id.
@@ -288,7 +298,11 @@ pub async fn list(
 ) -> Result<Vec<TaskRow>, DbError> {
     let sql = format!(
         "SELECT {COLUMNS} FROM tasks WHERE tenant_id = $1 AND id < $2 \
-         AND ($3 IS NULL OR agent_name = $3) AND ($4 IS NULL OR state = $4) \
+         AND ($3 IS NULL OR agent_name = $3) \
+         AND ($4 IS NULL OR CASE \
+             WHEN $4 = 'queued' THEN state IN ('queued', 'scheduled') AND run_at <= $9 \
+             WHEN $4 = 'scheduled' THEN state IN ('queued', 'scheduled') AND run_at > $9 \
+             ELSE state = $4 END) \
          AND ($5 IS NULL OR correlation_id = $5) AND ($6 IS NULL OR created_at >= $6) \
          AND ($7 IS NULL OR created_at < $7) ORDER BY id DESC LIMIT $8"
     );
@@ -301,6 +315,7 @@ pub async fn list(
         .bind(filter.since)
         .bind(filter.until)
         .bind(limit)
+        .bind(filter.now)
         .fetch_all(pool)
         .await)?)
 }
@@ -325,7 +340,8 @@ pub async fn claim(
     n: i64,
 ) -> Result<Vec<Claimed>, DbError> {
     const WAITING: &str = "t.state IN ('queued', 'scheduled', 'retrying') AND t.run_at <= $3 \
-        AND NOT EXISTS (SELECT 1 FROM agents a WHERE a.id = t.agent_id AND a.status = 'paused')";
+        AND NOT EXISTS (SELECT 1 FROM agents a WHERE a.id = t.agent_id AND a.status = 'paused' \
+        AND a.deleted_at IS NULL)";
     let sql = match db {
         Db::Postgres(_) => format!(
             "WITH picked AS (SELECT t.id FROM tasks t WHERE {WAITING} \
@@ -397,6 +413,26 @@ pub async fn cancel_requested(db: &Db, node: &str) -> Result<Vec<(String, i32)>,
 /// Records an attempt's end and moves its task on, fenced on (task, attempt): returns
 /// whether the task was still this attempt's. Then releases or cancels its dependants.
 pub async fn complete(tx: &mut Tx, c: &TaskCompletion) -> Result<bool, DbError> {
+    // A cancellation asked for while the attempt ran wins over a retry: the row is
+    // locked (Postgres) so a cancel cannot slip in between this read and the update.
+    let lock = match tx {
+        Tx::Postgres(_) => " FOR UPDATE",
+        Tx::Sqlite(_) => "",
+    };
+    let sql = format!(
+        "SELECT cancel_requested FROM tasks WHERE id = $1 AND attempts = $2 AND state = 'running'{lock}"
+    );
+    let cancel_requested: Option<(bool,)> = on_tx!(tx, conn => sqlx::query_as(&sql)
+        .bind(&c.task_id)
+        .bind(c.attempt as i32)
+        .fetch_optional(conn)
+        .await)?;
+    let next = match (&c.next, cancel_requested) {
+        (Next::Retry { .. }, Some((true,))) => Next::Cancelled {
+            error: TaskError::new("cancelled", "the task was cancelled", false),
+        },
+        (next, _) => next.clone(),
+    };
     on_tx!(tx, conn => sqlx::query(
         "UPDATE task_attempts SET outcome = $1, finished_at = $2 \
          WHERE task_id = $3 AND attempt = $4 AND outcome IS NULL")
@@ -407,8 +443,8 @@ pub async fn complete(tx: &mut Tx, c: &TaskCompletion) -> Result<bool, DbError> 
         .execute(conn)
         .await
         .map(|r| r.rows_affected()))?;
-    let state = c.next.state();
-    let (result, error, run_at) = match &c.next {
+    let state = next.state();
+    let (result, error, run_at) = match &next {
         Next::Succeeded { result } => (Some(result.clone()), None, None),
         Next::Retry { run_at, error } => (None, Some(Json(error.clone())), Some(*run_at)),
         Next::Failed { error } | Next::Cancelled { error } => {
@@ -598,13 +634,29 @@ pub enum Cancelled {
     AlreadyFinal,
 }
 
-/// Cancels a task of `tenant_id`: at once if it waits, by request if it runs.
+/// Cancels a task of `tenant_id`: at once if it waits, by request if it runs. (A
+/// task that moved from running to waiting between the two tries is tried again.)
 pub async fn cancel(
     tx: &mut Tx,
     tenant_id: &str,
     id: &str,
     now: DateTime<Utc>,
 ) -> Result<Cancelled, DbError> {
+    for _ in 0..3 {
+        match cancel_once(tx, tenant_id, id, now).await? {
+            Some(cancelled) => return Ok(cancelled),
+            None => continue,
+        }
+    }
+    Ok(Cancelled::AlreadyFinal)
+}
+
+async fn cancel_once(
+    tx: &mut Tx,
+    tenant_id: &str,
+    id: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<Cancelled>, DbError> {
     let error = Json(TaskError::new("cancelled", "the task was cancelled", false));
     let waiting = on_tx!(tx, conn => sqlx::query(
         "UPDATE tasks SET state = 'cancelled', outcome = 'cancelled', error = $1, updated_at = $2, \
@@ -619,7 +671,7 @@ pub async fn cancel(
         .map(|r| r.rows_affected()))?;
     if waiting == 1 {
         cancel_dependants(tx, id, TaskState::Cancelled, now).await?;
-        return Ok(Cancelled::Now);
+        return Ok(Some(Cancelled::Now));
     }
     let running = on_tx!(tx, conn => sqlx::query(
         "UPDATE tasks SET cancel_requested = TRUE, updated_at = $1 \
@@ -631,16 +683,19 @@ pub async fn cancel(
         .await
         .map(|r| r.rows_affected()))?;
     if running == 1 {
-        return Ok(Cancelled::Requested);
+        return Ok(Some(Cancelled::Requested));
     }
-    let exists: Option<(String,)> = on_tx!(tx, conn => sqlx::query_as(
-        "SELECT id FROM tasks WHERE tenant_id = $1 AND id = $2")
+    let state: Option<(String,)> = on_tx!(tx, conn => sqlx::query_as(
+        "SELECT state FROM tasks WHERE tenant_id = $1 AND id = $2")
         .bind(tenant_id)
         .bind(id)
         .fetch_optional(conn)
         .await)?;
-    match exists {
-        Some(_) => Ok(Cancelled::AlreadyFinal),
+    match state {
+        Some((state,)) if TaskState::parse(&state).is_some_and(TaskState::is_final) => {
+            Ok(Some(Cancelled::AlreadyFinal))
+        }
+        Some(_) => Ok(None),
         None => Err(DbError::NotFound),
     }
 }

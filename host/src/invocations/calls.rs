@@ -240,6 +240,9 @@ pub fn call_error(error: InvokeError) -> CallError {
             refused("no_active_version", e.to_string(), false)
         }
         e @ InvokeError::VersionNotFound { .. } => refused("not_found", e.to_string(), false),
+        InvokeError::AgentDeleted { agent } => {
+            CallError::Denied(format!("there is no agent {agent:?} this agent may call"))
+        }
         InvokeError::Quota(denial) => refused(denial.code(), denial.message(), true),
         InvokeError::ShuttingDown => refused("unavailable", "the server is shutting down", true),
         InvokeError::Host(e) => {

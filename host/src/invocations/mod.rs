@@ -194,6 +194,12 @@ pub enum InvokeError {
         /// The version asked for.
         version: String,
     },
+    /// The agent was deleted (after a task of it was submitted).
+    #[error("agent {agent:?} was deleted")]
+    AgentDeleted {
+        /// The agent's name.
+        agent: String,
+    },
     /// A quota of the agent or its tenant refused it (recorded as an audit event).
     #[error("{}", .0.message())]
     Quota(quota::Denial),
@@ -528,7 +534,11 @@ impl Invocations {
                 execution.outcome,
                 execution.output.as_deref(),
                 execution.error.as_ref(),
-                !execution.denials.is_empty(),
+                // A grant that refused will refuse again; a callee's quota may not.
+                execution
+                    .denials
+                    .iter()
+                    .any(|d| d.reason != crate::runtime::DenialReason::Refused),
                 finished_at,
             )
         });

@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -103,6 +103,9 @@ pub enum SubmitError {
     /// The idempotency key was used for a different submission.
     #[error("this Idempotency-Key was used for a different submission")]
     KeyReused,
+    /// Another submission with this key is being stored right now.
+    #[error("a submission with this Idempotency-Key is being stored; retry")]
+    InProgress,
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -229,7 +232,7 @@ pub async fn submit(
             ));
         }
     }
-    check_cycles(&specs, &keys)?;
+    let order = parents_first(&specs, &keys)?;
 
     let mut tx = pipeline.db.begin(Some(tenant_id)).await?;
     if let Some(first) = key_of(0)
@@ -277,9 +280,11 @@ pub async fn submit(
     }
 
     let ids: Vec<String> = specs.iter().map(|_| db::new_id()).collect();
-    let mut rows = Vec::with_capacity(specs.len());
-    let mut states: Vec<TaskState> = Vec::with_capacity(specs.len());
-    for (i, spec) in specs.iter().enumerate() {
+    let mut rows: Vec<Option<TaskRow>> = vec![None; specs.len()];
+    let mut states: Vec<TaskState> = vec![TaskState::Queued; specs.len()];
+    // Parents first: a dependant's state needs theirs, and its edges need their rows.
+    for i in order {
+        let spec = &specs[i];
         let agent = &agents[spec.agent.as_ref().expect("checked")];
         let mut depends_on = Vec::new();
         let mut pending = 0;
@@ -300,7 +305,8 @@ pub async fn submit(
                 depends_on.push(id);
             }
         }
-        let run_at = spec.run_at.unwrap_or(now).max(now);
+        // Microseconds, as both databases keep them.
+        let run_at = spec.run_at.map_or(now, |t| t.trunc_subsecs(6)).max(now);
         let (state, error, finished_at) = match failed_parent {
             Some((parent, why)) => (
                 TaskState::Cancelled,
@@ -315,7 +321,7 @@ pub async fn submit(
             None if run_at > now => (TaskState::Scheduled, None, None),
             None => (TaskState::Queued, None, None),
         };
-        states.push(state);
+        states[i] = state;
         let row = TaskRow {
             id: ids[i].clone(),
             tenant_id: tenant_id.clone(),
@@ -354,16 +360,21 @@ pub async fn submit(
             .map_err(|e| match e {
                 // Another submission with this key won the race: it is a retry.
                 DbError::Internal(sqlx::Error::Database(d)) if d.is_unique_violation() => {
-                    SubmitError::Invalid {
-                        code: "idempotency_in_progress",
-                        message: "a submission with this Idempotency-Key is being stored; retry"
-                            .into(),
-                    }
+                    SubmitError::InProgress
                 }
                 e => e.into(),
             })?;
-        rows.push(row);
+        rows[i] = Some(row);
     }
+    let rows: Vec<TaskRow> = rows.into_iter().map(|r| r.expect("every task")).collect();
+    let mut event = submitter
+        .actor
+        .event("task.submit", "task", Some(&rows[0].id));
+    event.after = Some(Json(serde_json::json!({
+        "tasks": rows.iter().map(|r| serde_json::json!({ "id": r.id, "agent": r.agent_name, "action": r.action, "state": r.state })).collect::<Vec<_>>(),
+        "parent_execution_id": submitter.parent.as_ref().map(|p| &p.0),
+    })));
+    crate::db::audit::append(&mut tx, &event).await?;
     tasks::notify(&mut tx).await?;
     tx.commit().await?;
     Ok((rows, true))
@@ -373,9 +384,13 @@ fn failed_parent_outcome(state: TaskState) -> Option<String> {
     (state == TaskState::Cancelled).then(|| "dependency_failed".into())
 }
 
-/// Refuses a cycle among the batch's own tasks (tasks already stored cannot depend on
-/// new ones, so no other cycle can form), naming the tasks in it.
-fn check_cycles(specs: &[TaskSpec], keys: &HashMap<&str, usize>) -> Result<(), SubmitError> {
+/// The batch's tasks, each after the batch tasks it depends on; or the refusal of a
+/// cycle among them (tasks already stored cannot depend on new ones, so no other cycle
+/// can form), naming the tasks in it.
+fn parents_first(
+    specs: &[TaskSpec],
+    keys: &HashMap<&str, usize>,
+) -> Result<Vec<usize>, SubmitError> {
     // 0: unvisited, 1: on the current path, 2: done.
     fn visit(
         i: usize,
@@ -383,6 +398,7 @@ fn check_cycles(specs: &[TaskSpec], keys: &HashMap<&str, usize>) -> Result<(), S
         keys: &HashMap<&str, usize>,
         marks: &mut [u8],
         path: &mut Vec<usize>,
+        order: &mut Vec<usize>,
     ) -> Result<(), Vec<usize>> {
         marks[i] = 1;
         path.push(i);
@@ -395,18 +411,20 @@ fn check_cycles(specs: &[TaskSpec], keys: &HashMap<&str, usize>) -> Result<(), S
                     let start = path.iter().position(|&p| p == j).expect("on the path");
                     return Err(path[start..].to_vec());
                 }
-                0 => visit(j, specs, keys, marks, path)?,
+                0 => visit(j, specs, keys, marks, path, order)?,
                 _ => {}
             }
         }
         path.pop();
         marks[i] = 2;
+        order.push(i);
         Ok(())
     }
     let mut marks = vec![0u8; specs.len()];
+    let mut order = Vec::with_capacity(specs.len());
     for i in 0..specs.len() {
         if marks[i] == 0 {
-            visit(i, specs, keys, &mut marks, &mut Vec::new()).map_err(|cycle| {
+            visit(i, specs, keys, &mut marks, &mut Vec::new(), &mut order).map_err(|cycle| {
                 let names: Vec<String> = cycle
                     .iter()
                     .map(|&i| {
@@ -426,5 +444,5 @@ fn check_cycles(specs: &[TaskSpec], keys: &HashMap<&str, usize>) -> Result<(), S
             })?;
         }
     }
-    Ok(())
+    Ok(order)
 }

@@ -48,6 +48,7 @@ type Running = Arc<Mutex<HashMap<String, (i32, watch::Sender<bool>)>>>;
 
 /// A node's task workers. Dropping it does not stop them: call [`Workers::shutdown`].
 pub struct Workers {
+    running: Running,
     stop: watch::Sender<bool>,
     dispatcher: tokio::task::JoinHandle<()>,
     supervisor: tokio::task::JoinHandle<()>,
@@ -75,7 +76,7 @@ impl Workers {
             settings,
             node.clone(),
             wake.clone(),
-            running,
+            running.clone(),
             stopped.clone(),
         ));
         let listener = match &pipeline.db {
@@ -84,6 +85,7 @@ impl Workers {
         };
         tracing::info!(node, workers = settings.workers, "task workers started");
         Workers {
+            running: running.clone(),
             stop,
             dispatcher,
             supervisor,
@@ -93,21 +95,27 @@ impl Workers {
         }
     }
 
-    /// Stops claiming, lets running attempts finish within `grace`, then hands back
-    /// the attempts still running (recorded `node_lost` and retried elsewhere).
+    /// Stops claiming and lets running attempts finish within `grace`; then hands back
+    /// the attempts still running (recorded `node_lost`, so another node retries them)
+    /// and stops their guests. A stopped guest's execution is still recorded and
+    /// charged, but, fenced, moves its task nowhere.
     pub async fn shutdown(self, grace: Duration) {
         let _ = self.stop.send(true);
-        if tokio::time::timeout(grace, self.dispatcher).await.is_err() {
+        let mut dispatcher = self.dispatcher;
+        if tokio::time::timeout(grace, &mut dispatcher).await.is_err() {
             tracing::warn!("task attempts did not finish within the shutdown grace period");
+            match tasks::take_over_lapsed(&self.db, crate::db::now(), Some(&self.node)).await {
+                Ok(n) => tracing::warn!(handed_back = n, "handed unfinished task attempts back"),
+                Err(e) => tracing::error!(error = %e, "could not hand task attempts back"),
+            }
+            for (_, cancel) in self.running.lock().expect("running lock").values() {
+                let _ = cancel.send(true);
+            }
+            let _ = dispatcher.await;
         }
         self.supervisor.abort();
         if let Some(listener) = self.listener {
             listener.abort();
-        }
-        match tasks::take_over_lapsed(&self.db, crate::db::now(), Some(&self.node)).await {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(handed_back = n, "handed unfinished task attempts back"),
-            Err(e) => tracing::error!(error = %e, "could not hand task attempts back"),
         }
     }
 }
@@ -302,9 +310,12 @@ async fn run_attempt(pipeline: &Invocations, claimed: Claimed, cancelled: watch:
             let later = now + chrono::Duration::seconds(1);
             tasks::defer(&pipeline.db, &task.id, task.attempts, later, now).await
         }
-        e @ (InvokeError::NoActiveVersion { .. } | InvokeError::VersionNotFound { .. }) => {
+        e @ (InvokeError::NoActiveVersion { .. }
+        | InvokeError::VersionNotFound { .. }
+        | InvokeError::AgentDeleted { .. }) => {
             let code = match e {
                 InvokeError::NoActiveVersion { .. } => "no_active_version",
+                InvokeError::AgentDeleted { .. } => "agent_deleted",
                 _ => "not_found",
             };
             let error = TaskError::new(code, e.to_string(), false);
@@ -335,9 +346,8 @@ async fn prepare(
     let agent = match agents::by_id(&pipeline.db, &task.tenant_id, &task.agent_id).await {
         Ok(agent) => agent,
         Err(DbError::NotFound) => {
-            return Err(InvokeError::VersionNotFound {
+            return Err(InvokeError::AgentDeleted {
                 agent: task.agent_name.clone(),
-                version: "(the agent was deleted)".into(),
             });
         }
         Err(e) => return Err(e.into()),

@@ -159,6 +159,30 @@ async fn higher_priority_runs_first_and_run_at_is_honoured(backend: Backend) {
     .await;
     assert_eq!(scheduled["state"], "scheduled");
     assert_eq!(low["state"], "queued");
+    // The state filter means what the tasks show.
+    let ids = |query: &str| {
+        let app = &app;
+        let query = query.to_string();
+        async move {
+            let listed = app
+                .get(&format!("/v1/tasks?{query}"), ADMIN_KEY)
+                .await
+                .ok(200);
+            listed["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["id"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    let queued = ids("state=queued").await;
+    assert!(queued.contains(&low["id"].as_str().unwrap().to_string()));
+    assert!(!queued.contains(&scheduled["id"].as_str().unwrap().to_string()));
+    assert_eq!(
+        ids("state=scheduled").await,
+        [scheduled["id"].as_str().unwrap()]
+    );
     app.post("/v1/agents/echo/resume", ADMIN_KEY, json!({}))
         .await
         .ok(200);
@@ -392,6 +416,26 @@ async fn bad_dependencies_are_refused_naming_them(backend: Backend) {
     )
     .await
     .assert_error(404, "not_found");
+    // A task may name a later task of its batch; they are stored parents first.
+    let forward = app
+        .post(
+            "/v1/tasks",
+            ADMIN_KEY,
+            json!({ "tasks": [
+                { "agent": "echo", "key": "late", "action": "echo", "depends_on": ["early"] },
+                { "agent": "echo", "key": "early", "action": "echo" },
+            ] }),
+        )
+        .await
+        .ok(202);
+    assert_eq!(forward["tasks"][0]["state"], "blocked");
+    assert_eq!(forward["tasks"][1]["state"], "queued");
+    for task in forward["tasks"].as_array().unwrap() {
+        assert_eq!(
+            finished(&app, task["id"].as_str().unwrap()).await["state"],
+            "succeeded"
+        );
+    }
     // A batch is all or nothing.
     app.post(
         "/v1/tasks",
@@ -419,8 +463,8 @@ async fn bad_dependencies_are_refused_naming_them(backend: Backend) {
     .assert_error(400, "invalid_tasks");
     assert_eq!(
         app.count("tasks").await,
-        before + 1,
-        "only the other tenant's task"
+        before + 3,
+        "only the other tenant's task and the forward pair"
     );
     app.stop().await;
 }

@@ -147,9 +147,7 @@ async fn full_view(state: &AppState, tenant_id: &str, task: TaskRow) -> Result<T
 
 fn submit_error(e: SubmitError) -> ApiError {
     match e {
-        SubmitError::Invalid { code, message } if code == "idempotency_in_progress" => {
-            ApiError::conflict(code, message)
-        }
+        e @ SubmitError::InProgress => ApiError::conflict("idempotency_in_progress", e.to_string()),
         SubmitError::Invalid { code, message } => ApiError::bad_request(code, message),
         SubmitError::AgentNotFound(name) => ApiError::not_found(format!("agent {name:?}")),
         e @ SubmitError::QueueFull { .. } => ApiError {
@@ -354,6 +352,7 @@ async fn list(
         correlation_id: q.correlation_id,
         since: parse_time("since", q.since.as_deref())?,
         until: parse_time("until", q.until.as_deref())?,
+        now: state.quotas.clock().now(),
     };
     let rows = tasks::list(
         &state.db,
