@@ -131,6 +131,16 @@ pub struct ServeConfig {
     #[arg(long, env = "CORRAL_TASK_POLL", default_value = "1s", value_parser = parse_duration)]
     pub task_poll: Duration,
 
+    /// How long an idempotency key lives: a retry within it gets the first answer; after
+    /// it, the key is free and purged.
+    #[arg(long, env = "CORRAL_IDEMPOTENCY_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub idempotency_ttl: Duration,
+
+    /// How long a node's reservation of an idempotency key holds without renewal: the
+    /// longest a retry waits after the node running the request died.
+    #[arg(long, env = "CORRAL_IDEMPOTENCY_LEASE", default_value = "30s", value_parser = parse_duration)]
+    pub idempotency_lease: Duration,
+
     /// How deep calls between agents may go: a root's callees are at depth 1.
     #[arg(long, env = "CORRAL_MAX_CALL_DEPTH", default_value_t = 4)]
     pub max_call_depth: usize,
@@ -166,6 +176,18 @@ impl ServeConfig {
             anyhow::bail!(
                 "--task-lease (CORRAL_TASK_LEASE) is {:?}; it must be at least 1s",
                 self.task_lease
+            );
+        }
+        if self.idempotency_lease < Duration::from_secs(1) {
+            anyhow::bail!(
+                "--idempotency-lease (CORRAL_IDEMPOTENCY_LEASE) is {:?}; it must be at least 1s",
+                self.idempotency_lease
+            );
+        }
+        if self.idempotency_ttl < Duration::from_secs(1) {
+            anyhow::bail!(
+                "--idempotency-ttl (CORRAL_IDEMPOTENCY_TTL) is {:?}; it must be at least 1s",
+                self.idempotency_ttl
             );
         }
         if self.task_poll < Duration::from_millis(10) || self.task_poll > self.task_lease {

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod costs;
 pub mod db;
+pub mod housekeeping;
 pub mod invocations;
 pub mod limits;
 pub mod policy;

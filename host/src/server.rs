@@ -20,7 +20,8 @@ use crate::config::ServeConfig;
 use crate::db::keys::{self, Role};
 use crate::db::tenants::{self, Tenant};
 use crate::db::writer::ExecutionWriter;
-use crate::db::{self, Db, audit, idempotency};
+use crate::db::{self, Db, audit};
+use crate::housekeeping;
 use crate::quota::Enforcer;
 use crate::quota::clock::SystemClock;
 use crate::runtime::{CompileSettings, Runtime, RuntimeConfig};
@@ -41,7 +42,6 @@ impl Application {
     /// none, builds the sandbox and binds the listener.
     pub async fn build(config: ServeConfig) -> anyhow::Result<Application> {
         config.check()?;
-        let started = db::now();
         let url = config.database_url();
         if config.database_url.is_none() {
             std::fs::create_dir_all(&config.data_dir).with_context(|| {
@@ -61,13 +61,6 @@ impl Application {
                 )
             })?;
         let bootstrap_secret = bootstrap(&db, config.bootstrap_key.as_deref()).await?;
-        let abandoned = idempotency::abandon_stale(&db, started).await?;
-        if abandoned > 0 {
-            tracing::warn!(
-                abandoned,
-                "idempotency keys left pending by a previous run were released"
-            );
-        }
 
         let mut runtime = RuntimeConfig::in_memory();
         runtime.cache_dir = Some(config.data_dir.join("artifacts"));
@@ -94,6 +87,8 @@ impl Application {
             request_timeout: config.request_timeout,
             max_call_depth: config.max_call_depth,
             task_timeout: config.task_timeout,
+            idempotency_lease: config.idempotency_lease,
+            idempotency_ttl: config.idempotency_ttl,
             secrets_key,
         };
         let clock = config
@@ -150,6 +145,7 @@ impl Application {
             };
             Workers::start(state.invocations.clone(), settings, state.task_wake.clone())
         });
+        let housekeeping = tokio::spawn(housekeeping::run(state.invocations.clone()));
         let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let (workers_stop_tx, workers_stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -181,6 +177,7 @@ impl Application {
         // future is dropped: the writer drains its queue, commits, and stops.
         drop(server);
         let _ = workers.await;
+        housekeeping.abort();
         let _ = writer_task.await;
         db.close().await;
         Ok(())

@@ -567,7 +567,10 @@ async fn an_idempotency_key_runs_once_across_nodes_even_when_one_starts_or_dies(
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (status, body) = call_with_key(&b, "hostile", "key-1", &slow).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("idempotency_in_progress")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("idempotency_in_progress"))
+    );
     let dir = tempfile::tempdir().unwrap();
     servers.push(Server::start_with(&backend, dir.path(), &env).await);
     dirs.push(dir);
@@ -605,12 +608,22 @@ async fn an_idempotency_key_runs_once_across_nodes_even_when_one_starts_or_dies(
             break body;
         }
         assert_eq!(status, 409, "{body:#}");
-        assert!(killed.elapsed() < Duration::from_secs(15), "the key was never taken over");
+        assert!(
+            killed.elapsed() < Duration::from_secs(15),
+            "the key was never taken over"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(retried["outcome"], "succeeded");
-    eprintln!("a dead node's idempotency key was taken over {:?} after the kill", killed.elapsed());
-    assert_eq!(executions_with_key(&mut db, "key-2").await, 1, "billed once");
+    eprintln!(
+        "a dead node's idempotency key was taken over {:?} after the kill",
+        killed.elapsed()
+    );
+    assert_eq!(
+        executions_with_key(&mut db, "key-2").await,
+        1,
+        "billed once"
+    );
     db.close().await.unwrap();
     drop(servers);
     backend.cleanup().await;
@@ -622,13 +635,34 @@ async fn idempotency_keys_expire_and_are_purged() {
     let url = servers[0].url.clone();
     setup_agent(&url, "echo", ECHO).await;
     let mut db = database(&backend).await;
-    let (status, _) = call_with_key(&url, "echo", "old", &json!({ "action": "echo", "input": { "n": 1 } })).await;
+    let (status, _) = call_with_key(
+        &url,
+        "echo",
+        "old",
+        &json!({ "action": "echo", "input": { "n": 1 } }),
+    )
+    .await;
     assert_eq!(status, 200);
-    let (status, body) = call_with_key(&url, "echo", "old", &json!({ "action": "echo", "input": { "n": 2 } })).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("idempotency_key_reused")));
+    let (status, body) = call_with_key(
+        &url,
+        "echo",
+        "old",
+        &json!({ "action": "echo", "input": { "n": 2 } }),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("idempotency_key_reused"))
+    );
     tokio::time::sleep(Duration::from_millis(2500)).await;
     // Expired: the key is free for a new request.
-    let (status, body) = call_with_key(&url, "echo", "old", &json!({ "action": "echo", "input": { "n": 2 } })).await;
+    let (status, body) = call_with_key(
+        &url,
+        "echo",
+        "old",
+        &json!({ "action": "echo", "input": { "n": 2 } }),
+    )
+    .await;
     assert_eq!(status, 200, "{body:#}");
     assert_eq!(body["output"], json!({ "n": 2 }));
     // And purged in the background once it expires again.

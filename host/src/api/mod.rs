@@ -56,6 +56,10 @@ pub struct ApiSettings {
     pub max_call_depth: usize,
     /// The longest a task attempt may run.
     pub task_timeout: Duration,
+    /// How long an idempotency key's reservation holds without renewal.
+    pub idempotency_lease: Duration,
+    /// How long an idempotency key lives.
+    pub idempotency_ttl: Duration,
     /// The key that seals agents' secrets; `None` refuses secret writes.
     pub secrets_key: Option<SecretsKey>,
 }
@@ -109,6 +113,8 @@ impl AppState {
                 max_call_depth: settings.max_call_depth,
                 secrets_key: settings.secrets_key.clone(),
                 task_timeout: settings.task_timeout,
+                idempotency_lease: settings.idempotency_lease,
+                idempotency_ttl: settings.idempotency_ttl,
             },
             quotas,
         );

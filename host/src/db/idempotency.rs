@@ -3,20 +3,25 @@
 //! A request with an `Idempotency-Key` first *reserves* the key (one row, unique per
 //! tenant and key). The execution's record and the key's completion are committed
 //! together by the group-commit writer, so a retry either finds the stored response
-//! or finds the key still reserved — never a response without its record. Reservations
-//! left `pending` by a crash are marked `abandoned` at start; the original run was
-//! never acknowledged, so a retry may run it again.
+//! or finds the key still reserved — never a response without its record.
+//!
+//! A reservation belongs to the node running its request (`owner`) under a lease that
+//! node renews while the run lasts ([`renew`]). A retry on any node while the lease
+//! holds is "in progress"; only a lapsed lease — its node died — may be taken over, and
+//! then the retry runs (the first run was never recorded, so it is billed once). Every
+//! key expires `ttl` after it was reserved: an expired key is free for a new request,
+//! and [`purge`] deletes expired keys in the background.
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
-use super::{Db, DbError, Tx, now};
+use super::{Db, DbError, Tx};
 use crate::{on_pool, on_tx};
 
 /// What reserving a key found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reservation {
-    /// The key is new (or was abandoned): run the request.
+    /// The key is new (or expired, or its node's lease lapsed): run the request.
     Reserved,
     /// The same request already completed: return this response.
     Completed(serde_json::Value),
@@ -26,11 +31,27 @@ pub enum Reservation {
     Mismatch,
 }
 
+/// Who reserves a key, and for how long.
+#[derive(Debug, Clone)]
+pub struct Lease<'a> {
+    /// The node that runs the request.
+    pub owner: &'a str,
+    /// Now.
+    pub now: DateTime<Utc>,
+    /// Until when the reservation holds unless renewed.
+    pub until: DateTime<Utc>,
+    /// How long a key lives.
+    pub ttl: chrono::Duration,
+}
+
 #[derive(sqlx::FromRow)]
 struct Row {
     request_hash: String,
     status: String,
     response: Option<Json<serde_json::Value>>,
+    lease_expires_at: Option<DateTime<Utc>>,
+    expires_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
 }
 
 /// Reserves `key` for a request whose canonical form hashes to `request_hash`.
@@ -39,49 +60,103 @@ pub async fn reserve(
     tenant_id: &str,
     key: &str,
     request_hash: &str,
+    lease: &Lease<'_>,
 ) -> Result<Reservation, DbError> {
-    let inserted = on_pool!(db, pool => sqlx::query(
-        "INSERT INTO idempotency_keys (tenant_id, key, request_hash, status, created_at) \
-         VALUES ($1, $2, $3, 'pending', $4) ON CONFLICT DO NOTHING")
-        .bind(tenant_id)
-        .bind(key)
-        .bind(request_hash)
-        .bind(now())
-        .execute(pool)
-        .await.map(|r| r.rows_affected()))?;
-    if inserted == 1 {
-        return Ok(Reservation::Reserved);
-    }
-    let row = on_pool!(db, pool => sqlx::query_as::<_, Row>(
-        "SELECT request_hash, status, response FROM idempotency_keys WHERE tenant_id = $1 AND key = $2")
-        .bind(tenant_id)
-        .bind(key)
-        .fetch_one(pool)
-        .await)
-    .map_err(DbError::from_fetch)?;
-    if row.request_hash != request_hash {
-        return Ok(Reservation::Mismatch);
-    }
-    match (row.status.as_str(), row.response) {
-        ("completed", Some(Json(response))) => Ok(Reservation::Completed(response)),
-        ("abandoned", _) => {
-            // Take the abandoned key over, unless another retry just did.
-            let taken = on_pool!(db, pool => sqlx::query(
-                "UPDATE idempotency_keys SET status = 'pending', created_at = $1 \
-                 WHERE tenant_id = $2 AND key = $3 AND status = 'abandoned'")
-                .bind(now())
+    // Twice at most: the second time after deleting an expired key.
+    for _ in 0..2 {
+        let inserted = on_pool!(db, pool => sqlx::query(
+            "INSERT INTO idempotency_keys (tenant_id, key, request_hash, status, created_at, owner, \
+             lease_expires_at, expires_at) VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7) ON CONFLICT DO NOTHING")
+            .bind(tenant_id)
+            .bind(key)
+            .bind(request_hash)
+            .bind(lease.now)
+            .bind(lease.owner)
+            .bind(lease.until)
+            .bind(lease.now + lease.ttl)
+            .execute(pool)
+            .await.map(|r| r.rows_affected()))?;
+        if inserted == 1 {
+            return Ok(Reservation::Reserved);
+        }
+        let row = on_pool!(db, pool => sqlx::query_as::<_, Row>(
+            "SELECT request_hash, status, response, lease_expires_at, expires_at, created_at \
+             FROM idempotency_keys WHERE tenant_id = $1 AND key = $2")
+            .bind(tenant_id)
+            .bind(key)
+            .fetch_optional(pool)
+            .await)?;
+        let Some(row) = row else {
+            continue; // purged meanwhile
+        };
+        let expires_at = row.expires_at.unwrap_or(row.created_at + lease.ttl);
+        if expires_at <= lease.now {
+            on_pool!(db, pool => sqlx::query(
+                "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND created_at = $3")
                 .bind(tenant_id)
                 .bind(key)
+                .bind(row.created_at)
                 .execute(pool)
                 .await.map(|r| r.rows_affected()))?;
-            Ok(if taken == 1 {
-                Reservation::Reserved
-            } else {
-                Reservation::InProgress
-            })
+            continue;
         }
-        _ => Ok(Reservation::InProgress),
+        if row.request_hash != request_hash {
+            return Ok(Reservation::Mismatch);
+        }
+        if let ("completed", Some(Json(response))) = (row.status.as_str(), row.response) {
+            return Ok(Reservation::Completed(response));
+        }
+        if row.lease_expires_at.is_some_and(|until| until > lease.now) {
+            return Ok(Reservation::InProgress);
+        }
+        // Its node stopped renewing: take the key over, unless another retry just did.
+        let taken = on_pool!(db, pool => sqlx::query(
+            "UPDATE idempotency_keys SET status = 'pending', owner = $1, lease_expires_at = $2 \
+             WHERE tenant_id = $3 AND key = $4 AND status IN ('pending', 'abandoned') \
+             AND (lease_expires_at IS NULL OR lease_expires_at <= $5)")
+            .bind(lease.owner)
+            .bind(lease.until)
+            .bind(tenant_id)
+            .bind(key)
+            .bind(lease.now)
+            .execute(pool)
+            .await.map(|r| r.rows_affected()))?;
+        return Ok(if taken == 1 {
+            Reservation::Reserved
+        } else {
+            Reservation::InProgress
+        });
     }
+    Ok(Reservation::InProgress)
+}
+
+/// Extends the leases of the keys `owner` is running requests for.
+pub async fn renew(db: &Db, owner: &str, until: DateTime<Utc>) -> Result<u64, DbError> {
+    Ok(on_pool!(db, pool => sqlx::query(
+        "UPDATE idempotency_keys SET lease_expires_at = $1 WHERE owner = $2 AND status = 'pending'")
+        .bind(until)
+        .bind(owner)
+        .execute(pool)
+        .await.map(|r| r.rows_affected()))?)
+}
+
+/// Deletes up to `batch` expired keys (older than `ttl` if they predate expiry);
+/// returns how many.
+pub async fn purge(
+    db: &Db,
+    now: DateTime<Utc>,
+    ttl: chrono::Duration,
+    batch: i64,
+) -> Result<u64, DbError> {
+    Ok(on_pool!(db, pool => sqlx::query(
+        "DELETE FROM idempotency_keys WHERE (tenant_id, key) IN (SELECT tenant_id, key \
+         FROM idempotency_keys WHERE expires_at <= $1 OR (expires_at IS NULL AND created_at <= $2) \
+         LIMIT $3)")
+        .bind(now)
+        .bind(now - ttl)
+        .bind(batch)
+        .execute(pool)
+        .await.map(|r| r.rows_affected()))?)
 }
 
 /// Marks the key completed with its response, in the writer's transaction.
@@ -112,14 +187,4 @@ pub async fn release(db: &Db, tenant_id: &str, key: &str) -> Result<(), DbError>
         .execute(pool)
         .await.map(|r| r.rows_affected()))?;
     Ok(())
-}
-
-/// Marks reservations still pending from before `started` as abandoned (run at start).
-pub async fn abandon_stale(db: &Db, started: DateTime<Utc>) -> Result<u64, DbError> {
-    let done = on_pool!(db, pool => sqlx::query(
-        "UPDATE idempotency_keys SET status = 'abandoned' WHERE status = 'pending' AND created_at < $1")
-        .bind(started)
-        .execute(pool)
-        .await.map(|r| r.rows_affected()))?;
-    Ok(done)
 }

@@ -61,6 +61,10 @@ pub struct InvocationSettings {
     pub secrets_key: Option<SecretsKey>,
     /// The longest a task attempt may run (`limits.timeout` is the synchronous ceiling).
     pub task_timeout: Duration,
+    /// How long an idempotency key's reservation holds without renewal.
+    pub idempotency_lease: Duration,
+    /// How long an idempotency key lives.
+    pub idempotency_ttl: Duration,
 }
 
 /// Who asked for an invocation: the context of its record and its audit events.
@@ -300,6 +304,8 @@ pub struct Invocations {
     pub tenants: Arc<TtlCache<String, Tenant>>,
     /// Wakes this node's task workers when a task is submitted here.
     pub task_wake: Arc<tokio::sync::Notify>,
+    /// This node's name in leases (task attempts, idempotency keys): unique per process.
+    pub node: Arc<str>,
 }
 
 impl Invocations {
@@ -322,6 +328,20 @@ impl Invocations {
             versions: Arc::new(TtlCache::new(Duration::from_secs(3600))),
             tenants: Arc::new(TtlCache::new(crate::cache::TTL)),
             task_wake: Arc::default(),
+            node: format!("node-{}", uuid::Uuid::new_v4().simple()).into(),
+        }
+    }
+
+    /// A lease on an idempotency key for a request this node runs, from now.
+    pub fn idempotency_lease(&self) -> idempotency::Lease<'_> {
+        let now = self.quotas.clock().now();
+        let lease = chrono::Duration::from_std(self.settings.idempotency_lease).unwrap_or_default();
+        idempotency::Lease {
+            owner: &self.node,
+            now,
+            until: now + lease,
+            ttl: chrono::Duration::from_std(self.settings.idempotency_ttl)
+                .unwrap_or(chrono::Duration::days(1)),
         }
     }
 

@@ -60,7 +60,7 @@ pub struct Workers {
 impl Workers {
     /// Starts the workers of this node; `wake` wakes them (a task was submitted here).
     pub fn start(pipeline: Invocations, settings: WorkerSettings, wake: Arc<Notify>) -> Workers {
-        let node = format!("node-{}", uuid::Uuid::new_v4().simple());
+        let node = pipeline.node.to_string();
         let (stop, stopped) = watch::channel(false);
         let running: Running = Arc::default();
         let dispatcher = tokio::spawn(dispatch(

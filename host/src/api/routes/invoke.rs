@@ -67,7 +67,8 @@ async fn invoke(
     let idempotency_key = idempotency_key(&headers)?;
     if let Some(key) = &idempotency_key {
         let hash = request_hash(&name, &body);
-        match idempotency::reserve(&state.db, principal.tenant_id(), key, &hash).await? {
+        let lease = state.invocations.idempotency_lease();
+        match idempotency::reserve(&state.db, principal.tenant_id(), key, &hash, &lease).await? {
             Reservation::Reserved => {}
             Reservation::Completed(response) => return Ok((StatusCode::OK, Json(response))),
             Reservation::InProgress => {
