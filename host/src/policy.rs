@@ -520,11 +520,40 @@ pub struct Budgets {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fuel_per_month: Option<u64>,
     /// Dollars per day.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "exact_dollars"
+    )]
     pub dollars_per_day: Option<Decimal>,
     /// Dollars per month.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "exact_dollars"
+    )]
     pub dollars_per_month: Option<Decimal>,
+}
+
+/// A dollar amount, as a string (`"2.50"`) or a JSON number taken exactly as written
+/// (`2.50`, `1e-3`): never through a binary float, which would round it.
+fn exact_dollars<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
+    use serde::de::Error;
+    let raw: Option<Box<serde_json::value::RawValue>> = Option::deserialize(d)?;
+    let Some(raw) = raw else { return Ok(None) };
+    let text = raw.get().trim();
+    let text = match serde_json::from_str::<String>(text) {
+        Ok(quoted) => quoted,
+        Err(_) => text.to_string(),
+    };
+    let parsed = if text.contains(['e', 'E']) {
+        Decimal::from_scientific(&text)
+    } else {
+        text.parse::<Decimal>()
+    };
+    parsed
+        .map(Some)
+        .map_err(|e| D::Error::custom(format!("{text:?} is not a dollar amount: {e}")))
 }
 
 impl Budgets {

@@ -95,7 +95,8 @@ impl Application {
             .clock
             .clone()
             .unwrap_or_else(|| Arc::new(SystemClock));
-        let quotas = Enforcer::new(db.clone(), clock, config.lease_grace);
+        let quotas = Enforcer::new(db.clone(), clock, config.lease_grace)
+            .with_min_cost(crate::costs::picodollars(config.price_per_invocation));
         let state = AppState::new(db, Arc::new(runtime), writer, settings, quotas);
         let listener = TcpListener::bind(config.listen)
             .await

@@ -150,6 +150,13 @@ impl From<crate::invocations::InvokeError> for ApiError {
             }
             e @ InvokeError::VersionNotFound { .. } => ApiError::not_found(e.to_string()),
             InvokeError::AgentDeleted { agent } => ApiError::not_found(format!("agent {agent:?}")),
+            InvokeError::Input(refusal) => {
+                let code = match refusal {
+                    crate::runtime::InputRefusal::UnknownAction { .. } => "unknown_action",
+                    crate::runtime::InputRefusal::Invalid { .. } => "invalid_input",
+                };
+                ApiError::bad_request(code, refusal.to_string())
+            }
             InvokeError::Quota(denial) => ApiError::quota(&denial),
             InvokeError::ShuttingDown => ApiError::unavailable("the server is shutting down"),
             InvokeError::Host(e) => ApiError::internal(e),

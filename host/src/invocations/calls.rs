@@ -136,7 +136,7 @@ impl PipelineCaller {
 impl PipelineCaller {
     /// Submits a task to another agent, linked to the calling execution.
     async fn submit(&self, call: ChildCall) -> Result<String, CallError> {
-        let input: serde_json::Value = serde_json::from_str(&call.input).map_err(|e| {
+        let input = serde_json::value::RawValue::from_string(call.input).map_err(|e| {
             refused(
                 "invalid_input",
                 format!("the task's input is not JSON: {e}"),
@@ -242,6 +242,13 @@ pub fn call_error(error: InvokeError) -> CallError {
         e @ InvokeError::VersionNotFound { .. } => refused("not_found", e.to_string(), false),
         InvokeError::AgentDeleted { agent } => {
             CallError::Denied(format!("there is no agent {agent:?} this agent may call"))
+        }
+        InvokeError::Input(refusal) => {
+            let code = match refusal {
+                crate::runtime::InputRefusal::UnknownAction { .. } => "unknown_action",
+                crate::runtime::InputRefusal::Invalid { .. } => "invalid_input",
+            };
+            refused(code, refusal.to_string(), false)
         }
         InvokeError::Quota(denial) => refused(denial.code(), denial.message(), true),
         InvokeError::ShuttingDown => refused("unavailable", "the server is shutting down", true),

@@ -40,7 +40,8 @@ use crate::quota::{self, Admission, AdmitError, AdmitRequest, Enforcer, Scope};
 use crate::runtime::capabilities::agents::{AgentCaller, CallChain, Rollup};
 use crate::runtime::capabilities::kv::KvStore;
 use crate::runtime::{
-    Denial, ExecutionError, InvokeRequest, LoadedAgent, Outcome, Providers, Runtime, Usage,
+    Denial, ExecutionError, InputRefusal, InvokeRequest, LoadedAgent, Outcome, Providers, Runtime,
+    Usage,
 };
 use crate::secrets::SecretsKey;
 use crate::tasks::{TaskAttempt, TaskCompletion};
@@ -204,6 +205,10 @@ pub enum InvokeError {
         /// The agent's name.
         agent: String,
     },
+    /// The action is not one the agent has, or the input does not satisfy its schema:
+    /// refused before anything ran, and not billed.
+    #[error("{0}")]
+    Input(InputRefusal),
     /// A quota of the agent or its tenant refused it (recorded as an audit event).
     #[error("{}", .0.message())]
     Quota(quota::Denial),
@@ -423,6 +428,9 @@ impl Invocations {
             .version(run.version.as_deref(), &run.tenant.id, agent)
             .await?;
         let loaded = self.load(&tenant.id, &version.id).await?;
+        loaded
+            .check_input(&run.action, &run.input)
+            .map_err(InvokeError::Input)?;
 
         // Quotas last, just before the guest runs: the lease covers the run and the commit.
         let mut limits = run.limits;

@@ -241,9 +241,18 @@ pub struct Enforcer {
     holder: String,
     lease_grace: Duration,
     local: Arc<Mutex<HashMap<String, LocalScope>>>,
+    /// The least any invocation costs (its price per invocation), in picodollars: a
+    /// dollar budget with less left refuses, rather than admit what must overspend it.
+    min_cost_picodollars: i64,
 }
 
 impl Enforcer {
+    /// The same enforcer, refusing dollar budgets with less left than `picodollars`.
+    pub fn with_min_cost(mut self, picodollars: i64) -> Enforcer {
+        self.min_cost_picodollars = picodollars;
+        self
+    }
+
     /// An enforcer over `db`, measuring time by `clock`.
     pub fn new(db: Db, clock: Arc<dyn Clock>, lease_grace: Duration) -> Enforcer {
         Enforcer {
@@ -252,6 +261,7 @@ impl Enforcer {
             holder: crate::db::new_id(),
             lease_grace,
             local: Arc::default(),
+            min_cost_picodollars: 0,
         }
     }
 
@@ -325,7 +335,12 @@ impl Enforcer {
                 continue;
             };
             for check in budget_checks(scope.quotas, used) {
-                if check.used >= check.limit {
+                let least = if check.is_fuel {
+                    0
+                } else {
+                    self.min_cost_picodollars
+                };
+                if check.used >= check.limit || check.limit - check.used < least {
                     return Err(AdmitError::Denied(Denial::BudgetExhausted {
                         scope: scope.key.into(),
                         budget: check.name,

@@ -18,7 +18,80 @@ pub struct LoadedAgent {
     pub metadata: AgentMetadata,
     /// What the component imports and exports.
     pub interface: ComponentInterface,
+    /// The compiled input schema of each action that publishes one.
+    pub validators: std::collections::HashMap<String, std::sync::Arc<jsonschema::Validator>>,
     pub(crate) pre: AgentPre<HostState>,
+}
+
+impl LoadedAgent {
+    /// Checks `input` (JSON text) for `action` before anything runs: the action must
+    /// be one the agent describes, and the input must satisfy its schema, if it
+    /// publishes one.
+    pub fn check_input(&self, action: &str, input: &str) -> Result<(), InputRefusal> {
+        if !self.metadata.actions.iter().any(|a| a.name == action) {
+            let known: Vec<&str> = self
+                .metadata
+                .actions
+                .iter()
+                .map(|a| a.name.as_str())
+                .collect();
+            return Err(InputRefusal::UnknownAction {
+                action: action.into(),
+                known: known.join(", "),
+            });
+        }
+        let Some(validator) = self.validators.get(action) else {
+            return Ok(());
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(input).map_err(|e| InputRefusal::Invalid {
+                path: String::new(),
+                message: format!("the input is not JSON: {e}"),
+            })?;
+        validator
+            .validate(&value)
+            .map_err(|e| InputRefusal::Invalid {
+                path: e.instance_path().to_string(),
+                message: e.to_string(),
+            })
+    }
+}
+
+/// Why an input was refused before the guest ran.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputRefusal {
+    /// The agent does not describe this action.
+    #[error("the agent has no action {action:?} (it has: {known})")]
+    UnknownAction {
+        /// The action asked for.
+        action: String,
+        /// The actions it has.
+        known: String,
+    },
+    /// The input does not satisfy the action's schema.
+    #[error("the input does not match the action's schema at {}: {message}", if path.is_empty() { "/" } else { path.as_str() })]
+    Invalid {
+        /// The JSON pointer of the failing part (empty for the whole input).
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Compiles the published input schemas (checked already by [`AgentMetadata::from_describe`]).
+pub(crate) fn validators(
+    metadata: &AgentMetadata,
+) -> std::collections::HashMap<String, std::sync::Arc<jsonschema::Validator>> {
+    metadata
+        .actions
+        .iter()
+        .filter_map(|a| {
+            let schema = a.input_schema.as_ref()?;
+            jsonschema::validator_for(schema)
+                .ok()
+                .map(|v| (a.name.clone(), std::sync::Arc::new(v)))
+        })
+        .collect()
 }
 
 impl std::fmt::Debug for LoadedAgent {
@@ -86,7 +159,15 @@ impl AgentMetadata {
             let input_schema = match action.input_schema {
                 None => None,
                 Some(text) => match serde_json::from_str(&text) {
-                    Ok(schema) => Some(schema),
+                    Ok(schema) => {
+                        if let Err(e) = jsonschema::validator_for(&schema) {
+                            return bad(format!(
+                                "the input schema of action {:?} is not a valid JSON Schema: {e}",
+                                action.name
+                            ));
+                        }
+                        Some(schema)
+                    }
                     Err(e) => {
                         return bad(format!(
                             "the input schema of action {:?} is not JSON: {e}",

@@ -42,7 +42,9 @@ use self::cache::{CacheMiss, DiskCache};
 pub use self::capabilities::Providers;
 use self::compile::Compiler;
 pub use self::compile::{CompileIsolation, CompileSettings};
-pub use self::component::{ActionMetadata, AgentMetadata, ComponentInterface, LoadedAgent};
+pub use self::component::{
+    ActionMetadata, AgentMetadata, ComponentInterface, InputRefusal, LoadedAgent,
+};
 use self::engine::{EngineRole, EpochTicker, build_engine};
 pub use self::engine::{EngineSettings, Interruption};
 pub use self::invoke::InvokeRequest;
@@ -295,10 +297,12 @@ impl Runtime {
         let pre =
             AgentPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         let info = self.describe(&pre).await?;
+        let metadata = AgentMetadata::from_describe(info)?;
         Ok(Arc::new(LoadedAgent {
             hash,
             size: bytes.len(),
-            metadata: AgentMetadata::from_describe(info)?,
+            validators: component::validators(&metadata),
+            metadata,
             interface,
             pre,
         }))

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use sqlx::types::Json;
 
@@ -38,9 +38,9 @@ pub struct TaskSpec {
     pub key: Option<String>,
     /// The action.
     pub action: String,
-    /// The input (default `{}`).
+    /// The input (default `{}`), passed to the guest exactly as sent.
     #[serde(default = "empty_object")]
-    pub input: Value,
+    pub input: Box<RawValue>,
     /// Higher runs first (default 0).
     #[serde(default)]
     pub priority: i32,
@@ -70,8 +70,8 @@ pub struct TaskSpec {
     pub correlation_id: Option<String>,
 }
 
-fn empty_object() -> Value {
-    Value::Object(Default::default())
+fn empty_object() -> Box<RawValue> {
+    RawValue::from_string("{}".into()).expect("{} is JSON")
 }
 
 fn yes() -> bool {
@@ -328,7 +328,7 @@ pub async fn submit(
             agent_id: agent.id.clone(),
             agent_name: agent.name.clone(),
             action: spec.action.clone(),
-            input: spec.input.to_string(),
+            input: spec.input.get().to_string(),
             priority: spec.priority,
             state: state.as_str().into(),
             run_at,

@@ -312,10 +312,15 @@ async fn run_attempt(pipeline: &Invocations, claimed: Claimed, cancelled: watch:
         }
         e @ (InvokeError::NoActiveVersion { .. }
         | InvokeError::VersionNotFound { .. }
-        | InvokeError::AgentDeleted { .. }) => {
+        | InvokeError::AgentDeleted { .. }
+        | InvokeError::Input(_)) => {
             let code = match e {
                 InvokeError::NoActiveVersion { .. } => "no_active_version",
                 InvokeError::AgentDeleted { .. } => "agent_deleted",
+                InvokeError::Input(crate::runtime::InputRefusal::UnknownAction { .. }) => {
+                    "unknown_action"
+                }
+                InvokeError::Input(_) => "invalid_input",
                 _ => "not_found",
             };
             let error = TaskError::new(code, e.to_string(), false);

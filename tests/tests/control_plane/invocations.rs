@@ -12,6 +12,7 @@ crate::on_both_backends!(
     an_idempotency_key_runs_and_bills_once,
     a_json_body_over_the_body_limit_is_refused_but_uploads_are_not_held_to_it,
     a_run_whose_client_hangs_up_is_still_recorded_and_charged_once,
+    input_reaches_the_guest_exactly_and_bad_input_is_refused_before_running,
 );
 
 async fn an_invocation_returns_its_result_after_it_is_recorded(backend: Backend) {
@@ -328,5 +329,70 @@ async fn a_run_whose_client_hangs_up_is_still_recorded_and_charged_once(backend:
     assert_eq!(retry["execution_id"], records[0]["id"]);
     assert_eq!(retry["output"], json!({ "slept_ms": 1500 }));
     assert_eq!(app.count("executions").await, 1);
+    app.stop().await;
+}
+
+async fn input_reaches_the_guest_exactly_and_bad_input_is_refused_before_running(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.agent_with("echo", ECHO).await;
+    // Numbers an f64 cannot hold are passed on as written.
+    let exact =
+        r#"{"big":18446744073709551617,"tiny":1e-400,"pi":3.14159265358979323846264338327950288}"#;
+    let body = format!(r#"{{"action": "echo", "input": {exact}}}"#);
+    let ran = app
+        .send_request(
+            app.request(Method::POST, "/v1/agents/echo/invoke", Some(ADMIN_KEY))
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await
+        .ok(200);
+    let record = app
+        .get(
+            &format!("/v1/executions/{}", ran["execution_id"].as_str().unwrap()),
+            ADMIN_KEY,
+        )
+        .await
+        .ok(200);
+    assert_eq!(
+        record["input_excerpt"], exact,
+        "the guest got the input as sent"
+    );
+
+    // An action the agent does not have, and input its schema refuses, never run.
+    let before = app.snapshot().await;
+    let unknown = app
+        .invoke("echo", ADMIN_KEY, json!({ "action": "nope" }))
+        .await;
+    unknown.assert_error(400, "unknown_action");
+    assert!(
+        unknown.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("transform")
+    );
+    let invalid = app
+        .invoke(
+            "echo",
+            ADMIN_KEY,
+            json!({ "action": "transform", "input": { "data": { "a": 1 }, "pick": [1] } }),
+        )
+        .await;
+    invalid.assert_error(400, "invalid_input");
+    assert!(
+        invalid.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/pick/0"),
+        "{:#}",
+        invalid.body
+    );
+    assert_eq!(
+        app.snapshot().await,
+        before,
+        "nothing ran, nothing was billed"
+    );
+    let usage = app.get("/v1/agents/echo/usage", ADMIN_KEY).await.ok(200);
+    assert_eq!(usage["usage"]["used"]["day"]["invocations"], 1, "{usage:#}");
     app.stop().await;
 }

@@ -16,6 +16,7 @@ crate::on_both_backends!(
     a_rate_quota_admits_its_burst_then_refills_with_time,
     a_concurrency_quota_refuses_the_invocation_past_it,
     dollar_budgets_stop_exactly_at_the_limit_and_roll_over,
+    a_dollar_budget_with_less_left_than_one_invocation_refuses_and_numbers_are_exact,
     a_fuel_budget_lowers_the_last_invocations_fuel,
     tenant_quotas_cover_all_its_agents_and_its_limits_tighten_theirs,
     plan_caps_bound_agents_versions_and_bytes,
@@ -579,5 +580,37 @@ async fn the_cli_reads_and_sets_policies_and_shows_usage(backend: Backend) {
     let (code, out, err) = tokio::task::block_in_place(|| corral(&["tenant", "usage", &tenant]));
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("agents: 0 of 5"), "{out}");
+    app.stop().await;
+}
+
+async fn a_dollar_budget_with_less_left_than_one_invocation_refuses_and_numbers_are_exact(
+    backend: Backend,
+) {
+    let clock = Arc::new(ManualClock::new(eve_of_a_month()));
+    let app = app_on_clock(backend, &clock).await;
+    app.agent_with("echo", ECHO).await;
+    // A JSON number is taken as written, not through a float.
+    let policy = app
+        .send_request(
+            app.request(Method::PUT, "/v1/agents/echo/policy", Some(ADMIN_KEY))
+                .header("content-type", "application/json")
+                .body(r#"{"quotas": {"budgets": {"dollars_per_day": 1.5, "dollars_per_month": 999999.123456789012}}}"#),
+        )
+        .await
+        .ok(200);
+    assert_eq!(
+        policy["policy"]["quotas"]["budgets"]["dollars_per_month"], "999999.123456789012",
+        "{policy:#}"
+    );
+    // $1 an invocation: one fits; the $0.50 left cannot pay for another.
+    app.invoke("echo", ADMIN_KEY, echo()).await.ok(200);
+    app.invoke("echo", ADMIN_KEY, echo())
+        .await
+        .assert_error(429, "budget_exhausted");
+    let report = usage(&app, "echo").await;
+    assert_eq!(
+        report["usage"]["used"]["day"]["invocations"], 1,
+        "{report:#}"
+    );
     app.stop().await;
 }

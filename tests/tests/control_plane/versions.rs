@@ -176,10 +176,10 @@ async fn versions_are_activated_and_rolled_back(backend: Backend) {
         app.invoke("multi", ADMIN_KEY, echo).await.ok(200)["output"],
         json!({ "v": 1 })
     );
-    assert_eq!(
-        app.invoke("multi", ADMIN_KEY, stats).await.ok(200)["outcome"],
-        "agent_error"
-    );
+    // The old version has no `stats`: refused before anything runs.
+    app.invoke("multi", ADMIN_KEY, stats)
+        .await
+        .assert_error(400, "unknown_action");
 
     // An invocation may pin a version; unknown versions are 404.
     let pinned = app

@@ -13,6 +13,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use super::agents::find;
@@ -31,8 +32,9 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 struct InvokeBody {
     action: String,
+    /// Passed to the guest exactly as sent (numbers beyond `f64` included).
     #[serde(default = "empty_object")]
-    input: Value,
+    input: Box<RawValue>,
     /// Run this version (id or semver) instead of the active one.
     version: Option<String>,
     correlation_id: Option<String>,
@@ -41,8 +43,8 @@ struct InvokeBody {
     limits: LimitOverrides,
 }
 
-fn empty_object() -> Value {
-    Value::Object(Default::default())
+fn empty_object() -> Box<RawValue> {
+    RawValue::from_string("{}".into()).expect("{} is JSON")
 }
 
 async fn invoke(
@@ -92,7 +94,7 @@ async fn invoke(
         agent,
         tenant,
         body.action,
-        body.input.to_string(),
+        body.input.get().to_string(),
         limits,
         queued_at,
     );
