@@ -90,6 +90,16 @@ pub struct ServeConfig {
     /// Longest a request may take (uploads compile within it).
     #[arg(long, env = "CORRAL_REQUEST_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// Time a client has to send a request's whole header; also the longest an idle
+    /// keep-alive connection stays open.
+    #[arg(long, env = "CORRAL_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+    /// Largest request header (request line and fields together; at least 8KiB).
+    #[arg(long, env = "CORRAL_MAX_HEADER_BYTES", default_value = "16KiB", value_parser = parse_size)]
+    pub max_header_bytes: u64,
+    /// Longest a client may pause while sending a request body.
+    #[arg(long, env = "CORRAL_BODY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
     /// On shutdown, how long in-flight requests may take to finish.
     #[arg(long, env = "CORRAL_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -141,6 +151,20 @@ pub struct ServeConfig {
     #[arg(long, env = "CORRAL_IDEMPOTENCY_LEASE", default_value = "30s", value_parser = parse_duration)]
     pub idempotency_lease: Duration,
 
+    /// Failed authentications a source address may make at once before it is refused
+    /// (`429 too_many_auth_failures`) without a lookup.
+    #[arg(long, env = "CORRAL_AUTH_FAILURE_BURST", default_value_t = 30)]
+    pub auth_failure_burst: u32,
+
+    /// Failed authentications a source address regains per minute.
+    #[arg(long, env = "CORRAL_AUTH_FAILURES_PER_MINUTE", default_value_t = 60)]
+    pub auth_failures_per_minute: u32,
+
+    /// Failed authentications of one source within this window are one audit event
+    /// with their count.
+    #[arg(long, env = "CORRAL_AUTH_AUDIT_WINDOW", default_value = "60s", value_parser = parse_duration)]
+    pub auth_audit_window: Duration,
+
     /// How deep calls between agents may go: a root's callees are at depth 1.
     #[arg(long, env = "CORRAL_MAX_CALL_DEPTH", default_value_t = 4)]
     pub max_call_depth: usize,
@@ -188,6 +212,11 @@ impl ServeConfig {
             anyhow::bail!(
                 "--idempotency-ttl (CORRAL_IDEMPOTENCY_TTL) is {:?}; it must be at least 1s",
                 self.idempotency_ttl
+            );
+        }
+        if self.auth_failure_burst == 0 || self.auth_audit_window < Duration::from_millis(100) {
+            anyhow::bail!(
+                "CORRAL_AUTH_FAILURE_BURST must be at least 1 and CORRAL_AUTH_AUDIT_WINDOW at least 100ms"
             );
         }
         if self.task_poll < Duration::from_millis(10) || self.task_poll > self.task_lease {

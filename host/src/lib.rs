@@ -15,6 +15,8 @@ pub mod db;
 pub mod housekeeping;
 pub mod invocations;
 pub mod limits;
+pub mod listener;
+pub mod names;
 pub mod policy;
 pub mod quota;
 pub mod runtime;

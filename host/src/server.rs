@@ -9,12 +9,12 @@
 //! close the database. A response that said an invocation ran was only ever sent after
 //! its record committed, so nothing acknowledged is lost.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::api::auth_failures::AuthFailureSettings;
 use crate::api::{self, ApiSettings, AppState};
 use crate::config::ServeConfig;
 use crate::db::keys::{self, Role};
@@ -22,6 +22,7 @@ use crate::db::tenants::{self, Tenant};
 use crate::db::writer::ExecutionWriter;
 use crate::db::{self, Db, audit};
 use crate::housekeeping;
+use crate::listener::{self, ListenerLimits};
 use crate::quota::Enforcer;
 use crate::quota::clock::SystemClock;
 use crate::runtime::{CompileSettings, Runtime, RuntimeConfig};
@@ -89,6 +90,12 @@ impl Application {
             task_timeout: config.task_timeout,
             idempotency_lease: config.idempotency_lease,
             idempotency_ttl: config.idempotency_ttl,
+            body_timeout: config.body_timeout,
+            auth_failures: AuthFailureSettings {
+                burst: config.auth_failure_burst,
+                per_minute: config.auth_failures_per_minute,
+                window: config.auth_audit_window,
+            },
             secrets_key,
         };
         let clock = config
@@ -147,14 +154,31 @@ impl Application {
             Workers::start(state.invocations.clone(), settings, state.task_wake.clone())
         });
         let housekeeping = tokio::spawn(housekeeping::run(state.invocations.clone()));
-        let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
-        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        // Failed authentications are audited per source and window, as windows close.
+        let operator = tenants::operator(&db)
+            .await?
+            .map(|t| t.id)
+            .unwrap_or_default();
+        let failures = state.auth_failures.clone();
+        let failures_writer = state.writer.clone();
+        let flusher = {
+            let (failures, writer, operator) =
+                (failures.clone(), failures_writer.clone(), operator.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+                loop {
+                    tick.tick().await;
+                    let events = failures.take_closed(&operator, db::now(), false);
+                    if !events.is_empty()
+                        && let Err(e) = writer.audit(events).await
+                    {
+                        tracing::error!(error = %e, "could not record failed authentications");
+                    }
+                }
+            })
+        };
+        let app = api::router(state);
         let (workers_stop_tx, workers_stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stopping_tx.send(());
-            let _ = workers_stop_tx.send(());
-        });
         // Workers stop claiming at the same signal, finish within the grace period, and
         // hand back what is still running.
         let grace = config.shutdown_grace;
@@ -164,21 +188,28 @@ impl Application {
                 workers.shutdown(grace).await;
             }
         });
-        let mut server = std::pin::pin!(server.into_future());
-        tokio::select! {
-            result = &mut server => result?,
-            _ = async {
-                let _ = stopping_rx.await;
-                tokio::time::sleep(config.shutdown_grace).await;
-            } => {
-                tracing::warn!("in-flight requests did not finish within the shutdown grace period");
-            }
-        }
-        // Every AppState clone (and so every writer handle) is gone once the server
-        // future is dropped: the writer drains its queue, commits, and stops.
-        drop(server);
+        let limits = ListenerLimits {
+            header_timeout: config.header_timeout,
+            max_header_bytes: config.max_header_bytes as usize,
+            shutdown_grace: config.shutdown_grace,
+        };
+        listener::serve(listener, app, limits, async move {
+            shutdown.await;
+            let _ = workers_stop_tx.send(());
+        })
+        .await;
+        // Every connection (and so every AppState clone and writer handle it held) is
+        // gone: the writer drains its queue, commits, and stops.
         let _ = workers.await;
         housekeeping.abort();
+        flusher.abort();
+        let rest = failures.take_closed(&operator, db::now(), true);
+        if !rest.is_empty()
+            && let Err(e) = failures_writer.audit(rest).await
+        {
+            tracing::error!(error = %e, "could not record failed authentications");
+        }
+        drop(failures_writer);
         let _ = writer_task.await;
         db.close().await;
         Ok(())

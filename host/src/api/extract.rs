@@ -9,10 +9,11 @@ use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use super::AppState;
+use super::auth_failures::Failure;
 use super::error::ApiError;
 use crate::db::audit::AuditEvent;
 use crate::db::keys::{self, ApiKey, Role};
-use crate::db::{self, agents, tenants};
+use crate::db::{self, agents};
 
 /// JSON body; malformed JSON is `400 invalid_json`, a wrong content type `415`, text
 /// with a NUL character (which no column can hold) `400 invalid_text`.
@@ -31,19 +32,33 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         }
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "the request body is too large",
-                )
-            })?;
+            .map_err(body_error)?;
         if has_nul_escape(&bytes) {
             return Err(nul_refused("the request body"));
         }
         axum::Json::<T>::from_bytes(&bytes)
             .map(|axum::Json(value)| ApiJson(value))
             .map_err(|rejection| ApiError::bad_request("invalid_json", rejection.body_text()))
+    }
+}
+
+/// Why a body could not be read: too large (`413`), or the client stalled or went
+/// away while sending it (`408`).
+pub fn body_error(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
+    use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
+    match rejection {
+        BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is too large",
+            )
+        }
+        _ => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            "the request body was not sent in time",
+        ),
     }
 }
 
@@ -138,6 +153,41 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
     }
 }
 
+/// A resource id in the path (a UUID, as every id Corral makes): anything else is
+/// `400 invalid_id` rather than a lookup that cannot succeed.
+pub struct ApiId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ApiId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let ApiPath(id) = ApiPath::<String>::from_request_parts(parts, state).await?;
+        if uuid::Uuid::try_parse(&id).is_err() {
+            return Err(ApiError::bad_request(
+                "invalid_id",
+                format!("{:?} is not an id (ids are UUIDs)", truncated(&id, 64)),
+            ));
+        }
+        Ok(ApiId(id))
+    }
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary: what is copied from a
+/// request into a record or a message.
+pub fn truncated(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Bytes of a request's user agent or path kept in the audit trail.
+pub const MAX_AUDITED_TEXT: usize = 256;
+
 /// Who sent a request, from where: the context of every audit event.
 #[derive(Debug, Clone, Default)]
 pub struct RequestMeta {
@@ -164,7 +214,7 @@ impl RequestMeta {
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|ConnectInfo(addr)| addr.ip().to_string()),
-            user_agent: header("user-agent"),
+            user_agent: header("user-agent").map(|ua| truncated(&ua, MAX_AUDITED_TEXT).to_string()),
         }
     }
 }
@@ -277,6 +327,33 @@ impl FromRequestParts<AppState> for Principal {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let meta = RequestMeta::from_parts(parts);
+        let path = original_path(parts);
+        let source = meta.client_addr.clone().unwrap_or_default();
+        let failure = |key_prefix: Option<String>| {
+            let meta = meta.clone();
+            let (path, source) = (path.clone(), source.clone());
+            move |refused: bool| {
+                state.auth_failures.record(
+                    &Failure {
+                        source: &source,
+                        path: &path,
+                        user_agent: meta.user_agent.as_deref(),
+                        request_id: meta.request_id.as_deref(),
+                        key_prefix: key_prefix.as_deref(),
+                    },
+                    refused,
+                    db::now(),
+                )
+            }
+        };
+        if parts.headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
+            failure(None)(false);
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "send exactly one `Authorization: Bearer <key>` header",
+            ));
+        }
         // The scheme is case-insensitive (RFC 9110 §11.1): `bearer` is `Bearer`.
         let secret = parts
             .headers
@@ -287,23 +364,36 @@ impl FromRequestParts<AppState> for Principal {
             .map(|(_, secret)| secret.trim());
         let hash = secret.filter(|s| !s.is_empty()).map(keys::hash_secret);
         let cached = hash.as_ref().and_then(|hash| state.keys.get(hash));
+        let prefix = secret.map(keys::prefix_of);
         let (mut key, is_operator) = match (cached, &hash) {
             (Some(entry), _) => entry,
-            (None, Some(hash)) => match keys::authenticate_hash(&state.db, hash).await? {
-                Some(key) => {
-                    let is_operator = state.tenant(&key.tenant_id).await?.is_operator;
-                    (key, is_operator)
+            (None, hash) => {
+                // A source whose failures drained its bucket is not looked up at all.
+                if let Err(wait) = state.auth_failures.check(&source) {
+                    failure(prefix)(true);
+                    return Err(ApiError {
+                        retry_after: Some(wait),
+                        ..ApiError::new(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            "too_many_auth_failures",
+                            "too many requests from this address failed to authenticate; wait and retry with a valid key",
+                        )
+                    });
                 }
-                None => {
-                    let path = original_path(parts);
-                    record_unauthenticated(state, &meta, &path, secret.map(keys::prefix_of)).await;
-                    return Err(ApiError::unauthenticated());
+                let found = match hash {
+                    Some(hash) => keys::authenticate_hash(&state.db, hash).await?,
+                    None => None,
+                };
+                match found {
+                    Some(key) => {
+                        let is_operator = state.tenant(&key.tenant_id).await?.is_operator;
+                        (key, is_operator)
+                    }
+                    None => {
+                        failure(prefix)(false);
+                        return Err(ApiError::unauthenticated());
+                    }
                 }
-            },
-            (None, None) => {
-                let path = original_path(parts);
-                record_unauthenticated(state, &meta, &path, None).await;
-                return Err(ApiError::unauthenticated());
             }
         };
         match keys::touch(&state.db, &key).await {
@@ -322,42 +412,13 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
-/// The path the client asked for, before nesting stripped any prefix.
+/// The path the client asked for, before nesting stripped any prefix (bounded).
 fn original_path(parts: &Parts) -> String {
-    parts
+    let path = parts
         .extensions
         .get::<OriginalUri>()
-        .map_or_else(|| parts.uri.path(), |OriginalUri(uri)| uri.path())
-        .to_string()
-}
-
-/// Failed authentication belongs to no tenant we can name, so it is recorded in the
-/// operator tenant's trail.
-async fn record_unauthenticated(
-    state: &AppState,
-    meta: &RequestMeta,
-    path: &str,
-    prefix: Option<String>,
-) {
-    let Ok(Some(operator)) = tenants::operator(&state.db).await else {
-        return;
-    };
-    let event = AuditEvent {
-        id: db::new_id(),
-        tenant_id: operator.id,
-        occurred_at: db::now(),
-        actor_key_id: None,
-        action: "auth.authenticate".into(),
-        resource_type: "api_key".into(),
-        resource_id: prefix,
-        before: None,
-        after: Some(sqlx::types::Json(serde_json::json!({ "path": path }))),
-        result: "denied".into(),
-        request_id: meta.request_id.clone(),
-        client_addr: meta.client_addr.clone(),
-        user_agent: meta.user_agent.clone(),
-    };
-    state.audit_alone(event).await;
+        .map_or_else(|| parts.uri.path(), |OriginalUri(uri)| uri.path());
+    truncated(path, MAX_AUDITED_TEXT).to_string()
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! Layers, outermost first: request id → tracing → panic catcher → timeout → routes.
 //! Each route module has a `router()`; [`router`] nests them.
 
+pub mod auth_failures;
 pub mod error;
 pub mod extract;
 mod routes;
@@ -24,6 +25,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use self::auth_failures::{AuthFailureSettings, AuthFailures};
 use crate::cache::{self, TtlCache};
 use crate::costs::PriceModel;
 use crate::db::Db;
@@ -62,6 +64,10 @@ pub struct ApiSettings {
     pub idempotency_ttl: Duration,
     /// The key that seals agents' secrets; `None` refuses secret writes.
     pub secrets_key: Option<SecretsKey>,
+    /// How failed authentication is limited and audited.
+    pub auth_failures: AuthFailureSettings,
+    /// Longest a client may pause while sending a request body.
+    pub body_timeout: Duration,
 }
 
 /// Shared state of every handler.
@@ -92,6 +98,8 @@ pub struct AppState {
     pub invocations: Invocations,
     /// Wakes this node's task workers when a task is submitted here.
     pub task_wake: Arc<tokio::sync::Notify>,
+    /// Failed authentication per source: limited, and audited in aggregate.
+    pub auth_failures: Arc<AuthFailures>,
 }
 
 impl AppState {
@@ -103,6 +111,7 @@ impl AppState {
         settings: ApiSettings,
         quotas: Enforcer,
     ) -> AppState {
+        let failure_settings = settings.auth_failures;
         let invocations = Invocations::new(
             db.clone(),
             runtime.clone(),
@@ -130,6 +139,7 @@ impl AppState {
             tenants: invocations.tenants.clone(),
             quotas: invocations.quotas.clone(),
             task_wake: invocations.task_wake.clone(),
+            auth_failures: Arc::new(AuthFailures::new(failure_settings)),
             invocations,
         }
     }
@@ -184,6 +194,9 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            state.settings.body_timeout,
+        ))
         .layer(axum::middleware::from_fn(extract::refuse_nul_in_uri))
         .layer(
             ServiceBuilder::new()

@@ -1,6 +1,6 @@
 //! Authentication, roles, tenants, keys and isolation between tenants.
 
-use corral_tests::app::{ADMIN_KEY, Backend, spawn_app};
+use corral_tests::app::{ADMIN_KEY, Backend, spawn_app, spawn_app_with};
 use corral_tests::plugins::ECHO;
 use reqwest::Method;
 use serde_json::json;
@@ -16,6 +16,10 @@ crate::on_both_backends!(
     two_tenants_may_each_have_an_agent_of_the_same_name,
     a_role_denial_names_the_agent_by_id,
     malformed_paths_and_queries_get_json_errors,
+    abusive_requests_get_clear_refusals,
+    a_flood_of_bad_keys_is_limited_per_address_and_audited_in_aggregate,
+    slow_and_oversized_clients_are_cut_off,
+    tenant_and_key_names_have_one_spelling,
 );
 
 async fn a_role_denial_names_the_agent_by_id(backend: Backend) {
@@ -91,8 +95,35 @@ async fn health_and_readiness_need_no_key(backend: Backend) {
     app.stop().await;
 }
 
+/// The failed authentications of the audit trail, once their windows closed: (events,
+/// the failures they count).
+async fn failed_authentications(
+    app: &corral_tests::app::TestApp,
+    at_least: u64,
+) -> (Vec<serde_json::Value>, u64) {
+    for _ in 0..100 {
+        let audit = app
+            .get("/v1/audit?action=auth.authenticate&limit=200", ADMIN_KEY)
+            .await
+            .ok(200);
+        let events = audit["items"].as_array().unwrap().clone();
+        let counted: u64 = events
+            .iter()
+            .map(|e| e["after"]["count"].as_u64().unwrap())
+            .sum();
+        if counted >= at_least {
+            return (events, counted);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the failed authentications were never audited");
+}
+
 async fn requests_without_a_valid_key_are_refused_and_audited(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_app_with(backend, |config| {
+        config.auth_audit_window = std::time::Duration::from_secs(1);
+    })
+    .await;
     let before = app.count("audit_events").await;
     app.send(Method::GET, "/v1/agents", None, None)
         .await
@@ -138,23 +169,58 @@ async fn requests_without_a_valid_key_are_refused_and_audited(backend: Backend) 
         .await
         .assert_error(401, "unauthenticated");
 
-    let audit = app
-        .get("/v1/audit?action=auth.authenticate", ADMIN_KEY)
-        .await
-        .ok(200);
-    let denied = audit["items"].as_array().unwrap();
-    assert_eq!(denied.len(), 4, "{audit:#}");
-    assert!(
-        denied
-            .iter()
-            .all(|e| e["result"] == "denied" && e["actor_key_id"].is_null())
-    );
+    // Aggregated: one event per source and window, with the count.
+    let (denied, counted) = failed_authentications(&app, 4).await;
+    assert_eq!(counted, 4, "{denied:#?}");
+    assert!(denied.len() <= 2, "one event per window: {denied:#?}");
+    assert!(denied.iter().all(|e| e["result"] == "denied"
+        && e["actor_key_id"].is_null()
+        && e["client_addr"] == "127.0.0.1"));
     // The path is the one the client asked for, prefix and all.
     assert!(
         denied.iter().all(|e| e["after"]["path"] == "/v1/agents"),
-        "{audit:#}"
+        "{denied:#?}"
     );
-    assert!(app.count("audit_events").await >= before + 4);
+    assert!(app.count("audit_events").await > before);
+    app.stop().await;
+}
+
+async fn a_flood_of_bad_keys_is_limited_per_address_and_audited_in_aggregate(backend: Backend) {
+    let app = spawn_app_with(backend, |config| {
+        config.auth_audit_window = std::time::Duration::from_secs(1);
+        config.auth_failure_burst = 20;
+        config.auth_failures_per_minute = 60;
+    })
+    .await;
+    // A key this node knows keeps working through the flood.
+    app.get("/v1/agents", ADMIN_KEY).await.ok(200);
+    let mut statuses = Vec::new();
+    for i in 0..100 {
+        let reply = app.get("/v1/agents", &format!("crl_flood_{i}")).await;
+        if reply.status == 429 {
+            reply.assert_error(429, "too_many_auth_failures");
+            assert!(reply.retry_after().is_some());
+        } else {
+            reply.assert_error(401, "unauthenticated");
+        }
+        statuses.push(reply.status.as_u16());
+    }
+    let refused = statuses.iter().filter(|&&s| s == 429).count();
+    assert!(statuses[..20].iter().all(|&s| s == 401), "{statuses:?}");
+    assert!(refused >= 75, "the bucket emptied: {statuses:?}");
+    app.get("/v1/agents", ADMIN_KEY).await.ok(200);
+    let (events, counted) = failed_authentications(&app, 100).await;
+    assert_eq!(counted, 100);
+    assert!(
+        events.len() <= 4,
+        "a handful of rows, not a hundred: {}",
+        events.len()
+    );
+    let limited: u64 = events
+        .iter()
+        .map(|e| e["after"]["rate_limited"].as_u64().unwrap())
+        .sum();
+    assert_eq!(limited as usize, refused);
     app.stop().await;
 }
 
@@ -395,7 +461,10 @@ async fn a_tenant_never_sees_or_touches_another_tenants_things(backend: Backend)
 async fn the_authorization_scheme_is_case_insensitive_and_anything_else_is_refused(
     backend: Backend,
 ) {
-    let app = spawn_app(backend).await;
+    let app = spawn_app_with(backend, |config| {
+        config.auth_audit_window = std::time::Duration::from_secs(1);
+    })
+    .await;
     let with_header = |value: String| {
         app.send_request(
             app.request(Method::GET, "/v1/agents", None)
@@ -405,7 +474,6 @@ async fn the_authorization_scheme_is_case_insensitive_and_anything_else_is_refus
     // RFC 9110 §11.1: the scheme is a case-insensitive token.
     with_header(format!("bearer {ADMIN_KEY}")).await.ok(200);
     with_header(format!("BEARER {ADMIN_KEY}")).await.ok(200);
-    let before = app.count("audit_events").await;
     for refused in [
         "Bearer".to_string(),
         "Bearer ".to_string(),
@@ -418,11 +486,8 @@ async fn the_authorization_scheme_is_case_insensitive_and_anything_else_is_refus
             .await
             .assert_error(401, "unauthenticated");
     }
-    assert_eq!(
-        app.count("audit_events").await,
-        before + 6,
-        "each refusal is recorded"
-    );
+    let (_, counted) = failed_authentications(&app, 6).await;
+    assert_eq!(counted, 6, "each refusal is counted");
     app.stop().await;
 }
 
@@ -533,6 +598,14 @@ async fn a_tenant_admin_cannot_manage_another_tenants_keys(backend: Backend) {
         None,
     )
     .await
+    .assert_error(400, "invalid_id");
+    app.send(
+        Method::DELETE,
+        "/v1/keys/0190d9a0-0000-7000-8000-000000000000",
+        Some(ADMIN_KEY),
+        None,
+    )
+    .await
     .assert_error(404, "not_found");
     let revocations = app
         .get("/v1/audit?action=key.revoke", ADMIN_KEY)
@@ -609,5 +682,159 @@ async fn two_tenants_may_each_have_an_agent_of_the_same_name(backend: Backend) {
             1
         );
     }
+    app.stop().await;
+}
+
+async fn abusive_requests_get_clear_refusals(backend: Backend) {
+    let app = spawn_app_with(backend, |config| config.max_upload = 64 * 1024).await;
+    app.post("/v1/agents", ADMIN_KEY, json!({ "name": "echo" }))
+        .await
+        .ok(201);
+    // Every 401 says how to authenticate; two Authorization headers are refused.
+    let missing = app.send(Method::GET, "/v1/agents", None, None).await;
+    missing.assert_error(401, "unauthenticated");
+    assert_eq!(missing.headers["www-authenticate"], "Bearer");
+    let doubled = app
+        .send_request(
+            app.request(Method::GET, "/v1/agents", Some(ADMIN_KEY))
+                .header("authorization", "Bearer crl_someone_else"),
+        )
+        .await;
+    doubled.assert_error(401, "unauthenticated");
+    assert_eq!(doubled.headers["www-authenticate"], "Bearer");
+    // What is copied into the audit trail is bounded.
+    let long_agent = "x".repeat(10_000);
+    app.send_request(
+        app.request(Method::GET, &format!("/v1/agents/{}", "p".repeat(2000)), None)
+            .header("user-agent", long_agent),
+    )
+    .await
+    .assert_error(401, "unauthenticated");
+    let audit = app
+        .get("/v1/audit?action=auth.authenticate", ADMIN_KEY)
+        .await
+        .ok(200);
+    for event in audit["items"].as_array().unwrap() {
+        assert!(
+            event["user_agent"].as_str().unwrap_or("").len() <= 256,
+            "{event:#}"
+        );
+        let path = event["after"]["path"].as_str().unwrap_or("");
+        assert!(path.len() <= 256, "{event:#}");
+    }
+    // An upload that declares more than the limit is refused before its body is read;
+    // an empty one is 400.
+    let before = app.snapshot().await;
+    let declared = app
+        .send_request(
+            app.request(Method::POST, "/v1/agents/echo/versions", Some(ADMIN_KEY))
+                .header("content-type", "application/wasm")
+                .body(vec![0u8; 65 * 1024]),
+        )
+        .await;
+    declared.assert_error(413, "payload_too_large");
+    app.send_request(
+        app.request(Method::POST, "/v1/agents/echo/versions", Some(ADMIN_KEY))
+            .header("content-type", "application/wasm")
+            .body(Vec::<u8>::new()),
+    )
+    .await
+    .assert_error(400, "empty_body");
+    assert_eq!(app.snapshot().await, before, "nothing was written");
+    app.stop().await;
+}
+
+async fn tenant_and_key_names_have_one_spelling(backend: Backend) {
+    let app = spawn_app(backend).await;
+    // A composed and a decomposed é are one name.
+    let created = app
+        .post("/v1/tenants", ADMIN_KEY, json!({ "name": "Caf\u{e9}" }))
+        .await
+        .ok(201);
+    assert_eq!(created["tenant"]["name"], "Caf\u{e9}");
+    app.post("/v1/tenants", ADMIN_KEY, json!({ "name": "Cafe\u{301}" }))
+        .await
+        .assert_error(409, "tenant_exists");
+    for bad in ["admin\u{202e}nimda", "a\u{7}b", "  ", &"x".repeat(129)] {
+        app.post("/v1/tenants", ADMIN_KEY, json!({ "name": bad }))
+            .await
+            .assert_error(400, "invalid_name");
+        app.post(
+            "/v1/keys",
+            ADMIN_KEY,
+            json!({ "name": bad, "role": "viewer" }),
+        )
+        .await
+        .assert_error(400, "invalid_name");
+    }
+    let key = app
+        .post(
+            "/v1/keys",
+            ADMIN_KEY,
+            json!({ "name": "  \u{fb01}le reader ", "role": "viewer" }),
+        )
+        .await
+        .ok(201);
+    assert_eq!(key["key"]["name"], "file reader", "{key:#}");
+    app.stop().await;
+}
+
+async fn slow_and_oversized_clients_are_cut_off(backend: Backend) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(backend, |config| {
+        config.header_timeout = std::time::Duration::from_millis(800);
+        config.body_timeout = std::time::Duration::from_millis(800);
+    })
+    .await;
+    let address = app.url.trim_start_matches("http://").to_string();
+    // Reads until the server closes the connection (or 5 s pass): what it sent.
+    async fn until_closed(stream: &mut tokio::net::TcpStream) -> Option<String> {
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            stream.read_to_end(&mut answer),
+        )
+        .await;
+        read.ok()
+            .map(|_| String::from_utf8_lossy(&answer).into_owned())
+    }
+    // A header that trickles in, and a connection that says nothing, are closed.
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    assert!(
+        until_closed(&mut slow).await.is_some(),
+        "a stalled header is cut off"
+    );
+    let mut idle = tokio::net::TcpStream::connect(&address).await.unwrap();
+    assert!(
+        until_closed(&mut idle).await.is_some(),
+        "an idle connection is closed"
+    );
+    // A header over the cap is refused.
+    let mut huge = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let request = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let _ = huge.write_all(request.as_bytes()).await;
+    let answer = until_closed(&mut huge).await.unwrap_or_default();
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "{answer}"
+    );
+    // A body that stalls gets 408 once the client pauses past the body timeout.
+    let mut stalled = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = format!(
+        "POST /v1/agents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\""
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    let answer = until_closed(&mut stalled).await.unwrap_or_default();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+    // The server is still serving everyone else.
+    app.get("/v1/agents", ADMIN_KEY).await.ok(200);
     app.stop().await;
 }

@@ -88,7 +88,13 @@ async fn executions_are_filtered_and_paged(backend: Backend) {
         .assert_error(400, "invalid_query");
     app.get("/v1/executions/nope", ADMIN_KEY)
         .await
-        .assert_error(404, "not_found");
+        .assert_error(400, "invalid_id");
+    app.get(
+        "/v1/executions/0190d9a0-0000-7000-8000-000000000000",
+        ADMIN_KEY,
+    )
+    .await
+    .assert_error(404, "not_found");
     app.stop().await;
 }
 

@@ -127,7 +127,7 @@ async fn a_task_runs_and_its_full_result_is_kept(backend: Backend) {
         .assert_error(400, "invalid_query");
     app.get("/v1/tasks/nope", ADMIN_KEY)
         .await
-        .assert_error(404, "not_found");
+        .assert_error(400, "invalid_id");
     app.stop().await;
 }
 

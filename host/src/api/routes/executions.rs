@@ -6,7 +6,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::parse_time;
-use crate::api::extract::{ApiPath, ApiQuery, Principal};
+use crate::api::extract::{ApiId, ApiQuery, Principal};
 use crate::api::{ApiError, AppState, Page, Paged};
 use crate::costs::format_dollars;
 use crate::db::DbError;
@@ -175,7 +175,7 @@ async fn list(
 async fn show(
     State(state): State<AppState>,
     principal: Principal,
-    ApiPath(id): ApiPath<String>,
+    ApiId(id): ApiId,
 ) -> Result<Json<ExecutionView>, ApiError> {
     principal
         .require(

@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json as DbJson;
 
-use crate::api::extract::{ApiJson, ApiPath, ApiQuery, Principal};
+use crate::api::extract::{ApiId, ApiJson, ApiQuery, Principal};
 use crate::api::{ApiError, AppState, Paged};
 use crate::db::keys::{self, ApiKey, Role};
 use crate::db::{DbError, audit, tenants};
@@ -99,13 +99,9 @@ async fn create(
     ApiJson(body): ApiJson<CreateKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     let tenant_id = target_tenant(&state, &principal, "key.create", body.tenant_id).await?;
-    let name = body.name.trim();
-    if name.is_empty() || name.len() > 128 {
-        return Err(ApiError::bad_request(
-            "invalid_name",
-            "a key name is 1 to 128 characters",
-        ));
-    }
+    let name = crate::names::display_name(&body.name)
+        .map_err(|m| ApiError::bad_request("invalid_name", format!("key name: {m}")))?;
+    let name = name.as_str();
     let secret = keys::generate_secret();
     let key = keys::new_key(
         &tenant_id,
@@ -167,7 +163,7 @@ struct RevokeQuery {
 async fn revoke(
     State(state): State<AppState>,
     principal: Principal,
-    ApiPath(id): ApiPath<String>,
+    ApiId(id): ApiId,
     ApiQuery(q): ApiQuery<RevokeQuery>,
 ) -> Result<Json<KeyView>, ApiError> {
     let tenant_id = target_tenant(&state, &principal, "key.revoke", q.tenant_id).await?;

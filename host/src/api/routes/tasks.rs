@@ -13,7 +13,7 @@ use serde_json::Value;
 use sqlx::types::Json as DbJson;
 
 use super::parse_time;
-use crate::api::extract::{ApiJson, ApiPath, ApiQuery, Principal};
+use crate::api::extract::{ApiId, ApiJson, ApiPath, ApiQuery, Principal};
 use crate::api::{ApiError, AppState, Page, Paged};
 use crate::db::DbError;
 use crate::db::keys::Role;
@@ -276,7 +276,7 @@ struct ShowQuery {
 async fn show(
     State(state): State<AppState>,
     principal: Principal,
-    ApiPath(id): ApiPath<String>,
+    ApiId(id): ApiId,
     ApiQuery(q): ApiQuery<ShowQuery>,
 ) -> Result<Json<TaskView>, ApiError> {
     principal
@@ -377,7 +377,7 @@ async fn list(
 async fn cancel(
     State(state): State<AppState>,
     principal: Principal,
-    ApiPath(id): ApiPath<String>,
+    ApiId(id): ApiId,
 ) -> Result<Json<TaskView>, ApiError> {
     principal
         .require(&state, Role::Developer, "task.cancel", "task", Some(&id))

@@ -61,13 +61,9 @@ async fn create(
     ApiJson(body): ApiJson<CreateTenant>,
 ) -> Result<(StatusCode, Json<CreatedTenant>), ApiError> {
     require_operator(&state, &principal, "tenant.create").await?;
-    let name = body.name.trim();
-    if name.is_empty() || name.len() > 128 {
-        return Err(ApiError::bad_request(
-            "invalid_name",
-            "a tenant name is 1 to 128 characters",
-        ));
-    }
+    let name = crate::names::display_name(&body.name)
+        .map_err(|m| ApiError::bad_request("invalid_name", format!("tenant name: {m}")))?;
+    let name = name.as_str();
     validate(&state, &body.policy)?;
     let tenant = Tenant {
         id: db::new_id(),

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use sqlx::types::Json as DbJson;
 
 use super::agents::find;
-use crate::api::extract::{ApiJson, ApiPath, Principal};
+use crate::api::extract::{ApiId, ApiJson, ApiPath, Principal};
 use crate::api::{ApiError, AppState};
 use crate::costs::format_dollars;
 use crate::db::keys::Role;
@@ -64,7 +64,7 @@ async fn require_tenant(
 async fn tenant_policy(
     State(state): State<AppState>,
     principal: Principal,
-    ApiPath(id): ApiPath<String>,
+    ApiId(id): ApiId,
 ) -> Result<Json<TenantPolicy>, ApiError> {
     let tenant = require_tenant(&state, &principal, &id, Role::Viewer, "tenant.get_policy").await?;
     Ok(Json(tenant.policy.0))
@@ -73,7 +73,7 @@ async fn tenant_policy(
 async fn set_tenant_policy(
     State(state): State<AppState>,
     principal: Principal,
-    ApiPath(id): ApiPath<String>,
+    ApiId(id): ApiId,
     ApiJson(policy): ApiJson<TenantPolicy>,
 ) -> Result<Json<TenantPolicy>, ApiError> {
     super::tenants::require_operator(&state, &principal, "tenant.update_policy").await?;
@@ -258,7 +258,7 @@ async fn agent_usage(
 async fn tenant_usage(
     State(state): State<AppState>,
     principal: Principal,
-    ApiPath(id): ApiPath<String>,
+    ApiId(id): ApiId,
 ) -> Result<Json<Value>, ApiError> {
     let tenant = require_tenant(&state, &principal, &id, Role::Viewer, "tenant.usage").await?;
     let tenant_scope = usage::tenant_scope(&tenant.id);

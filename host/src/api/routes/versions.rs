@@ -113,7 +113,7 @@ async fn upload(
         .caps
         .max_component_bytes;
     let limit = plan_limit.map_or(host_limit, |p| host_limit.min(p as usize));
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+    let too_large = || {
         if limit < host_limit {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -123,11 +123,41 @@ async fn upload(
         } else {
             ApiError::too_large(limit)
         }
+    };
+    // A declared length is checked before the body is read: the client, waiting for
+    // `100 Continue`, never sends it.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    if declared == Some(0) {
+        return Err(ApiError::bad_request(
+            "empty_body",
+            "the upload is empty: send the component's bytes",
+        ));
+    }
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let over = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            || e.to_string().contains("length limit");
+        if over {
+            too_large()
+        } else {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the request body was not sent in time",
+            )
+        }
     })?;
     if bytes.is_empty() {
-        return Err(load_error(LoadError::NotAComponent(
-            "the body is empty".into(),
-        )));
+        return Err(ApiError::bad_request(
+            "empty_body",
+            "the upload is empty: send the component's bytes",
+        ));
     }
 
     let sha256 = Runtime::content_hash(&bytes);
