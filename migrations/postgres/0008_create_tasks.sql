@@ -4,7 +4,8 @@
 -- `state`: queued | scheduled | blocked | running | retrying | succeeded | failed |
 -- cancelled. `attempts` counts attempts started; every write a worker makes about an
 -- attempt is fenced on (id, attempts, state = 'running'), so a stale worker can never
--- overwrite a newer attempt. `deps_pending` counts parents that have not succeeded yet.
+-- overwrite a newer attempt. `deps_pending` counts parents that have not succeeded yet;
+-- `dependants`, the tasks that wait on this one (none: its end looks for none).
 CREATE TABLE tasks (
     id                  TEXT PRIMARY KEY,
     tenant_id           TEXT NOT NULL REFERENCES tenants (id),
@@ -22,6 +23,7 @@ CREATE TABLE tasks (
     wait_for_budget     BOOLEAN NOT NULL,
     attempts            INTEGER NOT NULL DEFAULT 0,
     deps_pending        INTEGER NOT NULL DEFAULT 0,
+    dependants          INTEGER NOT NULL DEFAULT 0,
     correlation_id      TEXT,
     idempotency_key     TEXT,
     request_hash        TEXT,

@@ -16,6 +16,7 @@ CREATE TABLE tasks (
     wait_for_budget     BOOLEAN NOT NULL,
     attempts            INTEGER NOT NULL DEFAULT 0,
     deps_pending        INTEGER NOT NULL DEFAULT 0,
+    dependants          INTEGER NOT NULL DEFAULT 0,
     correlation_id      TEXT,
     idempotency_key     TEXT,
     request_hash        TEXT,

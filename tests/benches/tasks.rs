@@ -259,6 +259,7 @@ async fn bare_loop(db: &Db, tenant_id: &str, agent_id: &str, count: usize, worke
             wait_for_budget: false,
             attempts: 0,
             deps_pending: 0,
+            dependants: 0,
             correlation_id: None,
             idempotency_key: None,
             request_hash: None,

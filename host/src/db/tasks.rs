@@ -51,6 +51,8 @@ pub struct TaskRow {
     pub attempts: i32,
     /// Parents that have not succeeded yet.
     pub deps_pending: i32,
+    /// Tasks that depend on this one (so its end need not look for any when none do).
+    pub dependants: i32,
     /// The submitter's correlation id.
     pub correlation_id: Option<String>,
     /// The submission's idempotency key.
@@ -91,7 +93,7 @@ impl TaskRow {
 }
 
 const COLUMNS: &str = "id, tenant_id, agent_id, agent_name, action, input, priority, state, run_at, limits, \
-    max_attempts, backoff, retry_timeouts, wait_for_budget, attempts, deps_pending, correlation_id, \
+    max_attempts, backoff, retry_timeouts, wait_for_budget, attempts, deps_pending, dependants, correlation_id, \
     idempotency_key, request_hash, actor_key_id, parent_execution_id, root_execution_id, lease_owner, \
     lease_expires_at, cancel_requested, outcome, result, error, created_at, updated_at, finished_at";
 
@@ -118,7 +120,7 @@ pub struct AttemptRow {
 pub async fn insert(tx: &mut Tx, task: &TaskRow, depends_on: &[String]) -> Result<(), DbError> {
     let sql = format!(
         "INSERT INTO tasks ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
-         $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31)"
+         $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)"
     );
     on_tx!(tx, conn => sqlx::query(&sql)
         .bind(&task.id)
@@ -137,6 +139,7 @@ pub async fn insert(tx: &mut Tx, task: &TaskRow, depends_on: &[String]) -> Resul
         .bind(task.wait_for_budget)
         .bind(task.attempts)
         .bind(task.deps_pending)
+        .bind(task.dependants)
         .bind(&task.correlation_id)
         .bind(&task.idempotency_key)
         .bind(&task.request_hash)
@@ -161,6 +164,12 @@ pub async fn insert(tx: &mut Tx, task: &TaskRow, depends_on: &[String]) -> Resul
             .bind(&task.id)
             .bind(parent)
             .bind(&task.tenant_id)
+            .execute(conn)
+            .await
+            .map(|r| r.rows_affected()))?;
+        on_tx!(tx, conn => sqlx::query(
+            "UPDATE tasks SET dependants = dependants + 1 WHERE id = $1")
+            .bind(parent)
             .execute(conn)
             .await
             .map(|r| r.rows_affected()))?;
@@ -369,22 +378,36 @@ pub async fn claim(
         .bind(n)
         .fetch_all(conn)
         .await)?;
-    let mut claimed = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        let execution_id = super::new_id();
-        on_tx!(&mut tx, conn => sqlx::query(
-            "INSERT INTO task_attempts (task_id, attempt, tenant_id, execution_id, node, started_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(&task.id)
-            .bind(task.attempts)
-            .bind(&task.tenant_id)
-            .bind(&execution_id)
-            .bind(node)
-            .bind(now)
-            .execute(conn)
-            .await
-            .map(|r| r.rows_affected()))?;
-        claimed.push(Claimed { task, execution_id });
+    let claimed: Vec<Claimed> = tasks
+        .into_iter()
+        .map(|task| Claimed {
+            task,
+            execution_id: super::new_id(),
+        })
+        .collect();
+    if !claimed.is_empty() {
+        // Every attempt row in one statement.
+        let rows: Vec<String> = (0..claimed.len())
+            .map(|i| {
+                let b = 2 + i * 4;
+                format!("($1, $2, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4)
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO task_attempts (node, started_at, task_id, attempt, tenant_id, execution_id) VALUES {}",
+            rows.join(", ")
+        );
+        on_tx!(&mut tx, conn => {
+            let mut query = sqlx::query(&sql).bind(node).bind(now);
+            for c in &claimed {
+                query = query
+                    .bind(&c.task.id)
+                    .bind(c.task.attempts)
+                    .bind(&c.task.tenant_id)
+                    .bind(&c.execution_id);
+            }
+            query.execute(conn).await.map(|r| r.rows_affected())
+        })?;
     }
     tx.commit().await?;
     Ok(claimed)
@@ -413,26 +436,6 @@ pub async fn cancel_requested(db: &Db, node: &str) -> Result<Vec<(String, i32)>,
 /// Records an attempt's end and moves its task on, fenced on (task, attempt): returns
 /// whether the task was still this attempt's. Then releases or cancels its dependants.
 pub async fn complete(tx: &mut Tx, c: &TaskCompletion) -> Result<bool, DbError> {
-    // A cancellation asked for while the attempt ran wins over a retry: the row is
-    // locked (Postgres) so a cancel cannot slip in between this read and the update.
-    let lock = match tx {
-        Tx::Postgres(_) => " FOR UPDATE",
-        Tx::Sqlite(_) => "",
-    };
-    let sql = format!(
-        "SELECT cancel_requested FROM tasks WHERE id = $1 AND attempts = $2 AND state = 'running'{lock}"
-    );
-    let cancel_requested: Option<(bool,)> = on_tx!(tx, conn => sqlx::query_as(&sql)
-        .bind(&c.task_id)
-        .bind(c.attempt as i32)
-        .fetch_optional(conn)
-        .await)?;
-    let next = match (&c.next, cancel_requested) {
-        (Next::Retry { .. }, Some((true,))) => Next::Cancelled {
-            error: TaskError::new("cancelled", "the task was cancelled", false),
-        },
-        (next, _) => next.clone(),
-    };
     on_tx!(tx, conn => sqlx::query(
         "UPDATE task_attempts SET outcome = $1, finished_at = $2 \
          WHERE task_id = $3 AND attempt = $4 AND outcome IS NULL")
@@ -443,8 +446,8 @@ pub async fn complete(tx: &mut Tx, c: &TaskCompletion) -> Result<bool, DbError> 
         .execute(conn)
         .await
         .map(|r| r.rows_affected()))?;
-    let state = next.state();
-    let (result, error, run_at) = match &next {
+    let state = c.next.state();
+    let (result, error, run_at) = match &c.next {
         Next::Succeeded { result } => (Some(result.clone()), None, None),
         Next::Retry { run_at, error } => (None, Some(Json(error.clone())), Some(*run_at)),
         Next::Failed { error } | Next::Cancelled { error } => {
@@ -452,11 +455,20 @@ pub async fn complete(tx: &mut Tx, c: &TaskCompletion) -> Result<bool, DbError> 
         }
     };
     let finished_at = state.is_final().then_some(c.at);
-    let updated = on_tx!(tx, conn => sqlx::query(
-        "UPDATE tasks SET state = $1, outcome = $2, result = $3, error = $4, \
+    // One statement, fenced on (task, attempt): a cancellation asked for while the
+    // attempt ran wins over a retry (the row lock orders it against the cancel), and
+    // the answer says whether any task waits on this one.
+    let cancelled = Json(TaskError::new("cancelled", "the task was cancelled", false));
+    let updated: Option<(String, i32)> = on_tx!(tx, conn => sqlx::query_as(
+        "UPDATE tasks SET \
+         state = CASE WHEN cancel_requested AND $1 = 'retrying' THEN 'cancelled' ELSE $1 END, \
+         outcome = $2, result = $3, \
+         error = CASE WHEN cancel_requested AND $1 = 'retrying' THEN $10 ELSE $4 END, \
          run_at = coalesce($5, run_at), lease_owner = NULL, lease_expires_at = NULL, \
-         updated_at = $6, finished_at = $7 \
-         WHERE id = $8 AND attempts = $9 AND state = 'running'")
+         updated_at = $6, \
+         finished_at = CASE WHEN cancel_requested AND $1 = 'retrying' THEN $6 ELSE $7 END \
+         WHERE id = $8 AND attempts = $9 AND state = 'running' \
+         RETURNING state, dependants")
         .bind(state.as_str())
         .bind(&c.attempt_outcome)
         .bind(result)
@@ -466,18 +478,20 @@ pub async fn complete(tx: &mut Tx, c: &TaskCompletion) -> Result<bool, DbError> 
         .bind(finished_at)
         .bind(&c.task_id)
         .bind(c.attempt as i32)
-        .execute(conn)
-        .await
-        .map(|r| r.rows_affected()))?;
-    if updated == 0 {
+        .bind(&cancelled)
+        .fetch_optional(conn)
+        .await)?;
+    let Some((state, dependants)) = updated else {
         return Ok(false);
-    }
-    match state {
-        TaskState::Succeeded => release_dependants(tx, &c.task_id, c.at).await?,
-        TaskState::Failed | TaskState::Cancelled => {
-            cancel_dependants(tx, &c.task_id, state, c.at).await?
+    };
+    if dependants > 0 {
+        match TaskState::parse(&state) {
+            Some(TaskState::Succeeded) => release_dependants(tx, &c.task_id, c.at).await?,
+            Some(why @ (TaskState::Failed | TaskState::Cancelled)) => {
+                cancel_dependants(tx, &c.task_id, why, c.at).await?
+            }
+            _ => {}
         }
-        _ => {}
     }
     Ok(true)
 }

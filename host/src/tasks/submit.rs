@@ -339,6 +339,7 @@ pub async fn submit(
             wait_for_budget: spec.wait_for_budget,
             attempts: 0,
             deps_pending: pending,
+            dependants: 0,
             correlation_id: spec.correlation_id.clone(),
             idempotency_key: key_of(i),
             request_hash: idempotency_key.map(|_| hash.clone()),

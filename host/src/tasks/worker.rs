@@ -348,7 +348,17 @@ async fn prepare(
 ) -> Result<Invocation, InvokeError> {
     let task = &claimed.task;
     let tenant = pipeline.tenant(&task.tenant_id).await?;
-    let agent = match agents::by_id(&pipeline.db, &task.tenant_id, &task.agent_id).await {
+    // The agent by name from the cache, if it is still the same agent; else by id.
+    let cached = pipeline
+        .agent(&task.tenant_id, &task.agent_name)
+        .await
+        .ok()
+        .filter(|agent| agent.id == task.agent_id);
+    let found = match cached {
+        Some(agent) => Ok(agent),
+        None => agents::by_id(&pipeline.db, &task.tenant_id, &task.agent_id).await,
+    };
+    let agent = match found {
         Ok(agent) => agent,
         Err(DbError::NotFound) => {
             return Err(InvokeError::AgentDeleted {
