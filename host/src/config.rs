@@ -104,6 +104,11 @@ pub struct ServeConfig {
     #[arg(long, env = "CORRAL_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// Instances alive at once: the size of the instance pool. Invocations beyond it
+    /// wait for a slot; a call between agents that finds none ends `host_failure`.
+    #[arg(long, env = "CORRAL_MAX_INSTANCES", default_value_t = 256)]
+    pub max_instances: u32,
+
     /// Longest a component may take to compile.
     #[arg(long, env = "CORRAL_COMPILE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub compile_timeout: Duration,

@@ -64,6 +64,7 @@ impl Application {
         let bootstrap_secret = bootstrap(&db, config.bootstrap_key.as_deref()).await?;
 
         let mut runtime = RuntimeConfig::in_memory();
+        runtime.engine.max_instances = config.max_instances;
         runtime.cache_dir = Some(config.data_dir.join("artifacts"));
         let worker = match &config.compile_worker {
             Some(path) => path.clone(),

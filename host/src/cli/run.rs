@@ -417,6 +417,7 @@ pub fn exit_code(outcome: Outcome) -> ExitCode {
         | Outcome::TimedOut
         | Outcome::OutputTooLarge
         | Outcome::LogLimitExceeded
-        | Outcome::Cancelled => 4,
+        | Outcome::Cancelled
+        | Outcome::HostFailure => 4,
     })
 }

@@ -69,7 +69,8 @@ pub struct Consumption {
 /// Adds a batch of executions to the counters of their agents and tenants, in `shard`.
 pub async fn charge(tx: &mut Tx, records: &[&ExecutionRecord], shard: i32) -> Result<(), DbError> {
     let mut rows: HashMap<(String, String), (String, Totals)> = HashMap::new();
-    for record in records {
+    // A host failure is not the tenant's use.
+    for record in records.iter().filter(|r| r.outcome != "host_failure") {
         let totals = Totals {
             invocations: 1,
             fuel: record.fuel,

@@ -464,7 +464,12 @@ impl Invocations {
         }
         .map_err(|e| InvokeError::Host(e.to_string()))?;
         let finished_at = clock.now();
-        let cost = self.settings.prices.cost_picodollars(&execution.usage);
+        // A host failure is the host's, not the tenant's: recorded, never billed.
+        let cost = if execution.outcome == Outcome::HostFailure {
+            0
+        } else {
+            self.settings.prices.cost_picodollars(&execution.usage)
+        };
         let mut rollup = execution.usage.agents.subtree;
         rollup.add(Rollup {
             executions: 1,
@@ -493,8 +498,9 @@ impl Invocations {
         };
         let response = serde_json::to_value(&receipt).expect("a receipt serializes");
 
-        // Every refused capability request is on the audit trail, committed with the record.
-        let events = execution
+        // Every refused capability request is on the audit trail, committed with the record,
+        // and so is every host failure.
+        let mut events: Vec<AuditEvent> = execution
             .denials
             .iter()
             .map(|denial| {
@@ -513,6 +519,16 @@ impl Invocations {
                 event
             })
             .collect();
+        if execution.outcome == Outcome::HostFailure {
+            let mut event = actor.event("execution.host_failure", "execution", Some(&execution_id));
+            event.result = "failed".into();
+            event.after = Some(DbJson(serde_json::json!({
+                "agent": agent.name,
+                "action": execution.action,
+                "message": execution.error.as_ref().map(|e| e.message.clone()),
+            })));
+            events.push(event);
+        }
         let capabilities = serde_json::json!({
             "http": execution.usage.http,
             "kv": execution.usage.kv,

@@ -384,6 +384,20 @@ fn classify_failure(
     limits: &Limits,
 ) -> (Outcome, ExecutionError) {
     let trap = error.downcast_ref::<Trap>().copied();
+    // The pooling allocator had no slot: the host's shortage, not the guest's fault.
+    if error
+        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
+        return (
+            Outcome::HostFailure,
+            host_error(
+                "host_failure",
+                "the host had no instance slot free to run the agent".into(),
+                true,
+            ),
+        );
+    }
     if log_exceeded {
         return (
             Outcome::LogLimitExceeded,

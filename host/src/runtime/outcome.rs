@@ -36,11 +36,14 @@ pub enum Outcome {
     InvalidInput,
     /// The run was cancelled from outside (a task cancelled while it ran) and stopped.
     Cancelled,
+    /// The host failed to run the guest (no instance slot could be had): not the
+    /// guest's doing, not billed, and worth retrying.
+    HostFailure,
 }
 
 impl Outcome {
     /// Every outcome, in declaration order.
-    pub const ALL: [Outcome; 10] = [
+    pub const ALL: [Outcome; 11] = [
         Outcome::Succeeded,
         Outcome::AgentError,
         Outcome::Trapped,
@@ -51,6 +54,7 @@ impl Outcome {
         Outcome::LogLimitExceeded,
         Outcome::InvalidInput,
         Outcome::Cancelled,
+        Outcome::HostFailure,
     ];
 
     /// The stable name, e.g. `fuel_exhausted`.
@@ -66,6 +70,7 @@ impl Outcome {
             Outcome::LogLimitExceeded => "log_limit_exceeded",
             Outcome::InvalidInput => "invalid_input",
             Outcome::Cancelled => "cancelled",
+            Outcome::HostFailure => "host_failure",
         }
     }
 

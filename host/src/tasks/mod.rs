@@ -182,6 +182,7 @@ pub fn retryable(
     match outcome {
         Outcome::AgentError => error.is_some_and(|e| e.retryable),
         Outcome::TimedOut => policy.retry_timeouts,
+        Outcome::HostFailure => true,
         Outcome::Succeeded
         | Outcome::Trapped
         | Outcome::FuelExhausted

@@ -129,19 +129,32 @@ async fn dispatch(
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut attempts = JoinSet::new();
+    // Whether the last claim found as many tasks as it asked for (more are waiting).
+    let mut backlog = false;
+    // With a backlog, free workers are claimed for in batches (each claim is a commit,
+    // and attempts end one at a time) — but never kept idle longer than this.
+    const GATHER: Duration = Duration::from_millis(5);
+    let batch = (settings.workers / 2).clamp(1, WorkerSettings::BATCH);
+    let mut gathering_since: Option<tokio::time::Instant> = None;
     loop {
         if *stopped.borrow() {
             break;
         }
         let free = settings.workers.saturating_sub(attempts.len());
-        let mut full_batch = false;
-        if free > 0 {
+        let gathered_enough = !backlog
+            || attempts.is_empty()
+            || free >= batch
+            || gathering_since.is_some_and(|since| since.elapsed() >= GATHER);
+        let mut claimed_all = false;
+        if free > 0 && gathered_enough {
+            gathering_since = None;
             let want = free.min(WorkerSettings::BATCH);
             let now = pipeline.quotas.clock().now();
             let lease_until = now + chrono::Duration::from_std(settings.lease).unwrap_or_default();
             match tasks::claim(&pipeline.db, &node, now, lease_until, want as i64).await {
                 Ok(claimed) => {
-                    full_batch = claimed.len() == want;
+                    backlog = claimed.len() == want;
+                    claimed_all = backlog;
                     for claimed in claimed {
                         let (cancel, cancelled) = watch::channel(false);
                         running
@@ -160,14 +173,20 @@ async fn dispatch(
                 }
                 Err(e) => tracing::error!(error = %e, "claiming tasks failed"),
             }
+        } else if free > 0 && gathering_since.is_none() {
+            gathering_since = Some(tokio::time::Instant::now());
         }
-        if full_batch && attempts.len() < settings.workers {
+        if claimed_all && settings.workers - attempts.len() >= batch {
             continue;
         }
+        let gather = match gathering_since {
+            Some(since) => GATHER.saturating_sub(since.elapsed()),
+            None => settings.poll,
+        };
         tokio::select! {
             () = wake.notified() => {}
             Some(_) = attempts.join_next(), if !attempts.is_empty() => {}
-            () = tokio::time::sleep(settings.poll) => {}
+            () = tokio::time::sleep(gather.min(settings.poll)) => {}
             _ = stopped.changed() => {}
         }
     }

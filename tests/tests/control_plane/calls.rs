@@ -13,6 +13,7 @@ crate::on_both_backends!(
     cycles_and_depth_are_stopped,
     the_callee_keeps_its_own_quotas_and_pause,
     a_tenant_cannot_call_another_tenants_agent,
+    a_host_failure_is_recorded_as_the_hosts_and_not_billed,
 );
 
 async fn grant(app: &TestApp, agent: &str, allow: &[&str]) {
@@ -316,5 +317,52 @@ async fn a_tenant_cannot_call_another_tenants_agent(backend: Backend) {
     assert_eq!(refused["error"]["code"], "call_denied", "{refused:#}");
     // Only the relay ran.
     assert_eq!(app.count("executions").await, 1);
+    app.stop().await;
+}
+
+async fn a_host_failure_is_recorded_as_the_hosts_and_not_billed(backend: Backend) {
+    // One instance slot: the relay holds it, so its callee finds none.
+    let app = spawn_app_with(backend, |config| config.max_instances = 1).await;
+    app.agent_with("echo", ECHO).await;
+    app.agent_with("relay", RELAY).await;
+    grant(&app, "relay", &["echo"]).await;
+    let ran = app
+        .invoke(
+            "relay",
+            ADMIN_KEY,
+            json!({ "action": "call", "input": { "agent": "echo", "action": "echo" } }),
+        )
+        .await
+        .ok(200);
+    assert_eq!(ran["error"]["code"], "host_failure", "{ran:#}");
+    let calls = app
+        .get(
+            &format!(
+                "/v1/executions?root={}",
+                ran["execution_id"].as_str().unwrap()
+            ),
+            ADMIN_KEY,
+        )
+        .await
+        .ok(200);
+    let callee = calls["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["agent"] == "echo")
+        .cloned()
+        .expect("the callee's execution is recorded");
+    assert_eq!(callee["outcome"], "host_failure", "{callee:#}");
+    assert_eq!(callee["cost"], "0.000000000000", "not billed");
+    let usage = app.get("/v1/agents/echo/usage", ADMIN_KEY).await.ok(200);
+    assert_eq!(usage["usage"]["used"]["day"]["invocations"], 0, "{usage:#}");
+    let audit = app
+        .get("/v1/audit?action=execution.host_failure", ADMIN_KEY)
+        .await
+        .ok(200);
+    assert_eq!(audit["items"][0]["resource_id"], callee["id"], "{audit:#}");
+    app.get("/v1/executions?outcome=host_failure", ADMIN_KEY)
+        .await
+        .ok(200);
     app.stop().await;
 }
