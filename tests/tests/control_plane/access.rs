@@ -705,8 +705,12 @@ async fn abusive_requests_get_clear_refusals(backend: Backend) {
     // What is copied into the audit trail is bounded.
     let long_agent = "x".repeat(10_000);
     app.send_request(
-        app.request(Method::GET, &format!("/v1/agents/{}", "p".repeat(2000)), None)
-            .header("user-agent", long_agent),
+        app.request(
+            Method::GET,
+            &format!("/v1/agents/{}", "p".repeat(2000)),
+            None,
+        )
+        .header("user-agent", long_agent),
     )
     .await
     .assert_error(401, "unauthenticated");
