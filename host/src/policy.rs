@@ -40,6 +40,10 @@ pub struct AgentPolicy {
     /// Capabilities granted to the agent; none by default (and then not serialized).
     #[serde(default, skip_serializing_if = "Grants::is_empty")]
     pub grants: Grants,
+    /// Keep each execution's whole input in its record (bounded by the body limit);
+    /// otherwise only a 1 KiB excerpt is kept. Inputs may hold users' data: opt in.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub record_input: bool,
 }
 
 impl AgentPolicy {

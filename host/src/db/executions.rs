@@ -83,6 +83,10 @@ pub struct ExecutionRecord {
     pub task_id: Option<String>,
     /// Which attempt (1 for the first).
     pub attempt: Option<i32>,
+    /// The whole output (JSON text), when it succeeded.
+    pub output: Option<String>,
+    /// The whole input, when the agent's policy opts in (`record_input`).
+    pub input: Option<String>,
 }
 
 impl ExecutionRecord {
@@ -94,6 +98,8 @@ impl ExecutionRecord {
             + replace_nul_opt(&mut self.error_message)
             + replace_nul(&mut self.input_excerpt)
             + replace_nul_opt(&mut self.output_excerpt)
+            + replace_nul_opt(&mut self.output)
+            + replace_nul_opt(&mut self.input)
             + replace_nul_opt(&mut self.correlation_id)
             + replace_nul(&mut self.action)
             + replace_nul_json(&mut self.capabilities.0);
@@ -109,6 +115,8 @@ impl ExecutionRecord {
         self.logs = Json(Vec::new());
         self.input_excerpt = String::new();
         self.output_excerpt = None;
+        self.output = None;
+        self.input = None;
         self.error_message = self
             .error_code
             .as_ref()
@@ -121,13 +129,13 @@ impl ExecutionRecord {
 const COLUMNS: &str = "id, tenant_id, agent_id, agent_name, version_id, version, action, outcome, error_code, error_message, \
     input_bytes, input_excerpt, output_bytes, output_excerpt, fuel, peak_memory_bytes, wall_time_us, log_bytes, logs, \
     queued_at, started_at, finished_at, cost_picodollars, correlation_id, actor_key_id, idempotency_key, \
-    parent_execution_id, root_execution_id, call_depth, capabilities, replaced_characters, record_degraded, task_id, attempt";
+    parent_execution_id, root_execution_id, call_depth, capabilities, replaced_characters, record_degraded, task_id, attempt, output, input";
 
-const COLUMN_COUNT: usize = 34;
+const COLUMN_COUNT: usize = 36;
 
 /// Inserts records (called by the group-commit writer).
 ///
-/// Postgres gets one statement of any size: 34 arrays `UNNEST`ed into rows, so the
+/// Postgres gets one statement of any size: 36 arrays `UNNEST`ed into rows, so the
 /// statement is prepared once. SQLite gets multi-row `VALUES` with anonymous `?`
 /// parameters (numbered ones cost a linear scan per bind), split into power-of-two
 /// chunks so only a handful of statement shapes are ever prepared.
@@ -137,7 +145,7 @@ pub async fn insert_batch(tx: &mut Tx, records: &[&ExecutionRecord]) -> Result<(
         Tx::Sqlite(tx) => {
             let mut rest = records;
             while !rest.is_empty() {
-                // 34 parameters a row; SQLite allows 32,766 a statement.
+                // 36 parameters a row; SQLite allows 32,766 a statement.
                 let size = prev_power_of_two(rest.len().min(1024));
                 let (chunk, tail) = rest.split_at(size);
                 insert_values(&mut **tx, chunk).await?;
@@ -165,7 +173,7 @@ async fn insert_unnest(
          $9::text[], $10::text[], $11::bigint[], $12::text[], $13::bigint[], $14::text[], $15::bigint[], \
          $16::bigint[], $17::bigint[], $18::bigint[], $19::jsonb[], $20::timestamptz[], $21::timestamptz[], \
          $22::timestamptz[], $23::bigint[], $24::text[], $25::text[], $26::text[], \
-         $27::text[], $28::text[], $29::int4[], $30::jsonb[], $31::bigint[], $32::bool[], $33::text[], $34::int4[])"
+         $27::text[], $28::text[], $29::int4[], $30::jsonb[], $31::bigint[], $32::bool[], $33::text[], $34::int4[], $35::text[], $36::text[])"
     ))
     .bind(col(rows, |r| r.id.clone()))
     .bind(col(rows, |r| r.tenant_id.clone()))
@@ -201,6 +209,8 @@ async fn insert_unnest(
     .bind(col(rows, |r| r.record_degraded))
     .bind(col(rows, |r| r.task_id.clone()))
     .bind(col(rows, |r| r.attempt))
+    .bind(col(rows, |r| r.output.clone()))
+    .bind(col(rows, |r| r.input.clone()))
     .execute(conn)
     .await?;
     Ok(())
@@ -251,7 +261,9 @@ async fn insert_values(
             .bind(r.replaced_characters)
             .bind(r.record_degraded)
             .bind(&r.task_id)
-            .bind(r.attempt);
+            .bind(r.attempt)
+            .bind(&r.output)
+            .bind(&r.input);
     }
     query.execute(conn).await?;
     Ok(())

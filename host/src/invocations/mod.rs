@@ -571,6 +571,8 @@ impl Invocations {
             record_degraded: false,
             task_id: run.task.as_ref().map(|t| t.task_id.clone()),
             attempt: run.task.as_ref().map(|t| t.attempt as i32),
+            output: execution.output.clone(),
+            input: agent.policy.0.record_input.then(|| run.input.clone()),
         };
         let task = run.task.as_ref().map(|attempt| {
             TaskCompletion::of_run(

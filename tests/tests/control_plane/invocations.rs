@@ -13,6 +13,7 @@ crate::on_both_backends!(
     a_json_body_over_the_body_limit_is_refused_but_uploads_are_not_held_to_it,
     a_run_whose_client_hangs_up_is_still_recorded_and_charged_once,
     input_reaches_the_guest_exactly_and_bad_input_is_refused_before_running,
+    a_record_keeps_the_whole_output_and_the_input_when_asked,
 );
 
 async fn an_invocation_returns_its_result_after_it_is_recorded(backend: Backend) {
@@ -394,5 +395,51 @@ async fn input_reaches_the_guest_exactly_and_bad_input_is_refused_before_running
     );
     let usage = app.get("/v1/agents/echo/usage", ADMIN_KEY).await.ok(200);
     assert_eq!(usage["usage"]["used"]["day"]["invocations"], 1, "{usage:#}");
+    app.stop().await;
+}
+
+async fn a_record_keeps_the_whole_output_and_the_input_when_asked(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.agent_with("echo", ECHO).await;
+    let big = json!({ "text": "x".repeat(5000) });
+    let show = |id: serde_json::Value| {
+        let app = &app;
+        async move {
+            app.get(
+                &format!("/v1/executions/{}", id.as_str().unwrap()),
+                ADMIN_KEY,
+            )
+            .await
+            .ok(200)
+        }
+    };
+    let ran = app
+        .invoke("echo", ADMIN_KEY, json!({ "action": "echo", "input": big }))
+        .await
+        .ok(200);
+    let record = show(ran["execution_id"].clone()).await;
+    assert_eq!(record["output"], big, "the whole output, not the excerpt");
+    assert_eq!(record["output_excerpt"].as_str().unwrap().len(), 1024);
+    assert!(
+        record.get("input").is_none(),
+        "inputs are kept only on request"
+    );
+    let listed = app
+        .get("/v1/executions?agent=echo", ADMIN_KEY)
+        .await
+        .ok(200);
+    assert!(
+        listed["items"][0].get("output").is_none(),
+        "lists stay light"
+    );
+
+    app.set_policy("echo", json!({ "record_input": true }))
+        .await;
+    let ran = app
+        .invoke("echo", ADMIN_KEY, json!({ "action": "echo", "input": big }))
+        .await
+        .ok(200);
+    let record = show(ran["execution_id"].clone()).await;
+    assert_eq!(record["input"], big);
     app.stop().await;
 }

@@ -67,13 +67,25 @@ pub struct ExecutionView {
     attempt: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     logs: Option<Vec<LogEntry>>,
+    /// The whole output (single-execution view only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<serde_json::Value>,
+    /// The whole input, when the agent's policy keeps it (single-execution view only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input: Option<serde_json::Value>,
 }
 
 impl ExecutionView {
     fn new(r: ExecutionRecord, with_logs: bool) -> Self {
+        let json = |text: Option<String>| {
+            text.filter(|_| with_logs)
+                .map(|t| serde_json::from_str(&t).unwrap_or(serde_json::Value::String(t)))
+        };
         ExecutionView {
             cost: format_dollars(r.cost_picodollars),
             logs: with_logs.then_some(r.logs.0),
+            output: json(r.output),
+            input: json(r.input),
             id: r.id,
             agent: r.agent_name,
             agent_id: r.agent_id,
