@@ -170,6 +170,22 @@ pub struct ServeConfig {
     #[arg(long, env = "CORRAL_AUTH_AUDIT_WINDOW", default_value = "60s", value_parser = parse_duration)]
     pub auth_audit_window: Duration,
 
+    /// How long executions are kept (tenants may keep theirs shorter).
+    #[arg(long, env = "CORRAL_RETAIN_EXECUTIONS", default_value = "90days", value_parser = parse_duration)]
+    pub retain_executions: Duration,
+    /// How long executions' logs are kept (the rest of each record stays).
+    #[arg(long, env = "CORRAL_RETAIN_LOGS", default_value = "30days", value_parser = parse_duration)]
+    pub retain_logs: Duration,
+    /// How long audit events are kept.
+    #[arg(long, env = "CORRAL_RETAIN_AUDIT", default_value = "400days", value_parser = parse_duration)]
+    pub retain_audit: Duration,
+    /// The least any tenant may keep its audit events (compliance).
+    #[arg(long, env = "CORRAL_AUDIT_FLOOR", default_value = "365days", value_parser = parse_duration)]
+    pub audit_floor: Duration,
+    /// Time between retention purges (one node purges at a time).
+    #[arg(long, env = "CORRAL_RETENTION_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub retention_interval: Duration,
+
     /// How deep calls between agents may go: a root's callees are at depth 1.
     #[arg(long, env = "CORRAL_MAX_CALL_DEPTH", default_value_t = 4)]
     pub max_call_depth: usize,
@@ -217,6 +233,13 @@ impl ServeConfig {
             anyhow::bail!(
                 "--idempotency-ttl (CORRAL_IDEMPOTENCY_TTL) is {:?}; it must be at least 1s",
                 self.idempotency_ttl
+            );
+        }
+        if self.audit_floor > self.retain_audit {
+            anyhow::bail!(
+                "CORRAL_AUDIT_FLOOR ({:?}) is longer than CORRAL_RETAIN_AUDIT ({:?})",
+                self.audit_floor,
+                self.retain_audit
             );
         }
         if self.auth_failure_burst == 0 || self.auth_audit_window < Duration::from_millis(100) {

@@ -1,6 +1,8 @@
 //! Housekeeping every `corral serve` does in the background: renewing the leases of the
 //! idempotency keys whose requests this node runs, and purging expired keys in small
-//! batches (any node may purge; deleting an expired key twice is harmless).
+//! batches (any node may purge; deleting an expired key twice is harmless); and
+//! retention ([`retain`]): one node at a time deletes what has been kept long enough,
+//! in small batches, and records each purge in the tenant's audit trail.
 
 use std::time::Duration;
 
@@ -43,4 +45,120 @@ pub async fn run(pipeline: Invocations) {
             }
         }
     }
+}
+
+/// Rows deleted per statement by retention.
+const RETENTION_BATCH: i64 = 1000;
+
+/// Runs retention every `retention.interval` until aborted.
+pub async fn retain(pipeline: Invocations) {
+    let mut tick = tokio::time::interval(pipeline.settings.retention.interval);
+    loop {
+        tick.tick().await;
+        if let Err(e) = retain_once(&pipeline).await {
+            tracing::warn!(error = %e, "a retention purge failed; the next one picks up");
+        }
+    }
+}
+
+/// One purge, if it is this node's turn.
+pub async fn retain_once(pipeline: &Invocations) -> Result<(), crate::db::DbError> {
+    use crate::db::retention::{self, take_turn};
+    use crate::policy::Retention;
+    let Some(turn) = take_turn(&pipeline.db).await? else {
+        return Ok(());
+    };
+    let result = async {
+        let settings = pipeline.settings.retention;
+        let now = pipeline.quotas.clock().now();
+        let before = |keep: Duration| now - chrono::Duration::from_std(keep).unwrap_or_default();
+        let mut after = None;
+        loop {
+            let page = crate::db::tenants::list(&pipeline.db, after.as_deref(), 200).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            for tenant in &page {
+                let own = tenant.policy.0.retention;
+                let mut purged = [0u64; 3];
+                let cutoffs = [
+                    before(Retention::effective(
+                        own.executions_days,
+                        settings.executions,
+                    )),
+                    before(Retention::effective(own.logs_days, settings.logs)),
+                    before(
+                        Retention::effective(own.audit_days, settings.audit)
+                            .max(settings.audit_floor),
+                    ),
+                ];
+                loop {
+                    let n = retention::executions(
+                        &pipeline.db,
+                        &tenant.id,
+                        cutoffs[0],
+                        RETENTION_BATCH,
+                    )
+                    .await?;
+                    purged[0] += n;
+                    if (n as i64) < RETENTION_BATCH {
+                        break;
+                    }
+                }
+                loop {
+                    let n = retention::logs(&pipeline.db, &tenant.id, cutoffs[1], RETENTION_BATCH)
+                        .await?;
+                    purged[1] += n;
+                    if (n as i64) < RETENTION_BATCH {
+                        break;
+                    }
+                }
+                loop {
+                    let n = retention::audit(&pipeline.db, &tenant.id, cutoffs[2], RETENTION_BATCH)
+                        .await?;
+                    purged[2] += n;
+                    if (n as i64) < RETENTION_BATCH {
+                        break;
+                    }
+                }
+                if purged.iter().any(|&n| n > 0) {
+                    let mut event = crate::invocations::Actor {
+                        tenant_id: tenant.id.clone(),
+                        ..Default::default()
+                    }
+                    .event("retention.purge", "tenant", Some(&tenant.id));
+                    event.occurred_at = now;
+                    event.after = Some(sqlx::types::Json(serde_json::json!({
+                        "executions_deleted": purged[0],
+                        "logs_emptied": purged[1],
+                        "audit_events_deleted": purged[2],
+                        "executions_before": cutoffs[0],
+                        "logs_before": cutoffs[1],
+                        "audit_before": cutoffs[2],
+                    })));
+                    pipeline.audit_alone(event).await;
+                }
+            }
+            if page.len() < 200 {
+                break;
+            }
+        }
+        let mut kv = 0;
+        loop {
+            let n = retention::kv(&pipeline.db, now, RETENTION_BATCH).await?;
+            kv += n;
+            if (n as i64) < RETENTION_BATCH {
+                break;
+            }
+        }
+        if kv > 0 {
+            tracing::info!(
+                kv_entries = kv,
+                "reaped expired and orphaned key-value entries"
+            );
+        }
+        Ok(())
+    }
+    .await;
+    turn.give_back().await;
+    result
 }

@@ -406,6 +406,61 @@ pub struct TenantPolicy {
     /// What the tenant may store.
     #[serde(default)]
     pub caps: PlanCaps,
+    /// How long its records are kept, within the host's bounds.
+    #[serde(default, skip_serializing_if = "Retention::is_empty")]
+    pub retention: Retention,
+}
+
+/// How long a tenant's records are kept, in days; each may only shorten the host's
+/// (`CORRAL_RETAIN_*`), and audit events are kept at least `CORRAL_AUDIT_FLOOR`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Executions (and their results).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executions_days: Option<u32>,
+    /// Executions' logs (the rest of the record stays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs_days: Option<u32>,
+    /// Audit events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_days: Option<u32>,
+}
+
+impl Retention {
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        self == &Retention::default()
+    }
+
+    /// Refuses zero and an audit retention under `audit_floor`, naming the field.
+    pub fn validate(&self, audit_floor: std::time::Duration) -> Result<(), String> {
+        for (name, days) in [
+            ("executions_days", self.executions_days),
+            ("logs_days", self.logs_days),
+            ("audit_days", self.audit_days),
+        ] {
+            if days == Some(0) {
+                return Err(format!("retention.{name} must be at least 1"));
+            }
+        }
+        if let Some(days) = self.audit_days
+            && u64::from(days) * 86_400 < audit_floor.as_secs()
+        {
+            return Err(format!(
+                "retention.audit_days is {days}; this host keeps audit events at least {} days",
+                audit_floor.as_secs().div_ceil(86_400)
+            ));
+        }
+        Ok(())
+    }
+
+    /// The tenant's retention of one kind: its own days, never longer than the host's.
+    pub fn effective(days: Option<u32>, host: std::time::Duration) -> std::time::Duration {
+        days.map_or(host, |d| {
+            host.min(std::time::Duration::from_secs(u64::from(d) * 86_400))
+        })
+    }
 }
 
 impl TenantPolicy {

@@ -22,6 +22,7 @@ use crate::db::tenants::{self, Tenant};
 use crate::db::writer::ExecutionWriter;
 use crate::db::{self, Db, audit};
 use crate::housekeeping;
+use crate::invocations::RetentionSettings;
 use crate::listener::{self, ListenerLimits};
 use crate::quota::Enforcer;
 use crate::quota::clock::SystemClock;
@@ -92,6 +93,13 @@ impl Application {
             idempotency_lease: config.idempotency_lease,
             idempotency_ttl: config.idempotency_ttl,
             body_timeout: config.body_timeout,
+            retention: RetentionSettings {
+                executions: config.retain_executions,
+                logs: config.retain_logs,
+                audit: config.retain_audit,
+                audit_floor: config.audit_floor,
+                interval: config.retention_interval,
+            },
             auth_failures: AuthFailureSettings {
                 burst: config.auth_failure_burst,
                 per_minute: config.auth_failures_per_minute,
@@ -155,6 +163,7 @@ impl Application {
             Workers::start(state.invocations.clone(), settings, state.task_wake.clone())
         });
         let housekeeping = tokio::spawn(housekeeping::run(state.invocations.clone()));
+        let retention = tokio::spawn(housekeeping::retain(state.invocations.clone()));
         // Failed authentications are audited per source and window, as windows close.
         let operator = tenants::operator(&db)
             .await?
@@ -203,6 +212,7 @@ impl Application {
         // gone: the writer drains its queue, commits, and stops.
         let _ = workers.await;
         housekeeping.abort();
+        retention.abort();
         flusher.abort();
         let rest = failures.take_closed(&operator, db::now(), true);
         if !rest.is_empty()

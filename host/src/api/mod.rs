@@ -68,6 +68,8 @@ pub struct ApiSettings {
     pub auth_failures: AuthFailureSettings,
     /// Longest a client may pause while sending a request body.
     pub body_timeout: Duration,
+    /// How long records are kept.
+    pub retention: crate::invocations::RetentionSettings,
 }
 
 /// Shared state of every handler.
@@ -124,6 +126,7 @@ impl AppState {
                 task_timeout: settings.task_timeout,
                 idempotency_lease: settings.idempotency_lease,
                 idempotency_ttl: settings.idempotency_ttl,
+                retention: settings.retention,
             },
             quotas,
         );

@@ -66,6 +66,24 @@ pub struct InvocationSettings {
     pub idempotency_lease: Duration,
     /// How long an idempotency key lives.
     pub idempotency_ttl: Duration,
+    /// How long records are kept.
+    pub retention: RetentionSettings,
+}
+
+/// How long the host keeps records, at most (tenants may shorten each), and how often
+/// it purges.
+#[derive(Debug, Clone, Copy)]
+pub struct RetentionSettings {
+    /// Executions.
+    pub executions: Duration,
+    /// Executions' logs.
+    pub logs: Duration,
+    /// Audit events.
+    pub audit: Duration,
+    /// The least a tenant may keep its audit events.
+    pub audit_floor: Duration,
+    /// Time between purges.
+    pub interval: Duration,
 }
 
 /// Who asked for an invocation: the context of its record and its audit events.

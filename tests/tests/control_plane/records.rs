@@ -14,6 +14,7 @@ crate::on_both_backends!(
     every_change_is_audited_with_what_it_changed,
     a_guest_that_emits_every_byte_is_recorded_and_charged,
     a_nul_character_in_any_text_the_api_receives_is_refused,
+    records_are_purged_when_their_retention_ends,
 );
 
 async fn executions_are_filtered_and_paged(backend: Backend) {
@@ -675,5 +676,158 @@ async fn a_nul_character_in_any_text_the_api_receives_is_refused(backend: Backen
     let mut after = app.snapshot().await;
     after[4] -= 1; // the one invocation that ran
     assert_eq!(after, before, "nothing refused was written");
+    app.stop().await;
+}
+
+async fn records_are_purged_when_their_retention_ends(backend: Backend) {
+    use corral_host::quota::clock::ManualClock;
+    use std::sync::Arc;
+    let clock = Arc::new(ManualClock::new(corral_host::db::now()));
+    let app = {
+        let clock = clock.clone();
+        corral_tests::app::spawn_app_with(backend, move |config| {
+            config.clock = Some(clock);
+            config.retention_interval = std::time::Duration::from_millis(200);
+        })
+        .await
+    };
+    let day = chrono::Duration::days(1);
+    app.agent_with("echo", ECHO).await;
+    let kept = app
+        .invoke(
+            "echo",
+            ADMIN_KEY,
+            json!({ "action": "echo", "input": { "n": 1 } }),
+        )
+        .await
+        .ok(200);
+    let kept = format!("/v1/executions/{}", kept["execution_id"].as_str().unwrap());
+    // A tenant that keeps its executions one day.
+    let (tenant, key) = app.tenant("brief").await;
+    app.post("/v1/agents", &key, json!({ "name": "echo" }))
+        .await
+        .ok(201);
+    app.upload("echo", &key, std::fs::read(ECHO).unwrap())
+        .await
+        .ok(201);
+    app.invoke("echo", &key, json!({ "action": "echo" }))
+        .await
+        .ok(200);
+    let path = format!("/v1/tenants/{tenant}/policy");
+    let policy = |retention: serde_json::Value| {
+        app.send(
+            Method::PUT,
+            &path,
+            Some(ADMIN_KEY),
+            Some(json!({ "retention": retention })),
+        )
+    };
+    policy(json!({ "audit_days": 30 }))
+        .await
+        .assert_error(400, "invalid_policy");
+    policy(json!({ "executions_days": 1 })).await.ok(200);
+    // Key-value entries that expired, and those of a deleted agent, are reaped.
+    app.agent_with("notes", corral_tests::plugins::NOTES).await;
+    app.set_policy("notes", json!({ "grants": { "kv": {} } }))
+        .await;
+    for body in [
+        json!({ "text": "brief", "ttl_ms": 1000 }),
+        json!({ "text": "kept" }),
+    ] {
+        app.invoke(
+            "notes",
+            ADMIN_KEY,
+            json!({ "action": "add", "input": body }),
+        )
+        .await
+        .ok(200);
+    }
+    app.agent_with("gone", corral_tests::plugins::NOTES).await;
+    app.set_policy("gone", json!({ "grants": { "kv": {} } }))
+        .await;
+    app.invoke(
+        "gone",
+        ADMIN_KEY,
+        json!({ "action": "add", "input": { "text": "x" } }),
+    )
+    .await
+    .ok(200);
+    app.send(Method::DELETE, "/v1/agents/gone", Some(ADMIN_KEY), None)
+        .await
+        .ok(204);
+    assert_eq!(app.count("kv_entries").await, 3);
+
+    let executions_of = |tenant: String| {
+        let app = &app;
+        async move {
+            let sql = format!("SELECT COUNT(*) FROM executions WHERE tenant_id = '{tenant}'");
+            let row: (i64,) =
+                corral_host::on_pool!(&app.db, pool => sqlx::query_as(&sql).fetch_one(pool).await)
+                    .unwrap();
+            row.0
+        }
+    };
+
+    clock.advance(day * 2);
+    let mut purged = false;
+    for _ in 0..100 {
+        if executions_of(tenant.clone()).await == 0 && app.count("kv_entries").await == 1 {
+            purged = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        purged,
+        "the brief tenant's executions and the dead kv entries were purged"
+    );
+    let record = app.get(&kept, ADMIN_KEY).await.ok(200);
+    assert!(
+        !record["logs"].as_array().unwrap().is_empty(),
+        "logs are kept 30 days"
+    );
+
+    clock.advance(day * 31);
+    let mut emptied = false;
+    for _ in 0..100 {
+        let record = app.get(&kept, ADMIN_KEY).await.ok(200);
+        if record["logs"].as_array().unwrap().is_empty() {
+            emptied = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(emptied, "logs are emptied after 30 days, the record stays");
+
+    clock.advance(day * 400);
+    let mut gone = false;
+    for _ in 0..100 {
+        if app.get(&kept, ADMIN_KEY).await.status == 404 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(gone, "executions go after 90 days");
+    // Audit events older than 400 days went too; each purge is itself audited.
+    let mut audit = json!(null);
+    for _ in 0..100 {
+        audit = app.get("/v1/audit?limit=200", ADMIN_KEY).await.ok(200);
+        let items = audit["items"].as_array().unwrap();
+        if items.iter().all(|e| e["action"] == "retention.purge") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let items = audit["items"].as_array().unwrap();
+    assert!(
+        items.iter().all(|e| e["action"] == "retention.purge"),
+        "{audit:#}"
+    );
+    let deleted: u64 = items
+        .iter()
+        .map(|e| e["after"]["audit_events_deleted"].as_u64().unwrap())
+        .sum();
+    assert!(deleted > 0, "{audit:#}");
     app.stop().await;
 }

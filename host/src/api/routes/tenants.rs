@@ -116,11 +116,17 @@ async fn list(
     Ok(Json(Paged::from_rows(rows, limit, |t| t.id.clone())))
 }
 
-fn validate(state: &AppState, policy: &TenantPolicy) -> Result<(), ApiError> {
+/// Checks a tenant policy against the host's ceilings, naming the field.
+pub fn validate(state: &AppState, policy: &TenantPolicy) -> Result<(), ApiError> {
     policy
         .validate(
             &state.settings.limits,
             state.settings.max_upload_bytes as u64,
         )
+        .and_then(|()| {
+            policy
+                .retention
+                .validate(state.invocations.settings.retention.audit_floor)
+        })
         .map_err(|m| ApiError::bad_request("invalid_policy", m))
 }

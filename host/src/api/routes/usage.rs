@@ -77,12 +77,7 @@ async fn set_tenant_policy(
     ApiJson(policy): ApiJson<TenantPolicy>,
 ) -> Result<Json<TenantPolicy>, ApiError> {
     super::tenants::require_operator(&state, &principal, "tenant.update_policy").await?;
-    policy
-        .validate(
-            &state.settings.limits,
-            state.settings.max_upload_bytes as u64,
-        )
-        .map_err(|m| ApiError::bad_request("invalid_policy", m))?;
+    super::tenants::validate(&state, &policy)?;
     let mut tx = state.db.begin(None).await?;
     let before = tenants::lock(&mut tx, &id).await.map_err(|e| match e {
         DbError::NotFound => ApiError::not_found(format!("tenant {id:?}")),
