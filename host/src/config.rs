@@ -109,6 +109,11 @@ pub struct ServeConfig {
     #[arg(long, env = "CORRAL_MAX_INSTANCES", default_value_t = 256)]
     pub max_instances: u32,
 
+    /// Bytes of components whose loaded agents stay in memory (least recently used go
+    /// first; they reload from the disk cache in milliseconds).
+    #[arg(long, env = "CORRAL_COMPONENT_CACHE", default_value = "256MiB", value_parser = parse_size)]
+    pub component_cache: u64,
+
     /// Longest a component may take to compile.
     #[arg(long, env = "CORRAL_COMPILE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub compile_timeout: Duration,

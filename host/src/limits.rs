@@ -128,6 +128,8 @@ pub struct StoreLimiter {
     memory_limit: u64,
     bounds: StoreBounds,
     current_bytes: u64,
+    /// The last growth approved (its bytes, and the peak before it), until the next.
+    approved: Option<(u64, u64)>,
     report: MemoryReport,
 }
 
@@ -138,6 +140,7 @@ impl StoreLimiter {
             memory_limit,
             bounds,
             current_bytes: 0,
+            approved: None,
             report: MemoryReport::default(),
         }
     }
@@ -162,6 +165,7 @@ impl wasmtime::ResourceLimiter for StoreLimiter {
             self.report.memory_denied = true;
             return Ok(false);
         }
+        self.approved = Some((grow_by, self.report.peak_bytes));
         self.current_bytes = total;
         self.report.peak_bytes = self.report.peak_bytes.max(total);
         Ok(true)
@@ -169,7 +173,12 @@ impl wasmtime::ResourceLimiter for StoreLimiter {
 
     fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
         // We approved the growth but the allocator could not provide it (e.g. the
-        // pooling slot is smaller). To the guest that is the same as a denial.
+        // pooling slot is smaller). To the guest that is the same as a denial, and the
+        // memory it never got is not counted.
+        if let Some((grow_by, peak_before)) = self.approved.take() {
+            self.current_bytes = self.current_bytes.saturating_sub(grow_by);
+            self.report.peak_bytes = peak_before;
+        }
         self.report.memory_denied = true;
         Ok(())
     }
@@ -202,6 +211,27 @@ impl wasmtime::ResourceLimiter for StoreLimiter {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_growth_that_was_approved_but_failed_is_not_counted() {
+        use wasmtime::ResourceLimiter;
+        let mut limiter = StoreLimiter::new(10 << 20, StoreBounds::default());
+        assert!(limiter.memory_growing(0, 1 << 20, None).unwrap());
+        assert!(limiter.memory_growing(1 << 20, 4 << 20, None).unwrap());
+        limiter
+            .memory_grow_failed(wasmtime::Error::msg("the pool slot is smaller"))
+            .unwrap();
+        let report = limiter.report();
+        assert_eq!(
+            report.peak_bytes,
+            1 << 20,
+            "the failed growth is not in the peak"
+        );
+        assert!(report.memory_denied);
+        // And the memory it never got does not count against what is left.
+        assert!(limiter.memory_growing(1 << 20, 10 << 20, None).unwrap());
+    }
+
     use wasmtime::ResourceLimiter;
 
     use super::*;

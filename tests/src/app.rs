@@ -291,6 +291,11 @@ impl TestApp {
         reply(request.send().await.expect("the request is answered")).await
     }
 
+    /// The server's data directory (its SQLite file, artifact cache, secrets key).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     /// Stops the server and drops its database.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {

@@ -9,8 +9,7 @@ pub mod error;
 pub mod extract;
 mod routes;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use std::time::Duration;
 
@@ -84,7 +83,7 @@ pub struct AppState {
     /// Settings.
     pub settings: Arc<ApiSettings>,
     /// Loaded agents by version id, so invocations skip the database's component bytes.
-    pub loaded: Arc<Mutex<HashMap<String, Arc<LoadedAgent>>>>,
+    pub loaded: moka::sync::Cache<String, Arc<LoadedAgent>>,
     /// Authenticated keys by secret hash, with whether their tenant is the operator.
     pub keys: Arc<TtlCache<String, (ApiKey, bool)>>,
     /// Live agents by (tenant id, name).

@@ -17,8 +17,7 @@
 
 pub mod calls;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -317,8 +316,9 @@ pub struct Invocations {
     pub settings: Arc<InvocationSettings>,
     /// Quota enforcement.
     pub quotas: Arc<Enforcer>,
-    /// Loaded agents by version id, so invocations skip the database's component bytes.
-    pub loaded: Arc<Mutex<HashMap<String, Arc<LoadedAgent>>>>,
+    /// Loaded agents by version id, so invocations skip the database's component bytes
+    /// (bounded like the runtime's cache, which holds the agents themselves).
+    pub loaded: moka::sync::Cache<String, Arc<LoadedAgent>>,
     /// Live agents by (tenant id, name).
     pub agents: Arc<TtlCache<AgentKey, Agent>>,
     /// Versions by (tenant id, agent id, id or semver); versions never change.
@@ -346,7 +346,10 @@ impl Invocations {
             writer,
             settings: Arc::new(settings),
             quotas: Arc::new(quotas),
-            loaded: Arc::default(),
+            loaded: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_idle(Duration::from_secs(3600))
+                .build(),
             agents: Arc::new(TtlCache::new(crate::cache::TTL)),
             versions: Arc::new(TtlCache::new(Duration::from_secs(3600))),
             tenants: Arc::new(TtlCache::new(crate::cache::TTL)),
@@ -671,8 +674,8 @@ impl Invocations {
         tenant_id: &str,
         version_id: &str,
     ) -> Result<Arc<LoadedAgent>, InvokeError> {
-        if let Some(agent) = self.loaded.lock().expect("loaded lock").get(version_id) {
-            return Ok(agent.clone());
+        if let Some(agent) = self.loaded.get(version_id) {
+            return Ok(agent);
         }
         let bytes = agents::component(&self.db, tenant_id, version_id).await?;
         let loaded = self
@@ -680,10 +683,7 @@ impl Invocations {
             .load(bytes)
             .await
             .map_err(|e| InvokeError::Host(e.to_string()))?;
-        self.loaded
-            .lock()
-            .expect("loaded lock")
-            .insert(version_id.into(), loaded.clone());
+        self.loaded.insert(version_id.into(), loaded.clone());
         Ok(loaded)
     }
 

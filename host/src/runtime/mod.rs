@@ -26,14 +26,13 @@ pub mod outcome;
 pub mod state;
 pub mod validate;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::Semaphore;
 use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
 
@@ -130,6 +129,9 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// Limits for the `describe` call made when loading.
     pub describe_limits: Limits,
+    /// Bytes of components whose loaded agents are kept in memory; past it, the least
+    /// recently used are dropped (and reloaded from the disk cache when needed).
+    pub cache_bytes: u64,
 }
 
 impl RuntimeConfig {
@@ -141,6 +143,7 @@ impl RuntimeConfig {
             structure: StructureLimits::default(),
             bounds: StoreBounds::default(),
             cache_dir: None,
+            cache_bytes: 256 << 20,
             describe_limits: Limits {
                 fuel: 100_000_000,
                 timeout: Duration::from_secs(5),
@@ -171,15 +174,14 @@ struct Counters {
     disk_discards: AtomicU64,
 }
 
-type Slot = Arc<OnceCell<Arc<LoadedAgent>>>;
-
 /// The sandboxed agent runtime. See the module docs.
 pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     compiler: Compiler,
     disk: Option<DiskCache>,
-    loaded: Mutex<HashMap<String, Slot>>,
+    /// Loaded agents by content hash, bounded by their components' bytes.
+    loaded: moka::future::Cache<String, Arc<LoadedAgent>>,
     counters: Counters,
     /// One permit per pooling-allocator slot: invocations wait rather than fail.
     instances: Semaphore,
@@ -213,7 +215,12 @@ impl Runtime {
             engine,
             linker,
             disk,
-            loaded: Mutex::default(),
+            loaded: moka::future::Cache::builder()
+                .max_capacity(config.cache_bytes)
+                .weigher(|_, agent: &Arc<LoadedAgent>| {
+                    u32::try_from(agent.size).unwrap_or(u32::MAX).max(1)
+                })
+                .build(),
             counters: Counters::default(),
             instances: Semaphore::new(config.engine.max_instances as usize),
             config,
@@ -253,22 +260,31 @@ impl Runtime {
         let bytes: Arc<[u8]> = bytes.into();
         validate::check(&bytes, &self.config.structure)?;
         let hash = Self::content_hash(&bytes);
-        let slot = self
-            .loaded
-            .lock()
-            .expect("cache lock")
-            .entry(hash.clone())
-            .or_default()
-            .clone();
-        if let Some(agent) = slot.get() {
+        if let Some(agent) = self.loaded.get(&hash).await {
             self.counters.memory_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(agent.clone());
+            return Ok(agent);
         }
-        let agent = slot
-            .get_or_try_init(|| self.load_uncached(hash.clone(), bytes))
-            .await?
-            .clone();
-        Ok(agent)
+        // Concurrent loads of the same bytes share one compile; a failed load is not kept.
+        self.loaded
+            .try_get_with(hash.clone(), self.load_uncached(hash, bytes))
+            .await
+            .map_err(|e: Arc<LoadError>| (*e).clone())
+    }
+
+    /// How many loaded agents the memory cache holds, and their components' bytes
+    /// (after settling pending evictions).
+    pub async fn cached(&self) -> (u64, u64) {
+        self.loaded.run_pending_tasks().await;
+        (self.loaded.entry_count(), self.loaded.weighted_size())
+    }
+
+    /// Drops the agent with this content hash from the memory cache and its artifact
+    /// from disk (an upload that was refused after it compiled).
+    pub async fn forget(&self, hash: &str) {
+        self.loaded.invalidate(hash).await;
+        if let Some(disk) = &self.disk {
+            let _ = std::fs::remove_file(disk.path(hash));
+        }
     }
 
     /// The imports and exports of any binary component, agent or not (compiled, and

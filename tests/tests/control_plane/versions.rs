@@ -7,6 +7,7 @@ use reqwest::Method;
 use serde_json::json;
 
 crate::on_both_backends!(
+    an_upload_refused_by_a_plan_cap_is_not_compiled_or_cached,
     an_upload_is_validated_compiled_versioned_and_deduplicated,
     malformed_uploads_are_refused_by_kind_and_write_nothing,
     an_oversized_upload_is_cut_off,
@@ -355,6 +356,44 @@ async fn viewers_list_versions_and_developers_activate_them(backend: Backend) {
         .await
         .ok(200)["output"]["words"],
         3
+    );
+    app.stop().await;
+}
+
+async fn an_upload_refused_by_a_plan_cap_is_not_compiled_or_cached(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (tenant, key) = app.tenant("small").await;
+    app.send(
+        Method::PUT,
+        &format!("/v1/tenants/{tenant}/policy"),
+        Some(ADMIN_KEY),
+        Some(json!({ "caps": { "max_versions": 1 } })),
+    )
+    .await
+    .ok(200);
+    app.post("/v1/agents", &key, json!({ "name": "one" }))
+        .await
+        .ok(201);
+    app.upload("one", &key, std::fs::read(ECHO).unwrap())
+        .await
+        .ok(201);
+    let artifacts = |app: &corral_tests::app::TestApp| {
+        std::fs::read_dir(app.data_dir().join("artifacts"))
+            .map(|entries| entries.count())
+            .unwrap_or(0)
+    };
+    let before = artifacts(&app);
+    app.upload(
+        "one",
+        &key,
+        std::fs::read(corral_tests::plugins::TEXT_STATS).unwrap(),
+    )
+    .await
+    .assert_error(409, "plan_limit_reached");
+    assert_eq!(
+        artifacts(&app),
+        before,
+        "nothing compiled, nothing left on disk"
     );
     app.stop().await;
 }

@@ -137,3 +137,34 @@ async fn an_artifact_from_an_incompatible_engine_is_detected_and_recompiled() {
         "{stats:?}"
     );
 }
+
+#[tokio::test]
+async fn the_memory_cache_keeps_to_its_bytes_and_reloads_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (echo, stats) = (
+        plugin_bytes(ECHO),
+        plugin_bytes(corral_tests::plugins::TEXT_STATS),
+    );
+    let mut config = RuntimeConfig::in_memory();
+    config.compile =
+        corral_host::runtime::CompileSettings::worker(corral_tests::harness::corral_bin());
+    config.cache_dir = Some(dir.path().to_path_buf());
+    // Room for one of the two components, not both.
+    config.cache_bytes = echo.len().max(stats.len()) as u64 + 1;
+    let runtime = Runtime::new(config).unwrap();
+    runtime.load(echo.clone()).await.unwrap();
+    runtime.load(stats.clone()).await.unwrap();
+    let (count, bytes) = runtime.cached().await;
+    assert_eq!(count, 1, "the least recently used agent was dropped");
+    assert!(bytes <= echo.len().max(stats.len()) as u64 + 1);
+    // Dropped from memory, it comes back from the disk artifact, not a compile.
+    let compiles = runtime.cache_stats().compiles;
+    runtime.load(echo).await.unwrap();
+    runtime.load(stats).await.unwrap();
+    assert_eq!(
+        runtime.cache_stats().compiles,
+        compiles,
+        "reloaded, not recompiled"
+    );
+    assert!(runtime.cache_stats().disk_hits >= 1);
+}

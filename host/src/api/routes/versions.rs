@@ -60,6 +60,38 @@ struct UploadQuery {
 }
 
 /// The error code for each way a component can be unfit.
+/// The plan cap that storing one more component of `size` bytes would pass, if any.
+fn over_caps(
+    caps: &crate::policy::PlanCaps,
+    count: i64,
+    total: i64,
+    size: i64,
+) -> Option<(&'static str, u64)> {
+    [
+        ("max_versions", caps.max_versions, count + 1),
+        (
+            "max_total_component_bytes",
+            caps.max_total_component_bytes,
+            total + size,
+        ),
+    ]
+    .into_iter()
+    .find_map(|(cap, max, after)| max.filter(|&m| after > m as i64).map(|m| (cap, m)))
+}
+
+/// After a refused upload compiled: drops it from the caches unless some stored version
+/// (of any tenant) has the same bytes.
+async fn forget_unless_stored(state: &AppState, sha256: &str) {
+    let stored: Result<Option<(String,)>, sqlx::Error> = crate::on_pool!(&state.db, pool => sqlx::query_as(
+        "SELECT id FROM agent_versions WHERE sha256 = $1 LIMIT 1")
+        .bind(sha256)
+        .fetch_optional(pool)
+        .await);
+    if matches!(stored, Ok(None)) {
+        state.runtime.forget(sha256).await;
+    }
+}
+
 fn load_error(e: LoadError) -> ApiError {
     let code = match &e {
         LoadError::NotAComponent(_) => "not_a_component",
@@ -174,6 +206,20 @@ async fn upload(
         ));
     }
 
+    // Plan caps that the size alone decides are checked before compiling, so a refused
+    // upload costs no compile (and leaves nothing cached); the exact check is below.
+    let caps = state.tenant(principal.tenant_id()).await?.policy.0.caps;
+    if caps.max_versions.is_some() || caps.max_total_component_bytes.is_some() {
+        let mut tx = state.db.begin(Some(principal.tenant_id())).await?;
+        let (count, total) = agents::stored(&mut tx, principal.tenant_id()).await?;
+        drop(tx);
+        if let Some((cap, max)) = over_caps(&caps, count, total, bytes.len() as i64) {
+            return Err(
+                super::agents::plan_limit(&state, &principal, "version.upload", cap, max).await,
+            );
+        }
+    }
+
     // Validates, compiles (in a capped worker, off the executor) and calls describe().
     let loaded = state
         .runtime
@@ -206,18 +252,9 @@ async fn upload(
         .caps;
     if caps.max_versions.is_some() || caps.max_total_component_bytes.is_some() {
         let (count, total) = agents::stored(&mut tx, principal.tenant_id()).await?;
-        let over = [
-            ("max_versions", caps.max_versions, count + 1),
-            (
-                "max_total_component_bytes",
-                caps.max_total_component_bytes,
-                total + version.size_bytes,
-            ),
-        ]
-        .into_iter()
-        .find_map(|(cap, max, after)| max.filter(|&m| after > m as i64).map(|m| (cap, m)));
-        if let Some((cap, max)) = over {
+        if let Some((cap, max)) = over_caps(&caps, count, total, version.size_bytes) {
             drop(tx);
+            forget_unless_stored(&state, &version.sha256).await;
             return Err(
                 super::agents::plan_limit(&state, &principal, "version.upload", cap, max).await,
             );
@@ -242,11 +279,7 @@ async fn upload(
     audit::append(&mut tx, &event).await?;
     tx.commit().await?;
     forget(&state, &principal, &name);
-    state
-        .loaded
-        .lock()
-        .expect("loaded lock")
-        .insert(version.id.clone(), loaded);
+    state.loaded.insert(version.id.clone(), loaded);
     Ok((
         StatusCode::CREATED,
         Json(VersionView::new(
