@@ -108,14 +108,19 @@ pub async fn inspect(args: InspectArgs) -> io::Result<ExitCode> {
             Err(e) => outln!("agent:    not valid ✗ — {e}")?,
         }
         if let Some(interface) = &interface {
-            outln!("imports:")?;
-            for name in &interface.imports {
-                outln!("  {name}")?;
-            }
-            outln!("exports:")?;
-            for name in &interface.exports {
-                outln!("  {name}")?;
-            }
+            // A component may list a hundred thousand names: show the first few.
+            let unknown = interface
+                .imports
+                .iter()
+                .filter(|name| !name.starts_with("wasi:") && !name.starts_with("corral:"))
+                .count();
+            outln!(
+                "imports:  {} ({unknown} outside WASI and corral:agent)",
+                interface.imports.len()
+            )?;
+            list(&interface.imports)?;
+            outln!("exports:  {}", interface.exports.len())?;
+            list(&interface.exports)?;
         }
     }
     Ok(if loaded.is_ok() {
@@ -125,6 +130,22 @@ pub async fn inspect(args: InspectArgs) -> io::Result<ExitCode> {
     })
 }
 
+/// Names shown before "… and N more".
+const LISTED: usize = 20;
+
+fn list(names: &[String]) -> std::io::Result<()> {
+    for name in names.iter().take(LISTED) {
+        outln!("  {name}")?;
+    }
+    if names.len() > LISTED {
+        outln!(
+            "  … and {} more (all of them with --json)",
+            names.len() - LISTED
+        )?;
+    }
+    Ok(())
+}
+
 fn describe_kind(kind: BinaryKind) -> &'static str {
     match kind {
         BinaryKind::Component => "WebAssembly component",
@@ -132,6 +153,7 @@ fn describe_kind(kind: BinaryKind) -> &'static str {
         BinaryKind::Text => "WebAssembly text (WAT)",
         BinaryKind::Precompiled => "precompiled native artifact",
         BinaryKind::Empty => "empty file",
+        BinaryKind::OtherWasm(_) => "WebAssembly binary of a version this host does not run",
         BinaryKind::Unknown => "not WebAssembly",
     }
 }

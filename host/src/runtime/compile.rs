@@ -171,7 +171,17 @@ const INVALID_PREFIX: &str = "invalid component:";
 
 fn describe_exit(status: std::process::ExitStatus, stderr: &str) -> String {
     use std::os::unix::process::ExitStatusExt;
-    let last_line = stderr.lines().last().unwrap_or("").to_string();
+    // The cause, not Rust's hint about backtraces that follows it.
+    let last_line = stderr
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("note:"))
+        .unwrap_or("")
+        .to_string();
+    if stderr.contains("memory allocation of") {
+        return format!("the compile ran out of memory ({last_line})");
+    }
     match status.signal() {
         Some(libc::SIGXCPU) => "the worker used up its CPU time".into(),
         Some(libc::SIGKILL) => "the worker was killed (out of memory or CPU time)".into(),

@@ -191,7 +191,15 @@ pub struct Runtime {
 
 impl Runtime {
     /// Builds the engine and linker and opens the disk cache.
-    pub fn new(config: RuntimeConfig) -> Result<Runtime, LoadError> {
+    pub fn new(mut config: RuntimeConfig) -> Result<Runtime, LoadError> {
+        // The shape checks refuse, before compiling, what the engine's pool cannot hold.
+        let structure = &mut config.structure;
+        structure.max_memories_per_component = structure
+            .max_memories_per_component
+            .min(config.engine.max_memories_per_component);
+        structure.max_initial_memory_bytes = structure
+            .max_initial_memory_bytes
+            .min(config.engine.max_memory_bytes);
         let internal = |e: wasmtime::Error| LoadError::Internal(format!("{e:#}"));
         let engine = build_engine(&config.engine, EngineRole::Host).map_err(internal)?;
         let mut linker = Linker::<HostState>::new(&engine);

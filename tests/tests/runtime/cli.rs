@@ -413,3 +413,46 @@ fn the_log_has_no_colour_when_stderr_is_not_a_terminal() {
     assert!(stderr.contains("discarding a bad artifact"), "{stderr}");
     assert!(!stderr.contains("\x1b["), "{stderr:?}");
 }
+
+#[test]
+fn inspect_caps_long_listings_and_names_what_the_pool_cannot_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let imports: String = (0..50)
+        .map(|i| format!("(import \"f{i}\" (func))"))
+        .collect();
+    let many = dir.path().join("many.wasm");
+    std::fs::write(
+        &many,
+        wat::parse_str(format!("(component {imports})")).unwrap(),
+    )
+    .unwrap();
+    let out = corral(&["inspect", many.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("imports:  50 (50 outside WASI and corral:agent)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("… and 30 more"), "{stdout}");
+    assert!(
+        stdout.lines().filter(|l| l.starts_with("  f")).count() == 20,
+        "{stdout}"
+    );
+
+    let two = dir.path().join("two-memories.wasm");
+    let wat = "(component (core module (memory 1) (memory 1)))";
+    std::fs::write(&two, wat::parse_str(wat).unwrap()).unwrap();
+    let out = corral(&["inspect", two.to_str().unwrap(), "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("memories in one core module: 2"), "{error}");
+    assert!(error.contains("allows 1"), "{error}");
+
+    let future = dir.path().join("future.wasm");
+    std::fs::write(&future, b"\0asm\x0e\0\x01\0").unwrap();
+    let out = corral(&["inspect", future.to_str().unwrap(), "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["error"].as_str().unwrap().contains("version 14"),
+        "{report:#}"
+    );
+}
