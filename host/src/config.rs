@@ -187,6 +187,14 @@ pub struct ServeConfig {
     /// The least any tenant may keep its audit events (compliance).
     #[arg(long, env = "CORRAL_AUDIT_FLOOR", default_value = "365days", value_parser = parse_duration)]
     pub audit_floor: Duration,
+    /// Most bytes of compiled artifacts kept in the data directory; artifacts no stored
+    /// version of a live agent needs are collected, then the least recently written.
+    #[arg(long, env = "CORRAL_ARTIFACT_CACHE", default_value = "4GiB", value_parser = parse_size)]
+    pub artifact_cache: u64,
+    /// How old an artifact no version needs must be before it is collected (an upload
+    /// being stored is safe).
+    #[arg(long, env = "CORRAL_ARTIFACT_MIN_AGE", default_value = "1h", value_parser = parse_duration)]
+    pub artifact_min_age: Duration,
     /// Time between retention purges (one node purges at a time).
     #[arg(long, env = "CORRAL_RETENTION_INTERVAL", default_value = "10m", value_parser = parse_duration)]
     pub retention_interval: Duration,

@@ -58,7 +58,31 @@ pub async fn retain(pipeline: Invocations) {
         if let Err(e) = retain_once(&pipeline).await {
             tracing::warn!(error = %e, "a retention purge failed; the next one picks up");
         }
+        if let Err(e) = collect_artifacts(&pipeline).await {
+            tracing::warn!(error = %e, "collecting compiled artifacts failed");
+        }
     }
+}
+
+/// Collects this node's artifact cache (every node has its own): artifacts no stored
+/// version of a live agent needs, then the least recently written past the bound.
+pub async fn collect_artifacts(pipeline: &Invocations) -> Result<(), crate::db::DbError> {
+    let sql = "SELECT DISTINCT v.sha256 FROM agent_versions v JOIN agents a ON a.id = v.agent_id \
+               WHERE a.deleted_at IS NULL";
+    let rows: Vec<(String,)> =
+        crate::on_pool!(&pipeline.db, pool => sqlx::query_as(sql).fetch_all(pool).await)?;
+    let needed = rows.into_iter().map(|(hash,)| hash).collect();
+    let settings = pipeline.settings.retention;
+    let runtime = pipeline.runtime.clone();
+    let (deleted, kept) = tokio::task::spawn_blocking(move || {
+        runtime.collect_artifacts(&needed, settings.artifact_bytes, settings.artifact_min_age)
+    })
+    .await
+    .unwrap_or((0, 0));
+    if deleted > 0 {
+        tracing::info!(deleted, kept_bytes = kept, "collected compiled artifacts");
+    }
+    Ok(())
 }
 
 /// One purge, if it is this node's turn.

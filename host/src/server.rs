@@ -100,6 +100,8 @@ impl Application {
                 audit: config.retain_audit,
                 audit_floor: config.audit_floor,
                 interval: config.retention_interval,
+                artifact_bytes: config.artifact_cache,
+                artifact_min_age: config.artifact_min_age,
             },
             auth_failures: AuthFailureSettings {
                 burst: config.auth_failure_burst,

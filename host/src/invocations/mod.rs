@@ -83,6 +83,10 @@ pub struct RetentionSettings {
     pub audit_floor: Duration,
     /// Time between purges.
     pub interval: Duration,
+    /// Most bytes of compiled artifacts kept on this node's disk.
+    pub artifact_bytes: u64,
+    /// How old an unneeded artifact must be before it is collected.
+    pub artifact_min_age: Duration,
 }
 
 /// Who asked for an invocation: the context of its record and its audit events.

@@ -91,6 +91,56 @@ impl DiskCache {
         Ok(())
     }
 
+    /// Deletes the artifacts no one needs — of components `needed` does not name, or of
+    /// another engine — once older than `min_age` (so an upload being stored is safe),
+    /// then the least recently written until the rest fit in `max_bytes`. Returns how
+    /// many files were deleted and the bytes left.
+    pub fn collect(
+        &self,
+        needed: &std::collections::HashSet<String>,
+        max_bytes: u64,
+        min_age: std::time::Duration,
+    ) -> (usize, u64) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return (0, 0);
+        };
+        let suffix = format!("-{}.cwasm", self.engine_key);
+        let mut kept = Vec::new();
+        let mut deleted = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(meta) = entry.metadata() else { continue };
+            if !meta.is_file() || !name.ends_with(".cwasm") {
+                continue;
+            }
+            let modified = meta.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+            let old = modified.elapsed().is_ok_and(|age| age >= min_age);
+            let wanted = name
+                .strip_suffix(&suffix)
+                .is_some_and(|hash| needed.contains(hash));
+            if !wanted && old {
+                if std::fs::remove_file(entry.path()).is_ok() {
+                    deleted += 1;
+                }
+            } else {
+                kept.push((modified, meta.len(), entry.path()));
+            }
+        }
+        // Over the bound: the least recently written go first (they reload by compiling).
+        kept.sort_by_key(|(modified, _, _)| *modified);
+        let mut total: u64 = kept.iter().map(|(_, len, _)| len).sum();
+        for (_, len, path) in kept {
+            if total <= max_bytes {
+                break;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                deleted += 1;
+                total -= len;
+            }
+        }
+        (deleted, total)
+    }
+
     fn discard(&self, path: &Path, why: String) -> CacheMiss {
         tracing::warn!(path = %path.display(), %why, "discarding a bad artifact; recompiling");
         let _ = std::fs::remove_file(path);

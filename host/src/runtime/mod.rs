@@ -279,6 +279,19 @@ impl Runtime {
             .map_err(|e: Arc<LoadError>| (*e).clone())
     }
 
+    /// Collects the disk cache: see [`DiskCache::collect`]. `(0, 0)` without one.
+    pub fn collect_artifacts(
+        &self,
+        needed: &std::collections::HashSet<String>,
+        max_bytes: u64,
+        min_age: std::time::Duration,
+    ) -> (usize, u64) {
+        match &self.disk {
+            Some(disk) => disk.collect(needed, max_bytes, min_age),
+            None => (0, 0),
+        }
+    }
+
     /// How many loaded agents the memory cache holds, and their components' bytes
     /// (after settling pending evictions).
     pub async fn cached(&self) -> (u64, u64) {

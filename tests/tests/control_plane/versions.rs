@@ -7,6 +7,7 @@ use reqwest::Method;
 use serde_json::json;
 
 crate::on_both_backends!(
+    artifacts_no_live_version_needs_are_collected,
     an_upload_refused_by_a_plan_cap_is_not_compiled_or_cached,
     an_upload_is_validated_compiled_versioned_and_deduplicated,
     malformed_uploads_are_refused_by_kind_and_write_nothing,
@@ -395,5 +396,52 @@ async fn an_upload_refused_by_a_plan_cap_is_not_compiled_or_cached(backend: Back
         before,
         "nothing compiled, nothing left on disk"
     );
+    app.stop().await;
+}
+
+async fn artifacts_no_live_version_needs_are_collected(backend: Backend) {
+    let app = spawn_app_with(backend, |config| {
+        config.retention_interval = std::time::Duration::from_millis(200);
+        config.artifact_min_age = std::time::Duration::ZERO;
+    })
+    .await;
+    let artifacts = |app: &corral_tests::app::TestApp| -> Vec<String> {
+        std::fs::read_dir(app.data_dir().join("artifacts"))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".cwasm"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    app.post("/v1/agents", ADMIN_KEY, json!({ "name": "target" }))
+        .await
+        .ok(201);
+    // A component of the wrong world compiles, is refused, and leaves nothing behind.
+    app.upload("target", ADMIN_KEY, std::fs::read(NOT_AN_AGENT).unwrap())
+        .await
+        .assert_error(422, "wrong_world");
+    assert!(artifacts(&app).is_empty(), "{:?}", artifacts(&app));
+    // A live version's artifact stays; a deleted agent's goes.
+    app.agent_with("kept", ECHO).await;
+    app.agent_with("gone", TEXT_STATS).await;
+    assert_eq!(artifacts(&app).len(), 2);
+    app.send(Method::DELETE, "/v1/agents/gone", Some(ADMIN_KEY), None)
+        .await
+        .ok(204);
+    let mut left = artifacts(&app);
+    for _ in 0..100 {
+        left = artifacts(&app);
+        if left.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(left.len(), 1, "{left:?}");
+    app.invoke("kept", ADMIN_KEY, json!({ "action": "echo" }))
+        .await
+        .ok(200);
     app.stop().await;
 }

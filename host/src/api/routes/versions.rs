@@ -221,11 +221,14 @@ async fn upload(
     }
 
     // Validates, compiles (in a capped worker, off the executor) and calls describe().
-    let loaded = state
-        .runtime
-        .load(bytes.to_vec())
-        .await
-        .map_err(load_error)?;
+    let loaded = match state.runtime.load(bytes.to_vec()).await {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            // It may have compiled (a wrong world, a failed describe): keep nothing.
+            forget_unless_stored(&state, &sha256).await;
+            return Err(load_error(e));
+        }
+    };
     let version = AgentVersion {
         id: db::new_id(),
         tenant_id: principal.tenant_id().into(),
