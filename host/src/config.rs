@@ -138,7 +138,8 @@ pub struct ServeConfig {
     pub task_timeout: Duration,
 
     /// Task attempts this node runs at once (0: none; the node still serves the API).
-    /// Default: 8 per core, since most attempts wait on I/O.
+    /// Default: 32 per core, since most attempts wait on I/O (and at most the instance
+    /// pool, as each running attempt holds an instance slot).
     #[arg(long, env = "CORRAL_WORKERS")]
     pub workers: Option<usize>,
 
@@ -271,8 +272,10 @@ impl ServeConfig {
 
     /// Task attempts this node runs at once.
     pub fn workers(&self) -> usize {
-        self.workers
-            .unwrap_or_else(|| 8 * std::thread::available_parallelism().map_or(1, |n| n.get()))
+        self.workers.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (32 * cores).min(self.max_instances as usize)
+        })
     }
 
     /// The per-invocation limits (defaults and ceiling).
