@@ -44,13 +44,9 @@ pub async fn inspect(args: InspectArgs) -> io::Result<ExitCode> {
     let size = bytes.len() as u64;
     let hash = crate::runtime::Runtime::content_hash(&bytes);
     let bytes: std::sync::Arc<[u8]> = bytes.into();
-    let loaded = runtime.load(bytes.clone()).await;
-    // For a component that is not a valid agent, still show what it imports and exports.
-    let interface = match &loaded {
-        Ok(agent) => Some(agent.interface.clone()),
-        Err(_) if kind == BinaryKind::Component => runtime.interface(bytes).await.ok(),
-        Err(_) => None,
-    };
+    // One compile: for a component that is not a valid agent, it still says what the
+    // component imports and exports.
+    let (loaded, interface) = runtime.inspect(bytes).await;
 
     if args.json {
         let report = match &loaded {

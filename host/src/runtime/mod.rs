@@ -308,16 +308,27 @@ impl Runtime {
         }
     }
 
-    /// The imports and exports of any binary component, agent or not (compiled, and
-    /// cached, like [`Runtime::load`]).
-    pub async fn interface(
+    /// Loads `bytes` as an agent (not cached) and, whether or not they are one, says what
+    /// the component imports and exports, compiling once (`corral inspect`).
+    pub async fn inspect(
         &self,
         bytes: impl Into<Arc<[u8]>>,
-    ) -> Result<ComponentInterface, LoadError> {
+    ) -> (
+        Result<Arc<LoadedAgent>, LoadError>,
+        Option<ComponentInterface>,
+    ) {
         let bytes: Arc<[u8]> = bytes.into();
-        validate::check(&bytes, &self.config.structure)?;
+        if let Err(e) = validate::check(&bytes, &self.config.structure) {
+            return (Err(e), None);
+        }
         let hash = Self::content_hash(&bytes);
-        Ok(ComponentInterface::of(&self.compiled(&hash, bytes).await?))
+        let component = match self.compiled(&hash, bytes.clone()).await {
+            Ok(component) => component,
+            Err(e) => return (Err(e), None),
+        };
+        let interface = ComponentInterface::of(&component);
+        let agent = self.agent_of(hash, bytes.len(), component).await;
+        (agent, Some(interface))
     }
 
     async fn load_uncached(
@@ -326,6 +337,16 @@ impl Runtime {
         bytes: Arc<[u8]>,
     ) -> Result<Arc<LoadedAgent>, LoadError> {
         let component = self.compiled(&hash, bytes.clone()).await?;
+        self.agent_of(hash, bytes.len(), component).await
+    }
+
+    /// Links a compiled component as an agent and asks it to describe itself.
+    async fn agent_of(
+        &self,
+        hash: String,
+        size: usize,
+        component: Component,
+    ) -> Result<Arc<LoadedAgent>, LoadError> {
         let interface = ComponentInterface::of(&component);
         let instance_pre = self
             .linker
@@ -337,7 +358,7 @@ impl Runtime {
         let metadata = AgentMetadata::from_describe(info)?;
         Ok(Arc::new(LoadedAgent {
             hash,
-            size: bytes.len(),
+            size,
             validators: component::validators(&metadata),
             metadata,
             interface,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use corral_host::runtime::{EngineSettings, Interruption, Runtime, RuntimeConfig};
 use corral_tests::harness::{plugin_bytes, runtime_with_cache};
-use corral_tests::plugins::ECHO;
+use corral_tests::plugins::{ECHO, NOT_AN_AGENT};
 
 #[tokio::test]
 async fn a_second_load_does_not_recompile() {
@@ -16,6 +16,27 @@ async fn a_second_load_does_not_recompile() {
     let stats = runtime.cache_stats();
     assert_eq!(stats.compiles, 1);
     assert_eq!(stats.memory_hits, 1);
+}
+
+#[tokio::test]
+async fn inspecting_a_component_that_is_not_an_agent_compiles_it_once() {
+    let runtime = corral_tests::harness::runtime();
+    let (loaded, interface) = runtime.inspect(plugin_bytes(NOT_AN_AGENT)).await;
+    assert!(loaded.is_err(), "a wasi:cli command is not an agent");
+    let interface = interface.expect("its interface is still shown");
+    assert!(
+        interface
+            .exports
+            .iter()
+            .any(|e| e.starts_with("wasi:cli/run")),
+        "{:?}",
+        interface.exports
+    );
+    assert_eq!(runtime.cache_stats().compiles, 1);
+    let (loaded, interface) = runtime.inspect(plugin_bytes(ECHO)).await;
+    assert_eq!(loaded.unwrap().metadata.name, "echo");
+    assert!(interface.is_some());
+    assert_eq!(runtime.cache_stats().compiles, 2);
 }
 
 #[tokio::test]
