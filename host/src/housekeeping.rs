@@ -69,8 +69,7 @@ pub async fn retain(pipeline: Invocations) {
 pub async fn collect_artifacts(pipeline: &Invocations) -> Result<(), crate::db::DbError> {
     let sql = "SELECT DISTINCT v.sha256 FROM agent_versions v JOIN agents a ON a.id = v.agent_id \
                WHERE a.deleted_at IS NULL";
-    let rows: Vec<(String,)> =
-        crate::on_pool!(&pipeline.db, pool => sqlx::query_as(sql).fetch_all(pool).await)?;
+    let rows: Vec<(String,)> = crate::in_scope!(&pipeline.db, crate::db::Wide::Housekeeping, conn => sqlx::query_as(sql).fetch_all(conn).await)?;
     let needed = rows.into_iter().map(|(hash,)| hash).collect();
     let settings = pipeline.settings.retention;
     let runtime = pipeline.runtime.clone();

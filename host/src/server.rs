@@ -300,7 +300,7 @@ async fn bootstrap(db: &Db, given: Option<&str>) -> anyhow::Result<Option<String
         client_addr: None,
         user_agent: None,
     };
-    let mut tx = db.begin(None).await?;
+    let mut tx = db.begin(crate::db::Wide::Bootstrap).await?;
     tenants::insert(&mut tx, &tenant).await?;
     keys::insert(&mut tx, &key, &secret).await?;
     audit::append(&mut tx, &event).await?;

@@ -195,7 +195,7 @@ async fn end_to_end(database_url: Option<String>, nodes: usize, count: usize) ->
     let db_url = database_url
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", dirs[0].path().join("corral.db").display()));
-    let db = Db::connect(&db_url, 2).await.unwrap();
+    let db = corral_tests::app::inspector(&db_url).await;
     let started = Instant::now();
     let batches: Vec<_> = (0..count.div_ceil(100))
         .map(|b| {
@@ -240,7 +240,7 @@ async fn end_to_end(database_url: Option<String>, nodes: usize, count: usize) ->
 /// execution record.
 async fn bare_loop(db: &Db, tenant_id: &str, agent_id: &str, count: usize, workers: usize) -> f64 {
     let now = db::now();
-    let mut tx = db.begin(None).await.unwrap();
+    let mut tx = db.begin(tenant_id).await.unwrap();
     for i in 0..count {
         let row = TaskRow {
             id: db::new_id(),
@@ -327,10 +327,14 @@ async fn ceiling(database_url: Option<String>, count: usize, workers: usize) -> 
     drop(server);
     let db_url = database_url
         .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("corral.db").display()));
-    let db = Db::connect(&db_url, workers as u32 + 1).await.unwrap();
     let sql = "SELECT tenant_id, id FROM agents WHERE name = 'echo'";
+    let inspector = corral_tests::app::inspector(&db_url).await;
     let (tenant_id, agent_id): (String, String) =
-        corral_host::on_pool!(&db, pool => sqlx::query_as(sql).fetch_one(pool).await).unwrap();
+        corral_host::on_pool!(&inspector, pool => sqlx::query_as(sql).fetch_one(pool).await)
+            .unwrap();
+    inspector.close().await;
+    // The loop itself connects as the host does (as corral_app, under row-level security).
+    let db = Db::connect(&db_url, workers as u32 + 1).await.unwrap();
     let rate = bare_loop(&db, &tenant_id, &agent_id, count, workers).await;
     db.close().await;
     rate

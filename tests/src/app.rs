@@ -29,7 +29,10 @@ pub struct TestApp {
     pub url: String,
     /// The HTTP client.
     pub http: reqwest::Client,
-    /// A second connection to the app's database, for checking what was written.
+    /// The app's database.
+    pub database_url: String,
+    /// A second connection to the app's database that sees every tenant's rows, for
+    /// checking what was written (see [`inspector`]).
     pub db: Db,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
@@ -124,7 +127,7 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut ServeConfi
         .await
         .expect("the server runs");
     });
-    let db = Db::connect(&database_url, 2).await.unwrap();
+    let db = inspector(&database_url).await;
     TestApp {
         url,
         // A connection per request. The server answers some refusals (415, 413, 401)
@@ -136,11 +139,27 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut ServeConfi
             .build()
             .unwrap(),
         db,
+        database_url,
         shutdown: Some(tx),
         server: Some(server),
         postgres,
         _dir: dir,
     }
+}
+
+/// A connection that sees every row, for checking what the host wrote: on Postgres the
+/// login user itself (the host's connections act as `corral_app`, under row-level
+/// security), on SQLite the file. The host has migrated the database already.
+pub async fn inspector(database_url: &str) -> Db {
+    if database_url.starts_with("postgres") {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(database_url)
+            .await
+            .expect("connect to Postgres");
+        return Db::Postgres(pool);
+    }
+    Db::connect(database_url, 2).await.unwrap()
 }
 
 /// Starts an app on `backend` with the default configuration.

@@ -1,11 +1,12 @@
 //! The two migration trees and what the database itself enforces: both backends have
 //! the same tables and columns; the audit trail refuses edits; on Postgres, row-level
-//! security keeps a tenant-scoped transaction to its tenant.
+//! security keeps a tenant-scoped transaction to its tenant, and a connection that
+//! names no tenant sees none.
 
 use std::collections::BTreeSet;
 
 use corral_host::db::{self, Db};
-use corral_host::on_pool;
+use corral_host::{on_pool, on_tx};
 use sqlx::Connection;
 
 /// A fresh Postgres database (dropped at the end) and its URL.
@@ -111,26 +112,32 @@ async fn insert_tenant(db: &Db, name: &str) -> String {
 
 async fn insert_event(db: &Db, tenant: &str) -> String {
     let id = db::new_id();
-    on_pool!(db, pool => sqlx::query(
+    let mut tx = db.begin(tenant).await.unwrap();
+    on_tx!(&mut tx, conn => sqlx::query(
         "INSERT INTO audit_events (id, tenant_id, occurred_at, action, resource_type, result) VALUES ($1, $2, $3, 'x.y', 'x', 'ok')")
         .bind(&id)
         .bind(tenant)
         .bind(db::now())
-        .execute(pool)
+        .execute(conn)
         .await
         .map(|_| ()))
     .unwrap();
+    tx.commit().await.unwrap();
     id
 }
 
 async fn the_audit_trail_refuses_edits(db: &Db) {
     let tenant = insert_tenant(db, "t").await;
     let id = insert_event(db, &tenant).await;
-    let update = on_pool!(db, pool => sqlx::query("UPDATE audit_events SET action = 'rewritten' WHERE id = $1")
-        .bind(&id).execute(pool).await.map(|_| ()));
+    // In the event's own tenant, where row-level security lets the statement see it.
+    let mut tx = db.begin(tenant.as_str()).await.unwrap();
+    let update = on_tx!(&mut tx, conn => sqlx::query("UPDATE audit_events SET action = 'rewritten' WHERE id = $1")
+        .bind(&id).execute(conn).await.map(|_| ()));
     assert!(update.is_err(), "an audit event was modified");
-    let delete = on_pool!(db, pool => sqlx::query("DELETE FROM audit_events WHERE id = $1")
-        .bind(&id).execute(pool).await.map(|_| ()));
+    drop(tx);
+    let mut tx = db.begin(tenant.as_str()).await.unwrap();
+    let delete = on_tx!(&mut tx, conn => sqlx::query("DELETE FROM audit_events WHERE id = $1")
+        .bind(&id).execute(conn).await.map(|_| ()));
     assert!(delete.is_err(), "an audit event was deleted");
 }
 
@@ -173,7 +180,7 @@ async fn row_level_security_confines_a_scoped_transaction_to_its_tenant() {
     insert_event(&db, &a).await;
     insert_event(&db, &b).await;
 
-    let mut tx = db.begin(Some(&a)).await.unwrap();
+    let mut tx = db.begin(a.as_str()).await.unwrap();
     let db::Tx::Postgres(inner) = &mut tx else {
         unreachable!()
     };
@@ -197,6 +204,47 @@ async fn row_level_security_confines_a_scoped_transaction_to_its_tenant() {
         foreign_write.is_err(),
         "a scoped transaction wrote another tenant's row"
     );
+    drop(tx);
+
+    // No tenant named: nothing visible, nothing writable (fails closed).
+    let unscoped: Vec<(String,)> = sqlx::query_as("SELECT tenant_id FROM audit_events")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert_eq!(unscoped, vec![], "a connection without a tenant saw rows");
+    let unscoped_write = sqlx::query(
+        "INSERT INTO audit_events (id, tenant_id, occurred_at, action, resource_type, result) VALUES ($1, $2, now(), 'x.y', 'x', 'ok')",
+    )
+    .bind(db::new_id())
+    .bind(&a)
+    .execute(pool)
+    .await;
+    assert!(
+        unscoped_write.is_err(),
+        "a connection without a tenant wrote a row"
+    );
+    // A tenant that does not exist, or the empty string, is no way around it either.
+    for nobody in ["", "no-such-tenant"] {
+        let mut tx = db.begin(nobody).await.unwrap();
+        let db::Tx::Postgres(inner) = &mut tx else {
+            unreachable!()
+        };
+        let seen: (i64,) = sqlx::query_as("SELECT count(*) FROM audit_events")
+            .fetch_one(&mut **inner)
+            .await
+            .unwrap();
+        assert_eq!(seen.0, 0, "tenant {nobody:?} saw rows");
+    }
+    // A named operator-wide path sees every tenant's rows.
+    let mut tx = db.begin(db::Wide::Housekeeping).await.unwrap();
+    let db::Tx::Postgres(inner) = &mut tx else {
+        unreachable!()
+    };
+    let all: (i64,) = sqlx::query_as("SELECT count(*) FROM audit_events")
+        .fetch_one(&mut **inner)
+        .await
+        .unwrap();
+    assert_eq!(all.0, 2);
     drop(tx);
     db.close().await;
     pg_db.drop().await;

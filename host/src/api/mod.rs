@@ -119,7 +119,7 @@ impl AppState {
             writer.clone(),
             InvocationSettings {
                 limits: settings.limits,
-                prices: settings.prices.clone(),
+                prices: settings.prices,
                 max_call_depth: settings.max_call_depth,
                 secrets_key: settings.secrets_key.clone(),
                 task_timeout: settings.task_timeout,

@@ -10,7 +10,7 @@ use sqlx::types::Json;
 
 use super::{Db, DbError, ResultExt, Tx, now};
 use crate::policy::AgentPolicy;
-use crate::{on_pool, on_tx};
+use crate::{in_scope, on_tx};
 
 /// An agent.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
@@ -154,7 +154,7 @@ pub async fn by_name(db: &Db, tenant_id: &str, name: &str) -> Result<Agent, DbEr
     let sql = format!(
         "SELECT {AGENT_COLUMNS} FROM agents WHERE tenant_id = $1 AND name = $2 AND deleted_at IS NULL"
     );
-    on_pool!(db, pool => sqlx::query_as::<_, Agent>(&sql).bind(tenant_id).bind(name).fetch_one(pool).await)
+    in_scope!(db, tenant_id, conn => sqlx::query_as::<_, Agent>(&sql).bind(tenant_id).bind(name).fetch_one(conn).await)
         .map_err(DbError::from_fetch)
 }
 
@@ -163,7 +163,7 @@ pub async fn by_id(db: &Db, tenant_id: &str, id: &str) -> Result<Agent, DbError>
     let sql = format!(
         "SELECT {AGENT_COLUMNS} FROM agents WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL"
     );
-    on_pool!(db, pool => sqlx::query_as::<_, Agent>(&sql).bind(tenant_id).bind(id).fetch_one(pool).await)
+    in_scope!(db, tenant_id, conn => sqlx::query_as::<_, Agent>(&sql).bind(tenant_id).bind(id).fetch_one(conn).await)
         .map_err(DbError::from_fetch)
 }
 
@@ -177,12 +177,14 @@ pub async fn list(
     let sql = format!(
         "SELECT {AGENT_COLUMNS} FROM agents WHERE tenant_id = $1 AND deleted_at IS NULL AND id > $2 ORDER BY id LIMIT $3"
     );
-    Ok(on_pool!(db, pool => sqlx::query_as::<_, Agent>(&sql)
+    Ok(
+        in_scope!(db, tenant_id, conn => sqlx::query_as::<_, Agent>(&sql)
         .bind(tenant_id)
         .bind(after.unwrap_or(""))
         .bind(limit)
-        .fetch_all(pool)
-        .await)?)
+        .fetch_all(conn)
+        .await)?,
+    )
 }
 
 /// Inserts a version.
@@ -220,12 +222,14 @@ pub async fn version_by_hash(
     let sql = format!(
         "SELECT {VERSION_COLUMNS} FROM agent_versions WHERE tenant_id = $1 AND agent_id = $2 AND sha256 = $3"
     );
-    Ok(on_pool!(db, pool => sqlx::query_as::<_, AgentVersion>(&sql)
+    Ok(
+        in_scope!(db, tenant_id, conn => sqlx::query_as::<_, AgentVersion>(&sql)
         .bind(tenant_id)
         .bind(agent_id)
         .bind(sha256)
-        .fetch_optional(pool)
-        .await)?)
+        .fetch_optional(conn)
+        .await)?,
+    )
 }
 
 /// One version of an agent, by id or by its semver string.
@@ -238,11 +242,11 @@ pub async fn version(
     let sql = format!(
         "SELECT {VERSION_COLUMNS} FROM agent_versions WHERE tenant_id = $1 AND agent_id = $2 AND (id = $3 OR version = $3)"
     );
-    on_pool!(db, pool => sqlx::query_as::<_, AgentVersion>(&sql)
+    in_scope!(db, tenant_id, conn => sqlx::query_as::<_, AgentVersion>(&sql)
         .bind(tenant_id)
         .bind(agent_id)
         .bind(id_or_version)
-        .fetch_one(pool)
+        .fetch_one(conn)
         .await)
     .map_err(DbError::from_fetch)
 }
@@ -259,22 +263,24 @@ pub async fn versions(
         "SELECT {VERSION_COLUMNS} FROM agent_versions WHERE tenant_id = $1 AND agent_id = $2 AND id < $3 \
          ORDER BY id DESC LIMIT $4"
     );
-    Ok(on_pool!(db, pool => sqlx::query_as::<_, AgentVersion>(&sql)
+    Ok(
+        in_scope!(db, tenant_id, conn => sqlx::query_as::<_, AgentVersion>(&sql)
         .bind(tenant_id)
         .bind(agent_id)
         .bind(before.unwrap_or("~"))
         .bind(limit)
-        .fetch_all(pool)
-        .await)?)
+        .fetch_all(conn)
+        .await)?,
+    )
 }
 
 /// A version's component bytes.
 pub async fn component(db: &Db, tenant_id: &str, version_id: &str) -> Result<Vec<u8>, DbError> {
-    let row: (Vec<u8>,) = on_pool!(db, pool => sqlx::query_as(
+    let row: (Vec<u8>,) = in_scope!(db, tenant_id, conn => sqlx::query_as(
         "SELECT component FROM agent_versions WHERE tenant_id = $1 AND id = $2")
         .bind(tenant_id)
         .bind(version_id)
-        .fetch_one(pool)
+        .fetch_one(conn)
         .await)
     .map_err(DbError::from_fetch)?;
     Ok(row.0)

@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::types::Json;
 
 use super::{Db, DbError, Tx};
-use crate::{on_pool, on_tx};
+use crate::{in_scope, on_tx};
 
 /// One audit event.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
@@ -117,7 +117,8 @@ pub async fn list(
          AND ($7 IS NULL OR occurred_at >= $7) AND ($8 IS NULL OR occurred_at < $8) \
          ORDER BY id DESC LIMIT $9"
     );
-    Ok(on_pool!(db, pool => sqlx::query_as::<_, AuditEvent>(&sql)
+    Ok(
+        in_scope!(db, tenant_id, conn => sqlx::query_as::<_, AuditEvent>(&sql)
         .bind(tenant_id)
         .bind(before.unwrap_or("~"))
         .bind(&filter.actor_key_id)
@@ -127,8 +128,9 @@ pub async fn list(
         .bind(filter.since)
         .bind(filter.until)
         .bind(limit)
-        .fetch_all(pool)
-        .await)?)
+        .fetch_all(conn)
+        .await)?,
+    )
 }
 
 /// Quota denials of a tenant (or of one of its agents) since `since`, by code.
@@ -149,11 +151,11 @@ pub async fn count_denials(
          GROUP BY {code}"
     );
     Ok(
-        on_pool!(db, pool => sqlx::query_as::<_, (String, i64)>(&sql)
+        in_scope!(db, tenant_id, conn => sqlx::query_as::<_, (String, i64)>(&sql)
         .bind(tenant_id)
         .bind(since)
         .bind(agent_id)
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await)?,
     )
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::{Db, DbError, Tx};
 use crate::runtime::capabilities::config::{ConfigSource, Unavailable};
 use crate::secrets::{Sealed, SecretsKey};
-use crate::{on_pool, on_tx};
+use crate::{in_scope, on_tx};
 
 /// The most config values, and separately the most secrets, one agent may have.
 pub const MAX_ENTRIES: usize = 256;
@@ -35,11 +35,11 @@ pub async fn values(
     tenant_id: &str,
     agent_id: &str,
 ) -> Result<BTreeMap<String, String>, DbError> {
-    let rows: Vec<(String, String)> = on_pool!(db, pool => sqlx::query_as(
+    let rows: Vec<(String, String)> = in_scope!(db, tenant_id, conn => sqlx::query_as(
         "SELECT name, value FROM agent_config WHERE tenant_id = $1 AND agent_id = $2")
         .bind(tenant_id)
         .bind(agent_id)
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await)?;
     Ok(rows.into_iter().collect())
 }
@@ -51,12 +51,12 @@ pub async fn value(
     agent_id: &str,
     name: &str,
 ) -> Result<Option<String>, DbError> {
-    let row: Option<(String,)> = on_pool!(db, pool => sqlx::query_as(
+    let row: Option<(String,)> = in_scope!(db, tenant_id, conn => sqlx::query_as(
         "SELECT value FROM agent_config WHERE tenant_id = $1 AND agent_id = $2 AND name = $3")
         .bind(tenant_id)
         .bind(agent_id)
         .bind(name)
-        .fetch_optional(pool)
+        .fetch_optional(conn)
         .await)?;
     Ok(row.map(|(value,)| value))
 }
@@ -121,12 +121,14 @@ async fn delete_named(
 
 /// An agent's secrets: names and times, never values.
 pub async fn secrets(db: &Db, tenant_id: &str, agent_id: &str) -> Result<Vec<SecretInfo>, DbError> {
-    Ok(on_pool!(db, pool => sqlx::query_as::<_, SecretInfo>(
+    Ok(
+        in_scope!(db, tenant_id, conn => sqlx::query_as::<_, SecretInfo>(
         "SELECT name, updated_at FROM agent_secrets WHERE tenant_id = $1 AND agent_id = $2 ORDER BY name")
         .bind(tenant_id)
         .bind(agent_id)
-        .fetch_all(pool)
-        .await)?)
+        .fetch_all(conn)
+        .await)?,
+    )
 }
 
 /// How many secrets an agent has, and whether `name` is one of them.
@@ -181,12 +183,12 @@ pub async fn sealed_secret(
     agent_id: &str,
     name: &str,
 ) -> Result<Option<Sealed>, DbError> {
-    let row: Option<(Vec<u8>, Vec<u8>, String)> = on_pool!(db, pool => sqlx::query_as(
+    let row: Option<(Vec<u8>, Vec<u8>, String)> = in_scope!(db, tenant_id, conn => sqlx::query_as(
         "SELECT ciphertext, nonce, key_id FROM agent_secrets WHERE tenant_id = $1 AND agent_id = $2 AND name = $3")
         .bind(tenant_id)
         .bind(agent_id)
         .bind(name)
-        .fetch_optional(pool)
+        .fetch_optional(conn)
         .await)?;
     Ok(row.map(|(ciphertext, nonce, key_id)| Sealed {
         ciphertext,

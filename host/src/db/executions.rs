@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::types::Json;
 
 use super::{Db, DbError, Tx};
-use crate::on_pool;
+use crate::in_scope;
 use crate::runtime::LogEntry;
 
 /// The stored record of one invocation.
@@ -304,7 +304,7 @@ pub async fn list(
          ORDER BY id DESC LIMIT $8"
     );
     Ok(
-        on_pool!(db, pool => sqlx::query_as::<_, ExecutionRecord>(&sql)
+        in_scope!(db, tenant_id, conn => sqlx::query_as::<_, ExecutionRecord>(&sql)
         .bind(tenant_id)
         .bind(before.unwrap_or("~"))
         .bind(&filter.agent_name)
@@ -314,7 +314,7 @@ pub async fn list(
         .bind(filter.until)
         .bind(limit)
         .bind(&filter.root)
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await)?,
     )
 }
@@ -322,7 +322,7 @@ pub async fn list(
 /// One execution.
 pub async fn get(db: &Db, tenant_id: &str, id: &str) -> Result<ExecutionRecord, DbError> {
     let sql = format!("SELECT {COLUMNS} FROM executions WHERE tenant_id = $1 AND id = $2");
-    on_pool!(db, pool => sqlx::query_as::<_, ExecutionRecord>(&sql).bind(tenant_id).bind(id).fetch_one(pool).await)
+    in_scope!(db, tenant_id, conn => sqlx::query_as::<_, ExecutionRecord>(&sql).bind(tenant_id).bind(id).fetch_one(conn).await)
         .map_err(DbError::from_fetch)
 }
 
@@ -385,10 +385,12 @@ pub async fn costs(
          FROM executions WHERE tenant_id = $1 AND finished_at >= $2 AND finished_at < $3 \
          GROUP BY agent_name, period_start ORDER BY period_start, agent_name"
     );
-    Ok(on_pool!(db, pool => sqlx::query_as::<_, CostRow>(&sql)
+    Ok(
+        in_scope!(db, tenant_id, conn => sqlx::query_as::<_, CostRow>(&sql)
         .bind(tenant_id)
         .bind(since)
         .bind(until)
-        .fetch_all(pool)
-        .await)?)
+        .fetch_all(conn)
+        .await)?,
+    )
 }

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
 use super::{Db, DbError, Tx};
-use crate::{on_pool, on_tx};
+use crate::{in_scope, on_tx};
 
 /// What reserving a key found.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,7 +64,7 @@ pub async fn reserve(
 ) -> Result<Reservation, DbError> {
     // Twice at most: the second time after deleting an expired key.
     for _ in 0..2 {
-        let inserted = on_pool!(db, pool => sqlx::query(
+        let inserted = in_scope!(db, tenant_id, conn => sqlx::query(
             "INSERT INTO idempotency_keys (tenant_id, key, request_hash, status, created_at, owner, \
              lease_expires_at, expires_at) VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7) ON CONFLICT DO NOTHING")
             .bind(tenant_id)
@@ -74,29 +74,29 @@ pub async fn reserve(
             .bind(lease.owner)
             .bind(lease.until)
             .bind(lease.now + lease.ttl)
-            .execute(pool)
+            .execute(conn)
             .await.map(|r| r.rows_affected()))?;
         if inserted == 1 {
             return Ok(Reservation::Reserved);
         }
-        let row = on_pool!(db, pool => sqlx::query_as::<_, Row>(
+        let row = in_scope!(db, tenant_id, conn => sqlx::query_as::<_, Row>(
             "SELECT request_hash, status, response, lease_expires_at, expires_at, created_at \
              FROM idempotency_keys WHERE tenant_id = $1 AND key = $2")
             .bind(tenant_id)
             .bind(key)
-            .fetch_optional(pool)
+            .fetch_optional(conn)
             .await)?;
         let Some(row) = row else {
             continue; // purged meanwhile
         };
         let expires_at = row.expires_at.unwrap_or(row.created_at + lease.ttl);
         if expires_at <= lease.now {
-            on_pool!(db, pool => sqlx::query(
+            in_scope!(db, tenant_id, conn => sqlx::query(
                 "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND created_at = $3")
                 .bind(tenant_id)
                 .bind(key)
                 .bind(row.created_at)
-                .execute(pool)
+                .execute(conn)
                 .await.map(|r| r.rows_affected()))?;
             continue;
         }
@@ -110,7 +110,7 @@ pub async fn reserve(
             return Ok(Reservation::InProgress);
         }
         // Its node stopped renewing: take the key over, unless another retry just did.
-        let taken = on_pool!(db, pool => sqlx::query(
+        let taken = in_scope!(db, tenant_id, conn => sqlx::query(
             "UPDATE idempotency_keys SET status = 'pending', owner = $1, lease_expires_at = $2 \
              WHERE tenant_id = $3 AND key = $4 AND status IN ('pending', 'abandoned') \
              AND (lease_expires_at IS NULL OR lease_expires_at <= $5)")
@@ -119,7 +119,7 @@ pub async fn reserve(
             .bind(tenant_id)
             .bind(key)
             .bind(lease.now)
-            .execute(pool)
+            .execute(conn)
             .await.map(|r| r.rows_affected()))?;
         return Ok(if taken == 1 {
             Reservation::Reserved
@@ -132,12 +132,14 @@ pub async fn reserve(
 
 /// Extends the leases of the keys `owner` is running requests for.
 pub async fn renew(db: &Db, owner: &str, until: DateTime<Utc>) -> Result<u64, DbError> {
-    Ok(on_pool!(db, pool => sqlx::query(
+    Ok(
+        in_scope!(db, super::Wide::Housekeeping, conn => sqlx::query(
         "UPDATE idempotency_keys SET lease_expires_at = $1 WHERE owner = $2 AND status = 'pending'")
         .bind(until)
         .bind(owner)
-        .execute(pool)
-        .await.map(|r| r.rows_affected()))?)
+        .execute(conn)
+        .await.map(|r| r.rows_affected()))?,
+    )
 }
 
 /// Deletes up to `batch` expired keys (older than `ttl` if they predate expiry);
@@ -148,15 +150,17 @@ pub async fn purge(
     ttl: chrono::Duration,
     batch: i64,
 ) -> Result<u64, DbError> {
-    Ok(on_pool!(db, pool => sqlx::query(
+    Ok(
+        in_scope!(db, super::Wide::Housekeeping, conn => sqlx::query(
         "DELETE FROM idempotency_keys WHERE (tenant_id, key) IN (SELECT tenant_id, key \
          FROM idempotency_keys WHERE expires_at <= $1 OR (expires_at IS NULL AND created_at <= $2) \
          LIMIT $3)")
         .bind(now)
         .bind(now - ttl)
         .bind(batch)
-        .execute(pool)
-        .await.map(|r| r.rows_affected()))?)
+        .execute(conn)
+        .await.map(|r| r.rows_affected()))?,
+    )
 }
 
 /// Marks the key completed with its response, in the writer's transaction.
@@ -181,10 +185,10 @@ pub async fn complete(
 
 /// Drops a reservation whose request failed before anything ran.
 pub async fn release(db: &Db, tenant_id: &str, key: &str) -> Result<(), DbError> {
-    on_pool!(db, pool => sqlx::query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND status = 'pending'")
+    in_scope!(db, tenant_id, conn => sqlx::query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND status = 'pending'")
         .bind(tenant_id)
         .bind(key)
-        .execute(pool)
+        .execute(conn)
         .await.map(|r| r.rows_affected()))?;
     Ok(())
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{Db, DbError, Tx, new_id, now};
-use crate::{on_pool, on_tx};
+use crate::{in_scope, on_tx};
 
 /// What a key may do. Each role includes the ones below it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -138,10 +138,12 @@ pub async fn authenticate(db: &Db, secret: &str) -> Result<Option<ApiKey>, DbErr
 /// The live key whose secret hashes to `hash`.
 pub async fn authenticate_hash(db: &Db, hash: &str) -> Result<Option<ApiKey>, DbError> {
     let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE hash = $1 AND revoked_at IS NULL");
-    Ok(on_pool!(db, pool => sqlx::query_as::<_, ApiKey>(&sql)
+    Ok(
+        in_scope!(db, super::Wide::Authentication, conn => sqlx::query_as::<_, ApiKey>(&sql)
         .bind(hash)
-        .fetch_optional(pool)
-        .await)?)
+        .fetch_optional(conn)
+        .await)?,
+    )
 }
 
 /// Records that a key was used, at most once a minute per key to keep
@@ -154,10 +156,10 @@ pub async fn touch(db: &Db, key: &ApiKey) -> Result<bool, DbError> {
     {
         return Ok(false);
     }
-    on_pool!(db, pool => sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
+    in_scope!(db, key.tenant_id.as_str(), conn => sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
         .bind(now)
         .bind(&key.id)
-        .execute(pool)
+        .execute(conn)
         .await.map(|r| r.rows_affected()))?;
     Ok(true)
 }
@@ -172,21 +174,23 @@ pub async fn list(
     let sql = format!(
         "SELECT {COLUMNS} FROM api_keys WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3"
     );
-    Ok(on_pool!(db, pool => sqlx::query_as::<_, ApiKey>(&sql)
+    Ok(
+        in_scope!(db, tenant_id, conn => sqlx::query_as::<_, ApiKey>(&sql)
         .bind(tenant_id)
         .bind(after.unwrap_or(""))
         .bind(limit)
-        .fetch_all(pool)
-        .await)?)
+        .fetch_all(conn)
+        .await)?,
+    )
 }
 
 /// One of a tenant's keys.
 pub async fn get(db: &Db, tenant_id: &str, id: &str) -> Result<ApiKey, DbError> {
     let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE tenant_id = $1 AND id = $2");
-    on_pool!(db, pool => sqlx::query_as::<_, ApiKey>(&sql)
+    in_scope!(db, tenant_id, conn => sqlx::query_as::<_, ApiKey>(&sql)
         .bind(tenant_id)
         .bind(id)
-        .fetch_one(pool)
+        .fetch_one(conn)
         .await)
     .map_err(DbError::from_fetch)
 }
@@ -207,8 +211,8 @@ pub async fn revoke(tx: &mut Tx, tenant_id: &str, id: &str) -> Result<ApiKey, Db
 
 /// Whether any key exists at all (bootstrap has run).
 pub async fn any_exist(db: &Db) -> Result<bool, DbError> {
-    let row: Option<(String,)> = on_pool!(db, pool => sqlx::query_as("SELECT id FROM api_keys LIMIT 1")
-        .fetch_optional(pool)
+    let row: Option<(String,)> = in_scope!(db, super::Wide::Bootstrap, conn => sqlx::query_as("SELECT id FROM api_keys LIMIT 1")
+        .fetch_optional(conn)
         .await)?;
     Ok(row.is_some())
 }

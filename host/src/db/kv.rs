@@ -41,7 +41,7 @@ impl DbKvStore {
 
     async fn try_get(&self, key: &str) -> Result<Option<Vec<u8>>, DbError> {
         let now = self.clock.now();
-        let mut tx = self.db.begin(Some(&self.tenant_id)).await?;
+        let mut tx = self.db.begin(self.tenant_id.as_str()).await?;
         let row: Option<(Vec<u8>, Option<DateTime<Utc>>)> = on_tx!(&mut tx, conn => sqlx::query_as(
             "SELECT value, expires_at FROM kv_entries WHERE agent_id = $1 AND key = $2 AND tenant_id = $3")
             .bind(&self.agent_id)
@@ -76,7 +76,7 @@ impl DbKvStore {
         limits: &KvGrant,
     ) -> Result<Result<(), KvStoreError>, DbError> {
         let now = self.clock.now();
-        let mut tx = self.db.begin(Some(&self.tenant_id)).await?;
+        let mut tx = self.db.begin(self.tenant_id.as_str()).await?;
         if let Tx::Postgres(tx) = &mut tx {
             sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
                 .bind(format!("kv:{}", self.agent_id))
@@ -117,7 +117,7 @@ impl DbKvStore {
 
     async fn try_delete(&self, key: &str) -> Result<bool, DbError> {
         let now = self.clock.now();
-        let mut tx = self.db.begin(Some(&self.tenant_id)).await?;
+        let mut tx = self.db.begin(self.tenant_id.as_str()).await?;
         let removed: Option<(Option<DateTime<Utc>>,)> = on_tx!(&mut tx, conn => sqlx::query_as(
             "DELETE FROM kv_entries WHERE agent_id = $1 AND key = $2 RETURNING expires_at")
             .bind(&self.agent_id)
@@ -135,7 +135,7 @@ impl DbKvStore {
         limit: u32,
     ) -> Result<Vec<String>, DbError> {
         let now = self.clock.now();
-        let mut tx = self.db.begin(Some(&self.tenant_id)).await?;
+        let mut tx = self.db.begin(self.tenant_id.as_str()).await?;
         let entries = list(
             &mut tx,
             &self.agent_id,

@@ -91,21 +91,113 @@ impl Tx {
     }
 }
 
-impl Db {
-    /// Begins a transaction. On Postgres it is scoped to `tenant_id` for row-level
-    /// security when one is given.
-    pub async fn begin(&self, tenant_id: Option<&str>) -> Result<Tx, DbError> {
-        Ok(match self {
-            Db::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                if let Some(tenant) = tenant_id {
-                    sqlx::query("SELECT set_config('corral.tenant_id', $1, true)")
-                        .bind(tenant)
-                        .execute(&mut *tx)
-                        .await?;
+/// Whose rows a Postgres connection may see. Row-level security fails closed: a
+/// connection that names no scope sees no tenant's rows at all, so every query runs
+/// in one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// One tenant's rows: everything done on a tenant's behalf.
+    Tenant(&'a str),
+    /// Every tenant's rows, for one of the few paths that must cross tenants.
+    OperatorWide(Wide),
+}
+
+/// The paths allowed around tenant isolation, each named so a reader can find them
+/// all (`Wide::`) and the database session says which one it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wide {
+    /// Creating the operator tenant and its first key at start.
+    Bootstrap,
+    /// Finding the key a request presents, before its tenant is known.
+    Authentication,
+    /// The group-commit writer: one transaction holds many tenants' executions.
+    GroupCommit,
+    /// Task workers claim, recover and finish every tenant's tasks.
+    TaskQueue,
+    /// Lease renewal, expiry, key-value purges and cache and artifact collection,
+    /// across tenants.
+    Housekeeping,
+    /// Operator-tenant admins acting on another tenant (its keys, its usage).
+    OperatorAdmin,
+}
+
+impl Wide {
+    fn as_str(self) -> &'static str {
+        match self {
+            Wide::Bootstrap => "bootstrap",
+            Wide::Authentication => "authentication",
+            Wide::GroupCommit => "group-commit",
+            Wide::TaskQueue => "task-queue",
+            Wide::Housekeeping => "housekeeping",
+            Wide::OperatorAdmin => "operator-admin",
+        }
+    }
+}
+
+impl<'a> From<&'a str> for Scope<'a> {
+    fn from(tenant_id: &'a str) -> Scope<'a> {
+        Scope::Tenant(tenant_id)
+    }
+}
+
+impl From<Wide> for Scope<'_> {
+    fn from(why: Wide) -> Scope<'static> {
+        Scope::OperatorWide(why)
+    }
+}
+
+/// Begins a Postgres transaction in `scope` (the setting lasts until it ends).
+pub async fn begin_scoped(
+    pool: &PgPool,
+    scope: Scope<'_>,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let (setting, value) = match scope {
+        Scope::Tenant(tenant) => ("corral.tenant_id", tenant),
+        Scope::OperatorWide(why) => ("corral.operator_wide", why.as_str()),
+    };
+    sqlx::query("SELECT set_config($1, $2, true)")
+        .bind(setting)
+        .bind(value)
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+/// Runs `$body` (a `Result<_, sqlx::Error>`) with `$conn` bound to a connection that
+/// sees only what `$scope` allows: on Postgres, a transaction in that [`Scope`],
+/// committed after the body; on SQLite (one tenant's file or many, no row-level
+/// security) the pool.
+#[macro_export]
+macro_rules! in_scope {
+    ($db:expr, $scope:expr, $conn:ident => $body:expr) => {
+        match $db {
+            $crate::db::Db::Postgres(pool) => {
+                match $crate::db::begin_scoped(pool, $crate::db::Scope::from($scope)).await {
+                    Ok(mut tx) => {
+                        let $conn = &mut *tx;
+                        match $body {
+                            Ok(value) => tx.commit().await.map(|()| value),
+                            Err(e) => Err(e),
+                        }
+                    }
+                    Err(e) => Err(e),
                 }
-                Tx::Postgres(tx)
             }
+            $crate::db::Db::Sqlite(pool) => {
+                let $conn = pool;
+                $body
+            }
+        }
+    };
+}
+
+impl Db {
+    /// Begins a transaction; on Postgres it sees only what `scope` allows (a tenant's
+    /// rows, or every tenant's for a named operator-wide path).
+    pub async fn begin<'a>(&self, scope: impl Into<Scope<'a>>) -> Result<Tx, DbError> {
+        Ok(match self {
+            Db::Postgres(pool) => Tx::Postgres(begin_scoped(pool, scope.into()).await?),
             Db::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
         })
     }

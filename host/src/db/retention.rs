@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{Db, DbError, Tx};
-use crate::{on_pool, on_tx};
+use crate::{in_scope, on_tx};
 
 /// Deletes up to `batch` of `tenant_id`'s executions that finished before `before`.
 pub async fn executions(
@@ -18,13 +18,13 @@ pub async fn executions(
     before: DateTime<Utc>,
     batch: i64,
 ) -> Result<u64, DbError> {
-    Ok(on_pool!(db, pool => sqlx::query(
+    Ok(in_scope!(db, tenant_id, conn => sqlx::query(
         "DELETE FROM executions WHERE id IN (SELECT id FROM executions \
          WHERE tenant_id = $1 AND finished_at < $2 LIMIT $3)")
         .bind(tenant_id)
         .bind(before)
         .bind(batch)
-        .execute(pool)
+        .execute(conn)
         .await
         .map(|r| r.rows_affected()))?)
 }
@@ -38,14 +38,14 @@ pub async fn logs(
     batch: i64,
 ) -> Result<u64, DbError> {
     let empty = sqlx::types::Json(Vec::<crate::runtime::LogEntry>::new());
-    Ok(on_pool!(db, pool => sqlx::query(
+    Ok(in_scope!(db, tenant_id, conn => sqlx::query(
         "UPDATE executions SET logs = $4 WHERE id IN (SELECT id FROM executions \
          WHERE tenant_id = $1 AND finished_at < $2 AND log_bytes > 0 LIMIT $3)")
         .bind(tenant_id)
         .bind(before)
         .bind(batch)
         .bind(&empty)
-        .execute(pool)
+        .execute(conn)
         .await
         .map(|r| r.rows_affected()))?)
 }
@@ -58,7 +58,7 @@ pub async fn audit(
     before: DateTime<Utc>,
     batch: i64,
 ) -> Result<u64, DbError> {
-    let mut tx = db.begin(None).await?;
+    let mut tx = db.begin(tenant_id).await?;
     if let Tx::Postgres(tx) = &mut tx {
         // The login role, not corral_app, which may neither open windows nor delete.
         sqlx::query("SET LOCAL ROLE NONE")
@@ -95,15 +95,17 @@ pub async fn audit(
 /// Deletes up to `batch` key-value entries that expired before `now` or belong to a
 /// deleted agent.
 pub async fn kv(db: &Db, now: DateTime<Utc>, batch: i64) -> Result<u64, DbError> {
-    Ok(on_pool!(db, pool => sqlx::query(
+    Ok(
+        in_scope!(db, super::Wide::Housekeeping, conn => sqlx::query(
         "DELETE FROM kv_entries WHERE (agent_id, key) IN (SELECT agent_id, key FROM kv_entries \
          WHERE expires_at <= $1 OR agent_id IN (SELECT id FROM agents WHERE deleted_at IS NOT NULL) \
          LIMIT $2)")
         .bind(now)
         .bind(batch)
-        .execute(pool)
+        .execute(conn)
         .await
-        .map(|r| r.rows_affected()))?)
+        .map(|r| r.rows_affected()))?,
+    )
 }
 
 /// The cluster-wide purge turn: on Postgres a session advisory lock held on a

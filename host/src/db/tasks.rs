@@ -14,7 +14,7 @@ use sqlx::types::Json;
 use super::{Db, DbError, Tx};
 use crate::policy::LimitOverrides;
 use crate::tasks::{Backoff, Next, TaskCompletion, TaskError, TaskState};
-use crate::{on_pool, on_tx};
+use crate::{in_scope, on_tx};
 
 /// One task as stored.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -253,28 +253,30 @@ pub async fn by_idempotency_key(
 /// One task of `tenant_id`.
 pub async fn get(db: &Db, tenant_id: &str, id: &str) -> Result<TaskRow, DbError> {
     let sql = format!("SELECT {COLUMNS} FROM tasks WHERE tenant_id = $1 AND id = $2");
-    on_pool!(db, pool => sqlx::query_as::<_, TaskRow>(&sql).bind(tenant_id).bind(id).fetch_one(pool).await)
+    in_scope!(db, tenant_id, conn => sqlx::query_as::<_, TaskRow>(&sql).bind(tenant_id).bind(id).fetch_one(conn).await)
         .map_err(DbError::from_fetch)
 }
 
 /// A task's attempts, first first.
 pub async fn attempts(db: &Db, tenant_id: &str, id: &str) -> Result<Vec<AttemptRow>, DbError> {
-    Ok(on_pool!(db, pool => sqlx::query_as::<_, AttemptRow>(
+    Ok(
+        in_scope!(db, tenant_id, conn => sqlx::query_as::<_, AttemptRow>(
         "SELECT task_id, attempt, execution_id, node, started_at, finished_at, outcome \
          FROM task_attempts WHERE tenant_id = $1 AND task_id = $2 ORDER BY attempt")
         .bind(tenant_id)
         .bind(id)
-        .fetch_all(pool)
-        .await)?)
+        .fetch_all(conn)
+        .await)?,
+    )
 }
 
 /// The tasks a task depends on.
 pub async fn depends_on(db: &Db, tenant_id: &str, id: &str) -> Result<Vec<String>, DbError> {
-    let rows: Vec<(String,)> = on_pool!(db, pool => sqlx::query_as(
+    let rows: Vec<(String,)> = in_scope!(db, tenant_id, conn => sqlx::query_as(
         "SELECT depends_on FROM task_dependencies WHERE tenant_id = $1 AND task_id = $2 ORDER BY depends_on")
         .bind(tenant_id)
         .bind(id)
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await)?;
     Ok(rows.into_iter().map(|(id,)| id).collect())
 }
@@ -315,7 +317,8 @@ pub async fn list(
          AND ($5 IS NULL OR correlation_id = $5) AND ($6 IS NULL OR created_at >= $6) \
          AND ($7 IS NULL OR created_at < $7) ORDER BY id DESC LIMIT $8"
     );
-    Ok(on_pool!(db, pool => sqlx::query_as::<_, TaskRow>(&sql)
+    Ok(
+        in_scope!(db, tenant_id, conn => sqlx::query_as::<_, TaskRow>(&sql)
         .bind(tenant_id)
         .bind(before.unwrap_or("~"))
         .bind(&filter.agent_name)
@@ -325,8 +328,9 @@ pub async fn list(
         .bind(filter.until)
         .bind(limit)
         .bind(filter.now)
-        .fetch_all(pool)
-        .await)?)
+        .fetch_all(conn)
+        .await)?,
+    )
 }
 
 /// A claimed attempt: the task (state `running`, `attempts` already counting this one)
@@ -370,7 +374,7 @@ pub async fn claim(
              WHERE {WAITING} ORDER BY t.priority DESC, t.id LIMIT $4) RETURNING {COLUMNS}"
         ),
     };
-    let mut tx = db.begin(None).await?;
+    let mut tx = db.begin(super::Wide::TaskQueue).await?;
     let tasks: Vec<TaskRow> = on_tx!(&mut tx, conn => sqlx::query_as::<_, TaskRow>(&sql)
         .bind(node)
         .bind(lease_until)
@@ -415,22 +419,24 @@ pub async fn claim(
 
 /// Extends the leases of every attempt `node` runs.
 pub async fn renew(db: &Db, node: &str, until: DateTime<Utc>) -> Result<u64, DbError> {
-    Ok(on_pool!(db, pool => sqlx::query(
+    Ok(in_scope!(db, super::Wide::TaskQueue, conn => sqlx::query(
         "UPDATE tasks SET lease_expires_at = $1 WHERE lease_owner = $2 AND state = 'running'")
         .bind(until)
         .bind(node)
-        .execute(pool)
+        .execute(conn)
         .await
         .map(|r| r.rows_affected()))?)
 }
 
 /// The running attempts of `node` whose cancellation was asked for: (task, attempt).
 pub async fn cancel_requested(db: &Db, node: &str) -> Result<Vec<(String, i32)>, DbError> {
-    Ok(on_pool!(db, pool => sqlx::query_as(
+    Ok(
+        in_scope!(db, super::Wide::TaskQueue, conn => sqlx::query_as(
         "SELECT id, attempts FROM tasks WHERE lease_owner = $1 AND state = 'running' AND cancel_requested")
         .bind(node)
-        .fetch_all(pool)
-        .await)?)
+        .fetch_all(conn)
+        .await)?,
+    )
 }
 
 /// Records an attempt's end and moves its task on, fenced on (task, attempt): returns
@@ -551,7 +557,7 @@ async fn cancel_dependants(
 /// Records the end of an attempt that left no execution (a host failure, a spent
 /// budget): its own transaction.
 pub async fn complete_alone(db: &Db, c: &TaskCompletion) -> Result<bool, DbError> {
-    let mut tx = db.begin(None).await?;
+    let mut tx = db.begin(super::Wide::TaskQueue).await?;
     let done = complete(&mut tx, c).await?;
     tx.commit().await?;
     Ok(done)
@@ -566,7 +572,7 @@ pub async fn defer(
     run_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<bool, DbError> {
-    let mut tx = db.begin(None).await?;
+    let mut tx = db.begin(super::Wide::TaskQueue).await?;
     let updated = on_tx!(&mut tx, conn => sqlx::query(
         "UPDATE tasks SET state = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'queued' END, \
          attempts = attempts - 1, run_at = $1, lease_owner = NULL, lease_expires_at = NULL, updated_at = $2 \
@@ -600,12 +606,12 @@ pub async fn take_over_lapsed(
     now: DateTime<Utc>,
     only_node: Option<&str>,
 ) -> Result<usize, DbError> {
-    let lapsed: Vec<(String, i32, i32, Json<Backoff>)> = on_pool!(db, pool => sqlx::query_as(
+    let lapsed: Vec<(String, i32, i32, Json<Backoff>)> = in_scope!(db, super::Wide::TaskQueue, conn => sqlx::query_as(
         "SELECT id, attempts, max_attempts, backoff FROM tasks WHERE state = 'running' \
          AND (lease_expires_at < $1 OR lease_owner = $2)")
         .bind(now)
         .bind(only_node)
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await)?;
     let mut taken = 0;
     for (id, attempt, max_attempts, Json(backoff)) in lapsed {

@@ -12,7 +12,7 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
 use super::executions::ExecutionRecord;
 use super::{Db, DbError, Tx};
-use crate::{on_pool, on_tx};
+use crate::on_tx;
 
 /// The counter scope of an agent.
 pub fn agent_scope(agent_id: &str) -> String {
@@ -115,6 +115,7 @@ pub async fn charge(tx: &mut Tx, records: &[&ExecutionRecord], shard: i32) -> Re
 /// What each of `scopes` used on `now`'s day and in its month.
 pub async fn consumption(
     db: &Db,
+    tenant_id: &str,
     scopes: &[String],
     now: DateTime<Utc>,
 ) -> Result<HashMap<String, Consumption>, DbError> {
@@ -126,15 +127,16 @@ pub async fn consumption(
         .collect();
     // A month's days are the ones from its first up to today; later keys (another
     // host's clock running ahead) are not this period's.
+    let mut tx = db.begin(tenant_id).await?;
     for scope in scopes {
-        let rows: Vec<(String, i64, i64, i64)> = on_pool!(db, pool => sqlx::query_as(
+        let rows: Vec<(String, i64, i64, i64)> = on_tx!(&mut tx, conn => sqlx::query_as(
             "SELECT day, CAST(SUM(invocations) AS BIGINT), CAST(SUM(fuel) AS BIGINT), \
              CAST(SUM(picodollars) AS BIGINT) \
              FROM usage_counters WHERE scope = $1 AND day >= $2 AND day <= $3 GROUP BY day")
             .bind(scope)
             .bind(&month_start)
             .bind(&today)
-            .fetch_all(pool)
+            .fetch_all(conn)
             .await)?;
         let entry = result.get_mut(scope).expect("every scope has an entry");
         for (day, invocations, fuel, picodollars) in rows {
@@ -149,6 +151,7 @@ pub async fn consumption(
             }
         }
     }
+    tx.commit().await?;
     Ok(result)
 }
 

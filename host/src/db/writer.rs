@@ -233,7 +233,7 @@ async fn commit_degraded(
 
 async fn commit(db: &Db, jobs: &[Job], shard: i32) -> Result<(), DbError> {
     let records: Vec<&ExecutionRecord> = jobs.iter().filter_map(|j| j.record.as_ref()).collect();
-    let mut tx = db.begin(None).await?;
+    let mut tx = db.begin(super::Wide::GroupCommit).await?;
     if !records.is_empty() {
         executions::insert_batch(&mut tx, &records).await?;
         usage::charge(&mut tx, &records, shard).await?;

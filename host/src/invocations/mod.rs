@@ -513,7 +513,7 @@ impl Invocations {
                 .as_deref()
                 .map(|o| serde_json::from_str(o).unwrap_or(Value::Null)),
             error: execution.error.clone(),
-            usage: execution.usage.clone(),
+            usage: execution.usage,
             denials: execution.denials.clone(),
             cost: format_dollars(cost),
             total_cost: format_dollars(rollup.cost_picodollars),

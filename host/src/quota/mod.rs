@@ -152,7 +152,8 @@ pub struct Admission {
 
 #[derive(Debug)]
 enum Release {
-    Shared(PgPool, String),
+    /// The pool, the admission's id and its tenant.
+    Shared(PgPool, String, String),
     /// The scopes, the ones holding a slot, the ones a token was taken from.
     Local(
         Arc<Mutex<HashMap<String, LocalScope>>>,
@@ -181,9 +182,10 @@ impl Admission {
     /// when a request is cancelled.)
     pub async fn release(mut self) {
         // A local release happens in `drop`, at once.
-        if let Some(Release::Shared(pool, id)) = &self.release {
-            if let Err(e) = sqlx::query("SELECT corral_release($1)")
+        if let Some(Release::Shared(pool, id, tenant)) = &self.release {
+            if let Err(e) = sqlx::query("SELECT corral_release($1, $2)")
                 .bind(id)
+                .bind(tenant)
                 .execute(pool)
                 .await
             {
@@ -206,12 +208,13 @@ impl Drop for Admission {
                     }
                 }
             }
-            Some(Release::Shared(pool, id)) => {
+            Some(Release::Shared(pool, id, tenant)) => {
                 // Dropped outside a runtime only at shutdown, when expiry frees it.
                 if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                     runtime.spawn(async move {
-                        if let Err(e) = sqlx::query("SELECT corral_release($1)")
+                        if let Err(e) = sqlx::query("SELECT corral_release($1, $2)")
                             .bind(&id)
+                            .bind(&tenant)
                             .execute(&pool)
                             .await
                         {
@@ -286,7 +289,7 @@ impl Enforcer {
             Db::Postgres(pool) => {
                 let id = crate::db::new_id();
                 self.admit_shared(pool, &id, &request, &scopes, now).await?;
-                Some(Release::Shared(pool.clone(), id))
+                Some(Release::Shared(pool.clone(), id, request.tenant_id.into()))
             }
             Db::Sqlite(_) => Some(self.admit_local(&scopes, now)?),
         };
@@ -300,7 +303,10 @@ impl Enforcer {
         // Budgets are read once this invocation holds its slots: everything not counted
         // yet is then in flight in the other slots, which is what makes the overspend
         // bound (C − 1 invocations, not C) hold.
-        match self.check_budgets(&request.scopes, self.clock.now()).await {
+        match self
+            .check_budgets(request.tenant_id, &request.scopes, self.clock.now())
+            .await
+        {
             Ok(fuel_left) => {
                 admission.fuel_left = fuel_left;
                 Ok(admission)
@@ -317,6 +323,7 @@ impl Enforcer {
     /// the tightest fuel budget.
     async fn check_budgets(
         &self,
+        tenant_id: &str,
         scopes: &[Scope<'_>],
         now: DateTime<Utc>,
     ) -> Result<Option<u64>, AdmitError> {
@@ -328,7 +335,7 @@ impl Enforcer {
         if budgeted.is_empty() {
             return Ok(None);
         }
-        let used = usage::consumption(&self.db, &budgeted, now).await?;
+        let used = usage::consumption(&self.db, tenant_id, &budgeted, now).await?;
         let mut fuel_left: Option<u64> = None;
         for scope in scopes {
             let Some(used) = used.get(scope.key) else {
@@ -450,22 +457,24 @@ impl Enforcer {
 
     /// What `scope` has in flight and in its bucket now, for usage reports. On
     /// Postgres, read from the shared leases and buckets.
-    pub async fn live(&self, scope: &Scope<'_>) -> Result<LiveState, DbError> {
+    pub async fn live(&self, tenant_id: &str, scope: &Scope<'_>) -> Result<LiveState, DbError> {
         let now = self.clock.now();
         let (in_flight, bucket) = match &self.db {
             Db::Postgres(pool) => {
+                let mut tx = crate::db::begin_scoped(pool, tenant_id.into()).await?;
                 let in_flight: (i64,) = sqlx::query_as(
                     "SELECT count(*) FROM concurrency_leases WHERE scope = $1 AND expires_at > $2",
                 )
                 .bind(scope.key)
                 .bind(now)
-                .fetch_one(pool)
+                .fetch_one(&mut *tx)
                 .await?;
                 let bucket: Option<(f64, DateTime<Utc>)> =
                     sqlx::query_as("SELECT tokens, updated_at FROM rate_buckets WHERE scope = $1")
                         .bind(scope.key)
-                        .fetch_optional(pool)
+                        .fetch_optional(&mut *tx)
                         .await?;
+                tx.commit().await?;
                 (in_flight.0 as u64, bucket)
             }
             Db::Sqlite(_) => {

@@ -234,7 +234,7 @@ pub async fn submit(
     }
     let order = parents_first(&specs, &keys)?;
 
-    let mut tx = pipeline.db.begin(Some(tenant_id)).await?;
+    let mut tx = pipeline.db.begin(tenant_id.as_str()).await?;
     if let Some(first) = key_of(0)
         && let Some(existing) = tasks::by_idempotency_key(&mut tx, tenant_id, &first).await?
     {

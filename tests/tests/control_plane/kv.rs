@@ -233,7 +233,9 @@ async fn agents_and_tenants_never_see_each_others_keys(backend: Backend) {
     if let Db::Postgres(_) = &app.db {
         // Below the application: a transaction scoped to the other tenant sees only its
         // rows, and cannot write a row of ours.
-        let mut tx = app.db.begin(Some(&other_id)).await.unwrap();
+        // As the host connects (corral_app); the test's own connection sees every row.
+        let host = Db::connect(&app.database_url, 2).await.unwrap();
+        let mut tx = host.begin(other_id.as_str()).await.unwrap();
         let Tx::Postgres(inner) = &mut tx else {
             unreachable!()
         };
@@ -252,7 +254,7 @@ async fn agents_and_tenants_never_see_each_others_keys(backend: Backend) {
                 .fetch_one(pool)
                 .await
                 .unwrap();
-        let mut tx = app.db.begin(Some(&other_id)).await.unwrap();
+        let mut tx = host.begin(other_id.as_str()).await.unwrap();
         let Tx::Postgres(inner) = &mut tx else {
             unreachable!()
         };
@@ -269,6 +271,7 @@ async fn agents_and_tenants_never_see_each_others_keys(backend: Backend) {
             "a scoped transaction wrote another tenant's row"
         );
         drop(tx);
+        host.close().await;
     }
     app.stop().await;
 }

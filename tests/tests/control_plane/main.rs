@@ -7,6 +7,7 @@ mod calls;
 mod capabilities;
 mod config;
 mod invocations;
+mod isolation;
 mod kv;
 mod quotas;
 mod records;

@@ -166,7 +166,7 @@ async fn create(
     };
     let mut event = principal.event("agent.create", "agent", Some(&agent.id));
     event.after = snapshot(&agent);
-    let mut tx = state.db.begin(Some(principal.tenant_id())).await?;
+    let mut tx = state.db.begin(principal.tenant_id()).await?;
     let tenant = tenants::lock(&mut tx, principal.tenant_id()).await?;
     if let Some(max) = tenant.policy.0.caps.max_agents
         && agents::count_live(&mut tx, &tenant.id).await? >= max as i64
@@ -237,7 +237,7 @@ async fn change(
     }
     agent.updated_at = db::now();
     event.after = snapshot(&agent);
-    let mut tx = state.db.begin(Some(principal.tenant_id())).await?;
+    let mut tx = state.db.begin(principal.tenant_id()).await?;
     agents::update(&mut tx, principal.tenant_id(), &agent.id, change).await?;
     audit::append(&mut tx, &event).await?;
     tx.commit().await?;
@@ -315,7 +315,7 @@ async fn remove(
     let agent = find(&state, &principal, &name).await?;
     let mut event = principal.event("agent.delete", "agent", Some(&agent.id));
     event.before = snapshot(&agent);
-    let mut tx = state.db.begin(Some(principal.tenant_id())).await?;
+    let mut tx = state.db.begin(principal.tenant_id()).await?;
     agents::delete(&mut tx, principal.tenant_id(), &agent.id).await?;
     config::delete_all(&mut tx, principal.tenant_id(), &agent.id).await?;
     audit::append(&mut tx, &event).await?;

@@ -116,7 +116,7 @@ async fn replace(
     }
     let agent = find(&state, &principal, &name).await?;
     let before = config::values(&state.db, principal.tenant_id(), &agent.id).await?;
-    let mut tx = state.db.begin(Some(principal.tenant_id())).await?;
+    let mut tx = state.db.begin(principal.tenant_id()).await?;
     config::replace_values(
         &mut tx,
         principal.tenant_id(),
@@ -146,7 +146,7 @@ async fn remove(
     else {
         return Err(ApiError::not_found(format!("config value {key:?}")));
     };
-    let mut tx = state.db.begin(Some(principal.tenant_id())).await?;
+    let mut tx = state.db.begin(principal.tenant_id()).await?;
     if !config::delete_value(&mut tx, principal.tenant_id(), &agent.id, &key).await? {
         return Err(ApiError::not_found(format!("config value {key:?}")));
     }
@@ -196,7 +196,7 @@ async fn set_secret(
     let agent = find(&state, &principal, &name).await?;
     let sealed = key.seal(&agent.id, &secret, &body.value);
     let now = db::now();
-    let mut tx = state.db.begin(Some(principal.tenant_id())).await?;
+    let mut tx = state.db.begin(principal.tenant_id()).await?;
     let (count, exists) =
         config::count_secrets(&mut tx, principal.tenant_id(), &agent.id, &secret).await?;
     if !exists && count >= MAX_ENTRIES as i64 {
@@ -246,7 +246,7 @@ async fn remove_secret(
         .require_on_agent(&state, Role::Admin, "agent.secret.delete", &name)
         .await?;
     let agent = find(&state, &principal, &name).await?;
-    let mut tx = state.db.begin(Some(principal.tenant_id())).await?;
+    let mut tx = state.db.begin(principal.tenant_id()).await?;
     if !config::delete_secret(&mut tx, principal.tenant_id(), &agent.id, &secret).await? {
         return Err(ApiError::not_found(format!("secret {secret:?}")));
     }

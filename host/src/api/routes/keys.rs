@@ -11,7 +11,7 @@ use sqlx::types::Json as DbJson;
 use crate::api::extract::{ApiId, ApiJson, ApiQuery, Principal};
 use crate::api::{ApiError, AppState, Paged};
 use crate::db::keys::{self, ApiKey, Role};
-use crate::db::{DbError, audit, tenants};
+use crate::db::{self, DbError, audit, tenants};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -114,7 +114,7 @@ async fn create(
     event.after = Some(DbJson(
         serde_json::to_value(KeyView::from(&key)).expect("key serializes"),
     ));
-    let mut tx = state.db.begin(None).await?;
+    let mut tx = state.db.begin(key_scope(&principal, &tenant_id)).await?;
     keys::insert(&mut tx, &key, &secret).await?;
     audit::append(&mut tx, &event).await?;
     tx.commit().await?;
@@ -177,7 +177,7 @@ async fn revoke(
     event.before = Some(DbJson(
         serde_json::to_value(KeyView::from(&before)).expect("key serializes"),
     ));
-    let mut tx = state.db.begin(None).await?;
+    let mut tx = state.db.begin(key_scope(&principal, &tenant_id)).await?;
     let after = keys::revoke(&mut tx, &tenant_id, &id).await?;
     event.after = Some(DbJson(
         serde_json::to_value(KeyView::from(&after)).expect("key serializes"),
@@ -187,4 +187,14 @@ async fn revoke(
     // Cached keys are indexed by secret hash, which we do not have here: drop them all.
     state.keys.clear();
     Ok(Json(KeyView::from(&after)))
+}
+
+/// A key change is written with its audit event, which belongs to the acting
+/// principal's tenant: one tenant's transaction, unless an operator acts on another.
+fn key_scope<'a>(principal: &'a Principal, tenant_id: &'a str) -> db::Scope<'a> {
+    if principal.tenant_id() == tenant_id {
+        db::Scope::Tenant(tenant_id)
+    } else {
+        db::Wide::OperatorAdmin.into()
+    }
 }

@@ -100,7 +100,7 @@ async fn list(
     check_prefix(&query.prefix)?;
     let agent = find(&state, &principal, &name).await?;
     let now = state.quotas.clock().now();
-    let mut tx = state.db.begin(Some(principal.tenant_id())).await?;
+    let mut tx = state.db.begin(principal.tenant_id()).await?;
     let (prefix, cursor) = (query.prefix.as_str(), query.cursor.as_deref());
     let rows = if query.values {
         kv::list_with_values(&mut tx, &agent.id, prefix, cursor, limit + 1, now).await?
@@ -139,7 +139,7 @@ async fn clear(
     check_prefix(&query.prefix)?;
     let agent = find(&state, &principal, &name).await?;
     let now = state.quotas.clock().now();
-    let mut tx = state.db.begin(Some(principal.tenant_id())).await?;
+    let mut tx = state.db.begin(principal.tenant_id()).await?;
     let deleted = kv::clear(&mut tx, &agent.id, &query.prefix, now).await?;
     let mut event = principal.event("agent.kv.clear", "agent", Some(&agent.id));
     event.after = Some(DbJson(
@@ -161,7 +161,7 @@ async fn remove(
     check_key(&key).map_err(|m| ApiError::bad_request("invalid_key", m))?;
     let agent = find(&state, &principal, &name).await?;
     let now = state.quotas.clock().now();
-    let mut tx = state.db.begin(Some(principal.tenant_id())).await?;
+    let mut tx = state.db.begin(principal.tenant_id()).await?;
     if !kv::delete(&mut tx, &agent.id, &key, now).await? {
         // An expired entry may have gone with the transaction; nothing else changed.
         tx.commit().await?;

@@ -383,7 +383,7 @@ async fn cancel(
         .require(&state, Role::Developer, "task.cancel", "task", Some(&id))
         .await?;
     let now = state.quotas.clock().now();
-    let mut tx = state.db.begin(Some(principal.tenant_id())).await?;
+    let mut tx = state.db.begin(principal.tenant_id()).await?;
     let cancelled = tasks::cancel(&mut tx, principal.tenant_id(), &id, now)
         .await
         .map_err(|e| match e {

@@ -85,7 +85,8 @@ async fn create(
     event.after = Some(DbJson(
         serde_json::json!({ "name": tenant.name, "admin_key_id": key.id }),
     ));
-    let mut tx = state.db.begin(None).await?;
+    // The new tenant's key and the operator's audit event: two tenants, one transaction.
+    let mut tx = state.db.begin(db::Wide::OperatorAdmin).await?;
     tenants::insert(&mut tx, &tenant)
         .await
         .map_err(|e| match e {

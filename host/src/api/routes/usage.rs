@@ -78,7 +78,7 @@ async fn set_tenant_policy(
 ) -> Result<Json<TenantPolicy>, ApiError> {
     super::tenants::require_operator(&state, &principal, "tenant.update_policy").await?;
     super::tenants::validate(&state, &policy)?;
-    let mut tx = state.db.begin(None).await?;
+    let mut tx = state.db.begin(id.as_str()).await?;
     let before = tenants::lock(&mut tx, &id).await.map_err(|e| match e {
         DbError::NotFound => ApiError::not_found(format!("tenant {id:?}")),
         e => e.into(),
@@ -145,7 +145,7 @@ async fn scope_usage(
     scope: Scope<'_>,
 ) -> Result<ScopeUsage, ApiError> {
     let now = state.quotas.clock().now();
-    let used: Consumption = usage::consumption(&state.db, &[scope.key.to_string()], now)
+    let used: Consumption = usage::consumption(&state.db, tenant_id, &[scope.key.to_string()], now)
         .await?
         .remove(scope.key)
         .unwrap_or_default();
@@ -169,7 +169,7 @@ async fn scope_usage(
             })
         })
         .collect();
-    let LiveState { in_flight, tokens } = state.quotas.live(&scope).await?;
+    let LiveState { in_flight, tokens } = state.quotas.live(tenant_id, &scope).await?;
     let day_start = quota::next_period_start(Period::Day, now) - chrono::Duration::days(1);
     let month_start = chrono::NaiveDate::parse_from_str(&usage::month_start_of(now), "%Y-%m-%d")
         .expect("a date we formatted")
@@ -268,7 +268,7 @@ async fn tenant_usage(
     )
     .await?;
     let caps = tenant.policy.0.caps;
-    let mut tx = state.db.begin(Some(&tenant.id)).await?;
+    let mut tx = state.db.begin(tenant.id.as_str()).await?;
     let live_agents = agents::count_live(&mut tx, &tenant.id).await?;
     let (versions, bytes) = agents::stored(&mut tx, &tenant.id).await?;
     tx.commit().await?;

@@ -82,10 +82,10 @@ fn over_caps(
 /// After a refused upload compiled: drops it from the caches unless some stored version
 /// (of any tenant) has the same bytes.
 async fn forget_unless_stored(state: &AppState, sha256: &str) {
-    let stored: Result<Option<(String,)>, sqlx::Error> = crate::on_pool!(&state.db, pool => sqlx::query_as(
+    let stored: Result<Option<(String,)>, sqlx::Error> = crate::in_scope!(&state.db, crate::db::Wide::Housekeeping, conn => sqlx::query_as(
         "SELECT id FROM agent_versions WHERE sha256 = $1 LIMIT 1")
         .bind(sha256)
-        .fetch_optional(pool)
+        .fetch_optional(conn)
         .await);
     if matches!(stored, Ok(None)) {
         state.runtime.forget(sha256).await;
@@ -210,7 +210,7 @@ async fn upload(
     // upload costs no compile (and leaves nothing cached); the exact check is below.
     let caps = state.tenant(principal.tenant_id()).await?.policy.0.caps;
     if caps.max_versions.is_some() || caps.max_total_component_bytes.is_some() {
-        let mut tx = state.db.begin(Some(principal.tenant_id())).await?;
+        let mut tx = state.db.begin(principal.tenant_id()).await?;
         let (count, total) = agents::stored(&mut tx, principal.tenant_id()).await?;
         drop(tx);
         if let Some((cap, max)) = over_caps(&caps, count, total, bytes.len() as i64) {
@@ -247,7 +247,7 @@ async fn upload(
         "agent": agent.name, "version": version.version, "sha256": version.sha256,
         "size_bytes": version.size_bytes, "activated": activate,
     })));
-    let mut tx = state.db.begin(Some(principal.tenant_id())).await?;
+    let mut tx = state.db.begin(principal.tenant_id()).await?;
     let caps = tenants::lock(&mut tx, principal.tenant_id())
         .await?
         .policy
@@ -347,7 +347,7 @@ async fn activate(
         serde_json::json!({ "active_version_id": target.id, "version": target.version }),
     ));
     agent.active_version_id = Some(target.id.clone());
-    let mut tx = state.db.begin(Some(principal.tenant_id())).await?;
+    let mut tx = state.db.begin(principal.tenant_id()).await?;
     agents::update(
         &mut tx,
         principal.tenant_id(),
