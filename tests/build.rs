@@ -1,6 +1,6 @@
 //! Builds the agents in `plugins/` once per `cargo test`, and writes their paths to
 //! `$OUT_DIR/plugins.rs` as constants (`ECHO`, `TEXT_STATS`, `HOSTILE`, `RELAY`, `FETCH`,
-//! `NOTES`, `GREETER`, `NOT_AN_AGENT`).
+//! `NOTES`, `GREETER`, `NOT_AN_AGENT`, `TRIAGE`).
 //!
 //! `plugins/` is a workspace of its own that only builds for `wasm32-wasip2`, so this
 //! runs a nested `cargo build --release --target wasm32-wasip2` with its own target
@@ -25,6 +25,7 @@ const ARTIFACTS: &[(&str, &str)] = &[
     ("GREETER", "greeter.wasm"),
     ("NOT_AN_AGENT", "not-an-agent.wasm"),
     ("NOTES", "notes.wasm"),
+    ("TRIAGE", "triage.wasm"),
 ];
 
 /// Variables the outer cargo (or the user, for the outer build) set that must not

@@ -110,6 +110,7 @@ mod context;
 mod error;
 pub mod http;
 pub mod kv;
+pub mod llm;
 mod log;
 
 pub use context::{Context, context};

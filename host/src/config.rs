@@ -211,6 +211,11 @@ pub struct ServeConfig {
     #[arg(long, env = "CORRAL_SECRETS_KEY", hide_env_values = true, value_parser = parse_secrets_key)]
     pub secrets_key: Option<SecretsKey>,
 
+    /// The operator's model providers and aliases: a JSON file (docs/MODELS.md). Unset,
+    /// no model can be called.
+    #[arg(long, env = "CORRAL_LLM_CONFIG")]
+    pub llm_config: Option<PathBuf>,
+
     /// The clock quotas are measured by (tests step it across periods).
     #[arg(skip)]
     pub clock: Option<Arc<dyn Clock>>,

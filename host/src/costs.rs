@@ -1,7 +1,7 @@
 //! The price model: what an execution costs, as an exact decimal number of dollars.
 //!
 //! cost = per_invocation + fuel × per_million_fuel / 10⁶ + GiB-seconds × per_gib_second
-//!        + GiB transferred × per_gib_transferred,
+//!        + GiB transferred × per_gib_transferred + what its model calls cost,
 //! where GiB-seconds = peak linear memory (GiB) × wall time (s), and GiB transferred is
 //! outbound HTTP request and response body bytes together. Computed in decimal
 //! arithmetic (never floating point) and rounded half-up to whole picodollars
@@ -64,6 +64,8 @@ impl PriceModel {
             .round_dp_with_strategy(0, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
             .to_i64()
             .unwrap_or(i64::MAX)
+            // Model calls are priced per call, each already exact to the picodollar.
+            .saturating_add(usage.llm.cost_picodollars)
     }
 }
 

@@ -16,6 +16,7 @@ pub mod housekeeping;
 pub mod invocations;
 pub mod limits;
 pub mod listener;
+pub mod llm;
 pub mod names;
 pub mod policy;
 pub mod quota;

@@ -69,6 +69,9 @@ pub struct Grants {
     /// Calls to the agents listed (of the same tenant).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agents: Option<AgentsGrant>,
+    /// Model calls through `corral:agent/llm`, to the model aliases listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmGrant>,
     /// The agent's secrets it may read through `config.get-secret`, by name; every
     /// other secret is refused (`denied`) and the refusal recorded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -81,7 +84,11 @@ pub const MAX_GRANTED_SECRETS: usize = 64;
 impl Grants {
     /// Whether nothing is granted.
     pub fn is_empty(&self) -> bool {
-        self.http.is_none() && self.kv.is_none() && self.agents.is_none() && self.secrets.is_empty()
+        self.http.is_none()
+            && self.kv.is_none()
+            && self.agents.is_none()
+            && self.llm.is_none()
+            && self.secrets.is_empty()
     }
 
     /// Whether the secret `name` is granted.
@@ -99,6 +106,9 @@ impl Grants {
         }
         if let Some(agents) = &self.agents {
             agents.validate()?;
+        }
+        if let Some(llm) = &self.llm {
+            llm.validate()?;
         }
         if self.secrets.len() > MAX_GRANTED_SECRETS {
             return Err(format!(
@@ -271,6 +281,103 @@ impl AgentsGrant {
         }
         Ok(())
     }
+}
+
+/// Model calls, to the operator's model aliases listed (see docs/MODELS.md). Every call
+/// is priced and recorded; a model the operator has not configured (and priced) is
+/// refused at call time exactly like one not listed here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmGrant {
+    /// The model aliases the agent may call.
+    pub models: Vec<String>,
+    /// Calls one invocation may make.
+    #[serde(default = "LlmGrant::default_max_calls")]
+    pub max_calls: u64,
+    /// Most tokens of answer one call may ask for; a call asking for more is clamped
+    /// to it (and one asking for none gets it).
+    #[serde(default = "LlmGrant::default_max_tokens_per_call")]
+    pub max_tokens_per_call: u32,
+}
+
+impl LlmGrant {
+    /// Default calls per invocation: 16.
+    pub const DEFAULT_MAX_CALLS: u64 = 16;
+    /// Most calls per invocation a grant may set: 1,000.
+    pub const CEILING_MAX_CALLS: u64 = 1_000;
+    /// Default answer tokens per call: 1,024.
+    pub const DEFAULT_MAX_TOKENS_PER_CALL: u32 = 1_024;
+    /// Most answer tokens per call a grant may allow: 200,000.
+    pub const CEILING_MAX_TOKENS_PER_CALL: u32 = 200_000;
+    /// Most model aliases one grant may list.
+    pub const CEILING_MODELS: usize = 64;
+
+    fn default_max_calls() -> u64 {
+        Self::DEFAULT_MAX_CALLS
+    }
+
+    fn default_max_tokens_per_call() -> u32 {
+        Self::DEFAULT_MAX_TOKENS_PER_CALL
+    }
+
+    /// A grant for `models` with the default bounds.
+    pub fn new(models: Vec<String>) -> LlmGrant {
+        LlmGrant {
+            models,
+            max_calls: Self::DEFAULT_MAX_CALLS,
+            max_tokens_per_call: Self::DEFAULT_MAX_TOKENS_PER_CALL,
+        }
+    }
+
+    /// Whether the alias `model` is granted.
+    pub fn allows(&self, model: &str) -> bool {
+        self.models.iter().any(|m| m == model)
+    }
+
+    /// Refuses an empty or overlong list, bad aliases and bounds outside their ranges.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.models.is_empty() {
+            return Err(
+                "grants.llm.models is empty; name the model aliases it may call, or remove grants.llm"
+                    .into(),
+            );
+        }
+        if self.models.len() > Self::CEILING_MODELS {
+            return Err(format!(
+                "grants.llm.models lists {} models; at most {}",
+                self.models.len(),
+                Self::CEILING_MODELS
+            ));
+        }
+        if let Some(bad) = self.models.iter().find(|m| !is_model_alias(m)) {
+            return Err(format!(
+                "grants.llm.models: {bad:?} is not a model alias (1 to 64 of a-z 0-9 . _ -)"
+            ));
+        }
+        check_count(
+            "grants.llm.max_calls",
+            self.max_calls,
+            Self::CEILING_MAX_CALLS,
+        )?;
+        check_count(
+            "grants.llm.max_tokens_per_call",
+            self.max_tokens_per_call.into(),
+            Self::CEILING_MAX_TOKENS_PER_CALL.into(),
+        )
+    }
+}
+
+/// Whether `alias` may name a model: 1 to 64 of `a-z 0-9 . _ -`, starting with a letter
+/// or digit.
+pub fn is_model_alias(alias: &str) -> bool {
+    alias
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && alias.len() <= 64
+        && alias
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
 }
 
 /// Whether `name` is a valid agent name: 1 to 64 of `a-z 0-9 - _`, starting with a

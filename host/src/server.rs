@@ -82,6 +82,10 @@ impl Application {
         let runtime = Runtime::new(runtime).context("building the sandbox")?;
 
         let secrets_key = secrets_key(&config)?;
+        let llm = match &config.llm_config {
+            Some(path) => Some(Arc::new(crate::llm::Catalogue::load(path)?)),
+            None => None,
+        };
         let (writer, writer_task) = ExecutionWriter::start(db.clone(), config.commit_batch);
         let settings = ApiSettings {
             limits: config.limits(),
@@ -109,6 +113,7 @@ impl Application {
                 window: config.auth_audit_window,
             },
             secrets_key,
+            llm,
         };
         let clock = config
             .clock

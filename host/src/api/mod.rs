@@ -63,6 +63,8 @@ pub struct ApiSettings {
     pub idempotency_ttl: Duration,
     /// The key that seals agents' secrets; `None` refuses secret writes.
     pub secrets_key: Option<SecretsKey>,
+    /// The operator's models; `None` when none are configured.
+    pub llm: Option<Arc<crate::llm::Catalogue>>,
     /// How failed authentication is limited and audited.
     pub auth_failures: AuthFailureSettings,
     /// Longest a client may pause while sending a request body.
@@ -122,6 +124,7 @@ impl AppState {
                 prices: settings.prices,
                 max_call_depth: settings.max_call_depth,
                 secrets_key: settings.secrets_key.clone(),
+                llm: settings.llm.clone(),
                 task_timeout: settings.task_timeout,
                 idempotency_lease: settings.idempotency_lease,
                 idempotency_ttl: settings.idempotency_ttl,

@@ -20,7 +20,9 @@ use super::units::{
     format_count, format_duration, format_size, parse_count, parse_duration, parse_size,
 };
 use crate::limits::Limits;
-use crate::policy::{Grants, HostRule, HttpGrant, KvGrant, MAX_GRANTED_SECRETS, check_config_name};
+use crate::policy::{
+    Grants, HostRule, HttpGrant, KvGrant, LlmGrant, MAX_GRANTED_SECRETS, check_config_name,
+};
 use crate::runtime::capabilities::agents::CallChain;
 use crate::runtime::capabilities::config::StaticConfig;
 use crate::runtime::capabilities::kv::MemoryKvStore;
@@ -100,6 +102,19 @@ pub struct RunArgs {
     /// these limits and at most the time its caller has left.
     #[arg(long = "call", value_name = "NAME=PATH", value_parser = parse_call)]
     calls: Vec<(String, PathBuf)>,
+    /// The model providers and aliases, as for `corral serve` (`CORRAL_LLM_CONFIG`, see
+    /// docs/MODELS.md).
+    #[arg(long, value_name = "PATH", env = "CORRAL_LLM_CONFIG")]
+    llm_config: Option<PathBuf>,
+    /// Let the agent call this model alias of the configuration (repeatable).
+    #[arg(long = "allow-model", value_name = "ALIAS", requires = "llm_config")]
+    allow_model: Vec<String>,
+    /// Answer tokens one model call may ask for.
+    #[arg(long, value_parser = parse_count, requires = "allow_model")]
+    llm_max_tokens: Option<u64>,
+    /// Model calls the run may make.
+    #[arg(long, value_parser = parse_count, requires = "allow_model")]
+    llm_max_calls: Option<u64>,
     /// Print the full execution record as JSON instead of output and a summary.
     #[arg(long)]
     json: bool,
@@ -157,10 +172,28 @@ async fn execute(args: RunArgs) -> anyhow::Result<Execution> {
             })?))
         }
     };
+    let catalogue = match &args.llm_config {
+        Some(path) => Some(Arc::new(crate::llm::Catalogue::load(path)?)),
+        None => None,
+    };
+    if let Some(catalogue) = &catalogue
+        && let Some(unknown) = args
+            .allow_model
+            .iter()
+            .find(|m| catalogue.model(m).is_none())
+    {
+        let known: Vec<&str> = catalogue.aliases().collect();
+        anyhow::bail!(
+            "--allow-model {unknown}: {} has no such model (it has: {})",
+            args.llm_config.as_ref().expect("loaded").display(),
+            known.join(", ")
+        );
+    }
     let mut request = InvokeRequest::new(&args.action, input, limits).with_grants(grants);
     request.providers = Providers {
         kv: store.clone().map(|s| s as _),
         config: Some(Arc::new(config)),
+        llm: catalogue,
         ..Providers::default()
     };
     let local = LocalAgents::new(
@@ -269,9 +302,30 @@ fn grants(args: &RunArgs) -> anyhow::Result<Grants> {
             )
         })?;
     }
+    let llm = (!args.allow_model.is_empty()).then(|| {
+        let mut grant = LlmGrant::new(args.allow_model.clone());
+        if let Some(n) = args.llm_max_tokens {
+            grant.max_tokens_per_call = u32::try_from(n).unwrap_or(u32::MAX);
+        }
+        if let Some(n) = args.llm_max_calls {
+            grant.max_calls = n;
+        }
+        grant
+    });
+    if let Some(llm) = &llm {
+        llm.validate().map_err(|m| {
+            anyhow::anyhow!(
+                "{}",
+                m.replace("grants.llm.models", "--allow-model")
+                    .replace("grants.llm.max_tokens_per_call", "--llm-max-tokens")
+                    .replace("grants.llm.max_calls", "--llm-max-calls")
+            )
+        })?;
+    }
     if args.allow_http.is_empty() {
         return Ok(Grants {
             kv,
+            llm,
             ..Grants::default()
         });
     }
@@ -297,6 +351,7 @@ fn grants(args: &RunArgs) -> anyhow::Result<Grants> {
     Ok(Grants {
         http: Some(http),
         kv,
+        llm,
         ..Grants::default()
     })
 }
@@ -372,6 +427,18 @@ fn print_for_people(execution: &Execution) -> io::Result<()> {
             kv.lists,
             kv.denied,
             kv.refused,
+        );
+    }
+    let llm = &usage.llm;
+    if llm.calls + llm.denied > 0 {
+        errln!(
+            "llm: {} calls · {} in / {} out tokens · ${} · {} denied · {} failed",
+            llm.calls,
+            llm.input_tokens,
+            llm.output_tokens,
+            crate::costs::format_dollars(llm.cost_picodollars),
+            llm.denied,
+            llm.failed,
         );
     }
     let config = &usage.config;

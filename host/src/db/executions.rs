@@ -87,6 +87,10 @@ pub struct ExecutionRecord {
     pub output: Option<String>,
     /// The whole input, when the agent's policy opts in (`record_input`).
     pub input: Option<String>,
+    /// The model calls it made (stored in `llm_calls`, not in this row).
+    #[sqlx(skip)]
+    #[serde(skip)]
+    pub llm_calls: Vec<crate::runtime::capabilities::llm::LlmCall>,
 }
 
 impl ExecutionRecord {
@@ -106,6 +110,12 @@ impl ExecutionRecord {
         for entry in &mut self.logs.0 {
             replaced += replace_nul(&mut entry.message);
         }
+        for call in &mut self.llm_calls {
+            replaced += replace_nul(&mut call.provider_model)
+                + replace_nul(&mut call.finish_reason)
+                + replace_nul_opt(&mut call.request_id)
+                + replace_nul_opt(&mut call.error);
+        }
         self.replaced_characters += replaced as i64;
     }
 
@@ -122,6 +132,8 @@ impl ExecutionRecord {
             .as_ref()
             .map(|_| "(the full record could not be stored)".to_string());
         self.capabilities = Json(serde_json::json!({}));
+        // Their cost stays in the execution's.
+        self.llm_calls = Vec::new();
         self.record_degraded = true;
     }
 }

@@ -15,6 +15,7 @@ pub mod executions;
 pub mod idempotency;
 pub mod keys;
 pub mod kv;
+pub mod llm_calls;
 pub mod retention;
 pub mod tasks;
 pub mod tenants;

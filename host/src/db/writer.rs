@@ -236,6 +236,7 @@ async fn commit(db: &Db, jobs: &[Job], shard: i32) -> Result<(), DbError> {
     let mut tx = db.begin(super::Wide::GroupCommit).await?;
     if !records.is_empty() {
         executions::insert_batch(&mut tx, &records).await?;
+        super::llm_calls::insert_batch(&mut tx, &records).await?;
         usage::charge(&mut tx, &records, shard).await?;
     }
     for event in jobs.iter().flat_map(|j| &j.events) {

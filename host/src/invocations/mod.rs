@@ -59,6 +59,8 @@ pub struct InvocationSettings {
     pub max_call_depth: usize,
     /// The key that opens agents' secrets; `None` when none is configured.
     pub secrets_key: Option<SecretsKey>,
+    /// The operator's models; `None` when none are configured.
+    pub llm: Option<Arc<crate::llm::Catalogue>>,
     /// The longest a task attempt may run (`limits.timeout` is the synchronous ceiling).
     pub task_timeout: Duration,
     /// How long an idempotency key's reservation holds without renewal.
@@ -559,6 +561,7 @@ impl Invocations {
             "kv": execution.usage.kv,
             "config": execution.usage.config,
             "agents": execution.usage.agents,
+            "llm": execution.usage.llm,
             "denials": execution.denials,
         });
         let record = ExecutionRecord {
@@ -598,6 +601,7 @@ impl Invocations {
             attempt: run.task.as_ref().map(|t| t.attempt as i32),
             output: execution.output.clone(),
             input: agent.policy.0.record_input.then(|| run.input.clone()),
+            llm_calls: execution.llm_calls.clone(),
         };
         let task = run.task.as_ref().map(|attempt| {
             TaskCompletion::of_run(
@@ -745,6 +749,7 @@ impl Invocations {
         let agent = &run.agent;
         let grants = &agent.policy.0.grants;
         Providers {
+            llm: grants.llm.as_ref().and_then(|_| self.settings.llm.clone()),
             agents: grants.agents.as_ref().map(|_| {
                 Arc::new(calls::PipelineCaller {
                     pipeline: self.clone(),

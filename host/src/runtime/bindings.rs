@@ -13,6 +13,7 @@ wasmtime::component::bindgen!({
         "corral:agent/kv": async | trappable,
         "corral:agent/config": async | trappable,
         "corral:agent/agents": async | trappable,
+        "corral:agent/llm": async | trappable,
     },
     exports: { default: async },
 });

@@ -168,11 +168,13 @@ impl Runtime {
                 },
                 logs: Vec::new(),
                 denials: Vec::new(),
+                llm_calls: Vec::new(),
             });
         }
 
         let mut store = self.new_store(&limits, &request.grants, &request.providers)?;
         store.data_mut().caps.agents.start(started + limits.timeout);
+        store.data_mut().caps.llm.start(started + limits.timeout);
         let invocation = Invocation {
             action: request.action.clone(),
             input: request.input,
@@ -216,6 +218,8 @@ impl Runtime {
         denials.extend_from_slice(state.caps.kv.denials());
         denials.extend_from_slice(state.caps.agents.denials());
         denials.extend_from_slice(state.caps.config.denials());
+        denials.extend_from_slice(state.caps.llm.denials());
+        let llm_calls = state.caps.llm.calls().to_vec();
         let redactor = state.caps.config.redactor();
         let mut usage = Usage {
             fuel: limits.fuel.saturating_sub(remaining),
@@ -227,6 +231,7 @@ impl Runtime {
             kv: state.caps.kv.usage(),
             config: state.caps.config.usage(),
             agents: state.caps.agents.usage(),
+            llm: state.caps.llm.usage(),
         };
 
         let (outcome, output, error) = match ended {
@@ -309,6 +314,7 @@ impl Runtime {
             usage,
             logs,
             denials,
+            llm_calls,
         };
         redact(&mut execution, &redactor);
         Ok(execution)

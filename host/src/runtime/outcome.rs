@@ -112,6 +112,9 @@ pub struct Usage {
     /// Calls to other agents.
     #[serde(default)]
     pub agents: AgentsUsage,
+    /// Model calls.
+    #[serde(default)]
+    pub llm: super::capabilities::llm::LlmUsage,
 }
 
 /// What one invocation's outbound HTTP requests used.
@@ -226,6 +229,9 @@ pub struct Execution {
     /// Capability requests refused during the run, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub denials: Vec<Denial>,
+    /// Model calls sent to a provider, in order, each with its tokens and cost.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub llm_calls: Vec<super::capabilities::llm::LlmCall>,
 }
 
 impl Execution {

@@ -148,9 +148,7 @@ async fn create(
     }
     check_name(&body.name)?;
     let policy = body.policy.unwrap_or_default();
-    policy
-        .validate(&state.settings.limits)
-        .map_err(|m| ApiError::bad_request("invalid_policy", m))?;
+    validate_policy(&state, &policy)?;
     let now = db::now();
     let agent = Agent {
         id: db::new_id(),
@@ -254,9 +252,7 @@ async fn update_policy(
     principal
         .require_on_agent(&state, Role::Admin, "agent.update_policy", &name)
         .await?;
-    policy
-        .validate(&state.settings.limits)
-        .map_err(|m| ApiError::bad_request("invalid_policy", m))?;
+    validate_policy(&state, &policy)?;
     let policy = DbJson(policy);
     change(
         &state,
@@ -322,4 +318,30 @@ async fn remove(
     tx.commit().await?;
     forget(&state, &principal, &name);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Refuses a policy the host cannot honour: bad limits or grants, and model aliases
+/// this host has not configured (and priced).
+fn validate_policy(state: &AppState, policy: &AgentPolicy) -> Result<(), ApiError> {
+    policy
+        .validate(&state.settings.limits)
+        .map_err(|m| ApiError::bad_request("invalid_policy", m))?;
+    if let Some(grant) = &policy.grants.llm {
+        let configured = |alias: &str| {
+            state
+                .settings
+                .llm
+                .as_ref()
+                .is_some_and(|catalogue| catalogue.model(alias).is_some())
+        };
+        if let Some(unknown) = grant.models.iter().find(|m| !configured(m)) {
+            return Err(ApiError::bad_request(
+                "invalid_policy",
+                format!(
+                    "grants.llm.models: no model {unknown:?} is configured on this host (CORRAL_LLM_CONFIG)"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -73,6 +73,18 @@ pub struct ExecutionView {
     /// The whole input, when the agent's policy keeps it (single-execution view only).
     #[serde(skip_serializing_if = "Option::is_none")]
     input: Option<serde_json::Value>,
+    /// Its model calls, each with tokens and cost (single-execution view only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    llm_calls: Option<Vec<LlmCallView>>,
+}
+
+/// One model call of an execution.
+#[derive(Debug, Serialize)]
+struct LlmCallView {
+    #[serde(flatten)]
+    row: crate::db::llm_calls::LlmCallRow,
+    /// The cost in dollars.
+    cost: String,
 }
 
 impl ExecutionView {
@@ -86,6 +98,7 @@ impl ExecutionView {
             logs: with_logs.then_some(r.logs.0),
             output: json(r.output),
             input: json(r.input),
+            llm_calls: None,
             id: r.id,
             agent: r.agent_name,
             agent_id: r.agent_id,
@@ -204,5 +217,16 @@ async fn show(
             DbError::NotFound => ApiError::not_found(format!("execution {id:?}")),
             e => e.into(),
         })?;
-    Ok(Json(ExecutionView::new(record, true)))
+    let calls = crate::db::llm_calls::of_execution(&state.db, principal.tenant_id(), &id).await?;
+    let mut view = ExecutionView::new(record, true);
+    view.llm_calls = Some(
+        calls
+            .into_iter()
+            .map(|row| LlmCallView {
+                cost: format_dollars(row.cost_picodollars),
+                row,
+            })
+            .collect(),
+    );
+    Ok(Json(view))
 }

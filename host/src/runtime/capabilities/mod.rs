@@ -1,6 +1,7 @@
 //! Host capabilities beyond the sandbox, each denied unless the invocation's
 //! [`Grants`] open it: key-value state ([`kv`]), configuration and secrets
-//! ([`config`]), and calls to other agents ([`agents`]). Outbound HTTP is in
+//! ([`config`]), calls to other agents ([`agents`]) and model calls ([`llm`]).
+//! Outbound HTTP is in
 //! `runtime::egress`.
 //!
 //! What serves a capability is a [`Providers`] handle given with each invocation —
@@ -12,6 +13,7 @@
 pub mod agents;
 pub mod config;
 pub mod kv;
+pub mod llm;
 
 use std::sync::Arc;
 
@@ -27,6 +29,8 @@ pub struct Providers {
     pub config: Option<Arc<dyn config::ConfigSource>>,
     /// Other agents.
     pub agents: Option<Arc<dyn agents::AgentCaller>>,
+    /// The operator's models.
+    pub llm: Option<Arc<crate::llm::Catalogue>>,
 }
 
 impl std::fmt::Debug for Providers {
@@ -35,6 +39,7 @@ impl std::fmt::Debug for Providers {
             .field("kv", &self.kv.is_some())
             .field("config", &self.config.is_some())
             .field("agents", &self.agents.is_some())
+            .field("llm", &self.llm.is_some())
             .finish()
     }
 }
@@ -47,6 +52,8 @@ pub struct CapabilityState {
     pub config: config::ConfigState,
     /// Calls to other agents.
     pub agents: agents::AgentsState,
+    /// Model calls.
+    pub llm: llm::LlmState,
 }
 
 impl CapabilityState {
@@ -56,6 +63,7 @@ impl CapabilityState {
             kv: kv::KvState::new(grants, providers),
             config: config::ConfigState::new(grants, providers),
             agents: agents::AgentsState::new(grants, providers),
+            llm: llm::LlmState::new(grants, providers),
         }
     }
 }

@@ -201,6 +201,47 @@ async fn send_checked(
     .await
 }
 
+/// A request the host makes itself on a guest's behalf (a model call), under the same
+/// checks as a guest's: it must match `grant`'s rules, every address its host resolves
+/// to is checked, and the connection goes to those addresses. The whole answer is
+/// read, up to the grant's `max_response_bytes`.
+pub async fn host_request(
+    grant: Arc<HttpGrant>,
+    request: http::Request<bytes::Bytes>,
+) -> Result<http::Response<bytes::Bytes>, Error> {
+    use http_body_util::BodyExt;
+    let target = Target::of(request.uri()).map_err(|_| Error::HttpRequestUriInvalid)?;
+    if !grant.allow.iter().any(|rule| rule.matches(&target)) {
+        return Err(Error::HttpRequestDenied);
+    }
+    let request = request.map(|body| {
+        http_body_util::Full::new(body)
+            .map_err(|never| match never {})
+            .boxed_unsync()
+    });
+    let ledger = Arc::default();
+    let (response, connection) = send_checked(grant, target, request, None, ledger).await?;
+    // The connection is driven while the body is read, and dropped with it.
+    let connection = Box::into_pin(connection);
+    let (parts, body) = response.into_parts();
+    let read = body.collect();
+    tokio::pin!(read);
+    let mut connection = Some(connection);
+    let collected = loop {
+        match &mut connection {
+            Some(driving) => tokio::select! {
+                body = &mut read => break body?,
+                done = driving => {
+                    done?;
+                    connection = None;
+                }
+            },
+            None => break read.await?,
+        }
+    };
+    Ok(http::Response::from_parts(parts, collected.to_bytes()))
+}
+
 /// Step 4 of the module docs for the addresses `name` resolved to: the explanation of
 /// the first one in a special range that no rule names on the target's scheme and port.
 fn check_resolved(

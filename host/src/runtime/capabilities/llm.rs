@@ -1,0 +1,383 @@
+//! `corral:agent/llm`: model calls the host makes, meters and prices.
+//!
+//! A call is refused (`denied`, one answer whether the alias is unknown or not granted,
+//! so a guest cannot probe what exists) unless the invocation's [`LlmGrant`] lists the
+//! alias and the host's [`Catalogue`] has it; past the grant's `max_calls` it is
+//! `budget-exhausted`. `max-tokens` is clamped to the grant's `max_tokens_per_call`.
+//! The call waits on the provider without burning fuel, and never past the
+//! invocation's deadline. Each call — answered or not — is kept as an [`LlmCall`] for
+//! the execution record, with its tokens and exact cost. A call is reserved before it
+//! is sent, at the estimate (the prompt's estimated tokens and the answer's
+//! `max_tokens`), and settled with the provider's reported usage; a call without usage,
+//! or one the invocation's end cut short (`interrupted`), is charged at the estimate and
+//! flagged `usage_estimated`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+use super::Providers;
+use crate::llm::{self, CallError, Catalogue, ChatRequest, Message, Role, Tool, ToolCall};
+use crate::policy::{Grants, LlmGrant};
+use crate::runtime::bindings::corral::agent::llm as wit;
+use crate::runtime::egress::MAX_LISTED_DENIALS;
+use crate::runtime::outcome::{Denial, DenialReason};
+use crate::runtime::state::HostState;
+
+/// Most messages and tools in one request, and bytes of text across them.
+const MAX_MESSAGES: usize = 1_000;
+const MAX_TOOLS: usize = 128;
+const MAX_REQUEST_BYTES: usize = 4 << 20;
+
+/// What one invocation's model calls used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LlmUsage {
+    /// Calls sent to a provider (answered or not).
+    pub calls: u64,
+    /// Input tokens charged.
+    pub input_tokens: u64,
+    /// Output tokens charged.
+    pub output_tokens: u64,
+    /// What the calls cost, in picodollars (part of the execution's cost).
+    pub cost_picodollars: i64,
+    /// Calls refused before reaching a provider (not granted, over `max_calls`, …).
+    pub denied: u64,
+    /// Calls that reached a provider and got no answer.
+    pub failed: u64,
+}
+
+/// One model call, for the execution record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LlmCall {
+    /// The alias the guest asked for.
+    pub model: String,
+    /// The operator's provider.
+    pub provider: String,
+    /// The provider's model name asked for, and the one that answered.
+    pub provider_model: String,
+    /// `ok`, `provider_error` or `timeout`.
+    pub outcome: String,
+    /// Input tokens charged.
+    pub input_tokens: u64,
+    /// Output tokens charged.
+    pub output_tokens: u64,
+    /// Whether the provider reported no usage, so the estimate was charged.
+    pub usage_estimated: bool,
+    /// The cost, in picodollars.
+    pub cost_picodollars: i64,
+    /// From sending to the answer, retries included, in milliseconds.
+    pub latency_ms: u64,
+    /// HTTP attempts made.
+    pub attempts: u32,
+    /// `stop`, `length`, `tool_calls`, `content_filter`, or empty without an answer.
+    pub finish_reason: String,
+    /// The provider's id of the request.
+    pub request_id: Option<String>,
+    /// Why there was no answer.
+    pub error: Option<String>,
+}
+
+/// Per-invocation model-call state.
+pub struct LlmState {
+    catalogue: Option<Arc<Catalogue>>,
+    grant: Option<LlmGrant>,
+    deadline: Instant,
+    calls: Vec<LlmCall>,
+    denied: u64,
+    denials: Vec<Denial>,
+}
+
+impl LlmState {
+    /// State for one invocation with `grants`, served by `providers.llm`.
+    pub fn new(grants: &Grants, providers: &Providers) -> LlmState {
+        LlmState {
+            catalogue: providers.llm.clone(),
+            grant: grants.llm.clone(),
+            deadline: Instant::now() + Duration::from_secs(3600),
+            calls: Vec::new(),
+            denied: 0,
+            denials: Vec::new(),
+        }
+    }
+
+    /// Starts the clock: calls must finish by `deadline`.
+    pub fn start(&mut self, deadline: Instant) {
+        self.deadline = deadline;
+    }
+
+    /// What the calls used.
+    pub fn usage(&self) -> LlmUsage {
+        let mut usage = LlmUsage {
+            denied: self.denied,
+            ..LlmUsage::default()
+        };
+        for call in &self.calls {
+            usage.calls += 1;
+            usage.input_tokens += call.input_tokens;
+            usage.output_tokens += call.output_tokens;
+            usage.cost_picodollars = usage.cost_picodollars.saturating_add(call.cost_picodollars);
+            if call.outcome != "ok" {
+                usage.failed += 1;
+            }
+        }
+        usage
+    }
+
+    /// Every call sent to a provider, in order.
+    pub fn calls(&self) -> &[LlmCall] {
+        &self.calls
+    }
+
+    /// The calls refused, in order (the first [`MAX_LISTED_DENIALS`]).
+    pub fn denials(&self) -> &[Denial] {
+        &self.denials
+    }
+
+    fn deny(&mut self, target: &str, reason: DenialReason, detail: String) -> String {
+        self.denied += 1;
+        let target: String = target.chars().take(64).collect();
+        if self.denials.len() < MAX_LISTED_DENIALS {
+            self.denials.push(Denial {
+                capability: "llm".into(),
+                target,
+                reason,
+                detail: detail.clone(),
+            });
+        }
+        detail
+    }
+
+    /// Checks a call and reserves it: returns the model, the request to send and the
+    /// reserved call's index, or the refusal.
+    fn admit(
+        &mut self,
+        request: wit::ChatRequest,
+    ) -> Result<(llm::Model, ChatRequest, usize), wit::LlmError> {
+        let alias = request.model.clone();
+        let granted = self.grant.as_ref().is_some_and(|g| g.allows(&alias));
+        let model = match (&self.catalogue, granted) {
+            (Some(catalogue), true) => catalogue.model(&alias).cloned(),
+            _ => None,
+        };
+        let Some(model) = model else {
+            let detail = format!("no model {alias:?} is granted to this agent");
+            return Err(wit::LlmError::Denied(self.deny(
+                &alias,
+                DenialReason::NotGranted,
+                detail,
+            )));
+        };
+        let grant = self.grant.clone().expect("granted above");
+        if self.calls.len() as u64 >= grant.max_calls {
+            let detail = format!(
+                "the invocation already made the {} model calls its grant allows",
+                grant.max_calls
+            );
+            return Err(wit::LlmError::BudgetExhausted(self.deny(
+                &alias,
+                DenialReason::RequestLimit,
+                detail,
+            )));
+        }
+        let translated =
+            translate(request, grant.max_tokens_per_call).map_err(wit::LlmError::InvalidRequest)?;
+        let (input, output) = (
+            llm::estimate_input_tokens(&translated),
+            u64::from(translated.max_tokens),
+        );
+        self.calls.push(LlmCall {
+            model: model.alias.clone(),
+            provider: model.provider.name.clone(),
+            provider_model: model.name.clone(),
+            outcome: "interrupted".into(),
+            input_tokens: input,
+            output_tokens: output,
+            usage_estimated: true,
+            cost_picodollars: model.price.picodollars(input, output),
+            latency_ms: 0,
+            attempts: 0,
+            finish_reason: String::new(),
+            request_id: None,
+            error: Some("the invocation ended before the provider answered".into()),
+        });
+        Ok((model, translated, self.calls.len() - 1))
+    }
+
+    /// Settles reserved call `index` with what the provider did, and returns what the
+    /// guest gets.
+    fn settle(
+        &mut self,
+        index: usize,
+        model: &llm::Model,
+        result: Result<llm::ChatAnswer, CallError>,
+        attempts: llm::Attempts,
+        latency: Duration,
+    ) -> Result<wit::ChatResponse, wit::LlmError> {
+        let call = &mut self.calls[index];
+        call.latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+        call.attempts = attempts.0;
+        let answer = match result {
+            Ok(answer) => {
+                call.outcome = "ok".into();
+                call.error = None;
+                if let Some(reported) = answer.usage {
+                    call.input_tokens = reported.input;
+                    call.output_tokens = reported.output;
+                    call.usage_estimated = false;
+                }
+                call.finish_reason = answer.finish_reason.clone();
+                call.request_id = answer.request_id.clone();
+                if !answer.model.is_empty() {
+                    call.provider_model = answer.model.clone();
+                }
+                Ok(answer)
+            }
+            Err(mut e) => {
+                if let CallError::Provider { message, .. } = &mut e {
+                    // A provider may echo what it was sent; keys never go further.
+                    for key in self.catalogue.iter().flat_map(|c| c.keys()) {
+                        *message =
+                            message.replace(&key, crate::runtime::capabilities::config::REDACTED);
+                    }
+                }
+                call.outcome = match &e {
+                    CallError::Provider { .. } => "provider_error",
+                    CallError::Timeout(_) => "timeout",
+                }
+                .into();
+                call.error = Some(e.to_string());
+                Err(match e {
+                    CallError::Provider {
+                        message, retryable, ..
+                    } => wit::LlmError::ProviderError(wit::ProviderFailure { message, retryable }),
+                    CallError::Timeout(message) => wit::LlmError::Timeout(message),
+                })
+            }
+        };
+        call.cost_picodollars = model
+            .price
+            .picodollars(call.input_tokens, call.output_tokens);
+        let (input_tokens, output_tokens) = (call.input_tokens, call.output_tokens);
+        let answer = answer?;
+        Ok(wit::ChatResponse {
+            content: answer.content,
+            tool_calls: answer
+                .tool_calls
+                .into_iter()
+                .map(|c| wit::ToolCall {
+                    id: c.id,
+                    name: c.name,
+                    arguments: c.arguments,
+                })
+                .collect(),
+            finish_reason: answer.finish_reason,
+            model: answer.model,
+            usage: wit::Usage {
+                input_tokens: u32::try_from(input_tokens).unwrap_or(u32::MAX),
+                output_tokens: u32::try_from(output_tokens).unwrap_or(u32::MAX),
+            },
+        })
+    }
+}
+
+/// The guest's request in the host's terms, checked and with `max_tokens` clamped.
+fn translate(request: wit::ChatRequest, max_tokens: u32) -> Result<ChatRequest, String> {
+    if request.messages.is_empty() {
+        return Err("a chat request needs at least one message".into());
+    }
+    if request.messages.len() > MAX_MESSAGES || request.tools.len() > MAX_TOOLS {
+        return Err(format!(
+            "a chat request may have at most {MAX_MESSAGES} messages and {MAX_TOOLS} tools"
+        ));
+    }
+    let bytes: usize = request
+        .messages
+        .iter()
+        .map(|m| {
+            m.content.len()
+                + m.tool_calls
+                    .iter()
+                    .map(|c| c.arguments.len())
+                    .sum::<usize>()
+        })
+        .sum::<usize>()
+        + request
+            .tools
+            .iter()
+            .map(|t| t.parameters.len() + t.description.len())
+            .sum::<usize>();
+    if bytes > MAX_REQUEST_BYTES {
+        return Err(format!(
+            "a chat request may carry at most {MAX_REQUEST_BYTES} bytes of text"
+        ));
+    }
+    let mut tools = Vec::with_capacity(request.tools.len());
+    for tool in request.tools {
+        let parameters: serde_json::Value = serde_json::from_str(&tool.parameters)
+            .map_err(|e| format!("tool {:?}: parameters are not JSON: {e}", tool.name))?;
+        tools.push(Tool {
+            name: tool.name,
+            description: tool.description,
+            parameters,
+        });
+    }
+    if request
+        .temperature
+        .is_some_and(|t| !(0.0..=2.0).contains(&t))
+    {
+        return Err("temperature must be between 0 and 2".into());
+    }
+    let messages = request
+        .messages
+        .into_iter()
+        .map(|m| Message {
+            role: match m.role {
+                wit::Role::System => Role::System,
+                wit::Role::User => Role::User,
+                wit::Role::Assistant => Role::Assistant,
+                wit::Role::Tool => Role::Tool,
+            },
+            content: m.content,
+            tool_calls: m
+                .tool_calls
+                .into_iter()
+                .map(|c| ToolCall {
+                    id: c.id,
+                    name: c.name,
+                    arguments: c.arguments,
+                })
+                .collect(),
+            tool_call_id: m.tool_call_id,
+        })
+        .collect();
+    Ok(ChatRequest {
+        messages,
+        tools,
+        max_tokens: request
+            .max_tokens
+            .map_or(max_tokens, |asked| asked.min(max_tokens))
+            .max(1),
+        temperature: request.temperature,
+        json: matches!(request.response_format, wit::ResponseFormat::Json),
+    })
+}
+
+impl wit::Host for HostState {
+    async fn chat(
+        &mut self,
+        request: wit::ChatRequest,
+    ) -> wasmtime::Result<Result<wit::ChatResponse, wit::LlmError>> {
+        let state = &mut self.caps.llm;
+        let (model, request, index) = match state.admit(request) {
+            Ok(admitted) => admitted,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::from_std(state.deadline);
+        let (result, attempts) = model.chat(&request, deadline).await;
+        let latency = started.elapsed();
+        Ok(state.settle(index, &model, result, attempts, latency))
+    }
+}
