@@ -699,6 +699,12 @@ pub struct Budgets {
         deserialize_with = "exact_dollars"
     )]
     pub dollars_per_month: Option<Decimal>,
+    /// Model tokens (input and output together) per day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_day: Option<u64>,
+    /// Model tokens (input and output together) per month.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_month: Option<u64>,
 }
 
 /// A dollar amount, as a string (`"2.50"`) or a JSON number taken exactly as written
@@ -732,6 +738,8 @@ impl Budgets {
         for (name, fuel) in [
             ("fuel_per_day", self.fuel_per_day),
             ("fuel_per_month", self.fuel_per_month),
+            ("tokens_per_day", self.tokens_per_day),
+            ("tokens_per_month", self.tokens_per_month),
         ] {
             if let Some(fuel) = fuel {
                 check_count(&format!("quotas.budgets.{name}"), fuel, i64::MAX as u64)?;

@@ -50,6 +50,9 @@ mod refused {
     use corral_host::runtime::bindings::corral::agent::agents::{self, CallError};
     use corral_host::runtime::bindings::corral::agent::config::{self, ConfigError};
     use corral_host::runtime::bindings::corral::agent::kv::{self, KvError};
+    use corral_host::runtime::bindings::corral::agent::llm::{
+        self, ChatRequest, ChatResponse, LlmError,
+    };
 
     use super::RawState;
 
@@ -81,6 +84,12 @@ mod refused {
         }
         async fn get_secret(&mut self, _: String) -> Answer<Option<String>, ConfigError> {
             Ok(Err(ConfigError::Denied(String::new())))
+        }
+    }
+
+    impl llm::Host for RawState {
+        async fn chat(&mut self, _: ChatRequest) -> Answer<ChatResponse, LlmError> {
+            Ok(Err(LlmError::Denied(String::new())))
         }
     }
 

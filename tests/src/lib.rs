@@ -9,6 +9,7 @@
 pub mod app;
 pub mod harness;
 pub mod process;
+pub mod providers;
 pub mod upstream;
 
 /// Absolute paths of the test components that `build.rs` built from `plugins/`:

@@ -91,6 +91,11 @@ pub struct ExecutionRecord {
     #[sqlx(skip)]
     #[serde(skip)]
     pub llm_calls: Vec<crate::runtime::capabilities::llm::LlmCall>,
+    /// Their tokens, input and output, charged to the token budgets (kept when the
+    /// record is degraded, like the cost).
+    #[sqlx(skip)]
+    #[serde(skip)]
+    pub llm_tokens: i64,
 }
 
 impl ExecutionRecord {

@@ -47,6 +47,8 @@ pub struct Totals {
     pub fuel: i64,
     /// Cost, in picodollars.
     pub picodollars: i64,
+    /// Model tokens, input and output.
+    pub tokens: i64,
 }
 
 impl Totals {
@@ -54,6 +56,7 @@ impl Totals {
         self.invocations += other.invocations;
         self.fuel = self.fuel.saturating_add(other.fuel);
         self.picodollars = self.picodollars.saturating_add(other.picodollars);
+        self.tokens = self.tokens.saturating_add(other.tokens);
     }
 }
 
@@ -75,6 +78,7 @@ pub async fn charge(tx: &mut Tx, records: &[&ExecutionRecord], shard: i32) -> Re
             invocations: 1,
             fuel: record.fuel,
             picodollars: record.cost_picodollars,
+            tokens: record.llm_tokens,
         };
         let day = day_of(record.finished_at);
         for scope in [
@@ -92,12 +96,13 @@ pub async fn charge(tx: &mut Tx, records: &[&ExecutionRecord], shard: i32) -> Re
     rows.sort_by(|a, b| a.0.cmp(&b.0));
     for ((scope, day), (tenant_id, totals)) in rows {
         on_tx!(tx, conn => sqlx::query(
-            "INSERT INTO usage_counters (tenant_id, scope, day, shard, invocations, fuel, picodollars) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+            "INSERT INTO usage_counters (tenant_id, scope, day, shard, invocations, fuel, picodollars, tokens) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (scope, day, shard) DO UPDATE SET \
              invocations = usage_counters.invocations + excluded.invocations, \
              fuel = usage_counters.fuel + excluded.fuel, \
-             picodollars = usage_counters.picodollars + excluded.picodollars")
+             picodollars = usage_counters.picodollars + excluded.picodollars, \
+             tokens = usage_counters.tokens + excluded.tokens")
             .bind(&tenant_id)
             .bind(&scope)
             .bind(&day)
@@ -105,6 +110,7 @@ pub async fn charge(tx: &mut Tx, records: &[&ExecutionRecord], shard: i32) -> Re
             .bind(totals.invocations)
             .bind(totals.fuel)
             .bind(totals.picodollars)
+            .bind(totals.tokens)
             .execute(conn)
             .await
             .map(|r| r.rows_affected()))?;
@@ -129,9 +135,9 @@ pub async fn consumption(
     // host's clock running ahead) are not this period's.
     let mut tx = db.begin(tenant_id).await?;
     for scope in scopes {
-        let rows: Vec<(String, i64, i64, i64)> = on_tx!(&mut tx, conn => sqlx::query_as(
+        let rows: Vec<(String, i64, i64, i64, i64)> = on_tx!(&mut tx, conn => sqlx::query_as(
             "SELECT day, CAST(SUM(invocations) AS BIGINT), CAST(SUM(fuel) AS BIGINT), \
-             CAST(SUM(picodollars) AS BIGINT) \
+             CAST(SUM(picodollars) AS BIGINT), CAST(SUM(tokens) AS BIGINT) \
              FROM usage_counters WHERE scope = $1 AND day >= $2 AND day <= $3 GROUP BY day")
             .bind(scope)
             .bind(&month_start)
@@ -139,11 +145,12 @@ pub async fn consumption(
             .fetch_all(conn)
             .await)?;
         let entry = result.get_mut(scope).expect("every scope has an entry");
-        for (day, invocations, fuel, picodollars) in rows {
+        for (day, invocations, fuel, picodollars, tokens) in rows {
             let totals = Totals {
                 invocations,
                 fuel,
                 picodollars,
+                tokens,
             };
             entry.month.add(totals);
             if day == today {

@@ -462,7 +462,7 @@ impl Invocations {
         // Quotas last, just before the guest runs: the lease covers the run and the commit.
         let mut limits = run.limits;
         let admission = self.admit(actor, agent, tenant, limits.timeout).await?;
-        if let Some(left) = admission.fuel_left {
+        if let Some(left) = admission.left.fuel {
             limits.fuel = limits.fuel.min(left);
         }
 
@@ -476,6 +476,10 @@ impl Invocations {
             action: run.action.clone(),
             input: run.input.clone(),
             limits,
+            llm_allowance: crate::runtime::capabilities::llm::LlmAllowance {
+                tokens: admission.left.tokens,
+                picodollars: admission.left.picodollars,
+            },
             execution_id: Some(execution_id.clone()),
             correlation_id: run.correlation_id.clone(),
             agent_name: Some(agent.name.clone()),
@@ -602,6 +606,14 @@ impl Invocations {
             output: execution.output.clone(),
             input: agent.policy.0.record_input.then(|| run.input.clone()),
             llm_calls: execution.llm_calls.clone(),
+            llm_tokens: i64::try_from(
+                execution
+                    .usage
+                    .llm
+                    .input_tokens
+                    .saturating_add(execution.usage.llm.output_tokens),
+            )
+            .unwrap_or(i64::MAX),
         };
         let task = run.task.as_ref().map(|attempt| {
             TaskCompletion::of_run(

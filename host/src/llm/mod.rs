@@ -121,6 +121,14 @@ pub struct Price {
 }
 
 impl Price {
+    /// What one output token costs, in picodollars rounded up.
+    pub fn picodollars_per_output_token(&self) -> i64 {
+        (self.output_per_million * Decimal::from(1_000_000u32))
+            .ceil()
+            .to_i64()
+            .unwrap_or(i64::MAX)
+    }
+
     /// The exact cost of `input` and `output` tokens in picodollars (10⁻¹² USD),
     /// rounded half-up: a token at $p per million is p × 10⁶ picodollars.
     pub fn picodollars(&self, input: u64, output: u64) -> i64 {
@@ -431,6 +439,18 @@ impl Model {
                         "the provider did not answer within its timeout"
                     };
                     return (Err(CallError::Timeout(message.into())), Attempts(attempts));
+                }
+                Ok(Err(
+                    wasmtime_wasi_http::Error::ConnectionReadTimeout
+                    | wasmtime_wasi_http::Error::ConnectionTimeout
+                    | wasmtime_wasi_http::Error::DnsTimeout,
+                )) => {
+                    return (
+                        Err(CallError::Timeout(
+                            "the provider did not answer within its timeout".into(),
+                        )),
+                        Attempts(attempts),
+                    );
                 }
                 Ok(Err(e)) => {
                     // Connection failures are worth another try, like a 503.

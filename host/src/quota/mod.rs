@@ -145,8 +145,8 @@ pub struct AdmitRequest<'a> {
 /// An admitted invocation. Its leases are given back when it is dropped.
 #[derive(Debug)]
 pub struct Admission {
-    /// The fuel left in the tightest fuel budget, if any is set.
-    pub fuel_left: Option<u64>,
+    /// What is left in the tightest budgets (fuel, dollars, tokens), where any is set.
+    pub left: Left,
     release: Option<Release>,
 }
 
@@ -294,7 +294,7 @@ impl Enforcer {
             Db::Sqlite(_) => Some(self.admit_local(&scopes, now)?),
         };
         let mut admission = Admission {
-            fuel_left: None,
+            left: Left::default(),
             release,
         };
         if request.scopes.iter().all(|s| s.quotas.budgets.is_empty()) {
@@ -307,8 +307,8 @@ impl Enforcer {
             .check_budgets(request.tenant_id, &request.scopes, self.clock.now())
             .await
         {
-            Ok(fuel_left) => {
-                admission.fuel_left = fuel_left;
+            Ok(left) => {
+                admission.left = left;
                 Ok(admission)
             }
             Err(denied) => {
@@ -319,33 +319,32 @@ impl Enforcer {
         }
     }
 
-    /// Refuses if any budget of `scopes` is spent; otherwise returns the fuel left in
-    /// the tightest fuel budget.
+    /// Refuses if any budget of `scopes` is spent; otherwise returns what is left in the
+    /// tightest budget of each unit.
     async fn check_budgets(
         &self,
         tenant_id: &str,
         scopes: &[Scope<'_>],
         now: DateTime<Utc>,
-    ) -> Result<Option<u64>, AdmitError> {
+    ) -> Result<Left, AdmitError> {
         let budgeted: Vec<String> = scopes
             .iter()
             .filter(|s| !s.quotas.budgets.is_empty())
             .map(|s| s.key.to_string())
             .collect();
         if budgeted.is_empty() {
-            return Ok(None);
+            return Ok(Left::default());
         }
         let used = usage::consumption(&self.db, tenant_id, &budgeted, now).await?;
-        let mut fuel_left: Option<u64> = None;
+        let mut left = Left::default();
         for scope in scopes {
             let Some(used) = used.get(scope.key) else {
                 continue;
             };
             for check in budget_checks(scope.quotas, used) {
-                let least = if check.is_fuel {
-                    0
-                } else {
-                    self.min_cost_picodollars
+                let least = match check.unit {
+                    BudgetUnit::Dollars => self.min_cost_picodollars,
+                    BudgetUnit::Fuel | BudgetUnit::Tokens => 0,
                 };
                 if check.used >= check.limit || check.limit - check.used < least {
                     return Err(AdmitError::Denied(Denial::BudgetExhausted {
@@ -354,13 +353,20 @@ impl Enforcer {
                         retry_after: until_next(check.period, now),
                     }));
                 }
-                if check.is_fuel {
-                    let left = (check.limit - check.used) as u64;
-                    fuel_left = Some(fuel_left.map_or(left, |f| f.min(left)));
+                let rest = check.limit - check.used;
+                let tighter = |current: Option<u64>| {
+                    Some(current.map_or(rest as u64, |c| c.min(rest as u64)))
+                };
+                match check.unit {
+                    BudgetUnit::Fuel => left.fuel = tighter(left.fuel),
+                    BudgetUnit::Tokens => left.tokens = tighter(left.tokens),
+                    BudgetUnit::Dollars => {
+                        left.picodollars = Some(left.picodollars.map_or(rest, |c| c.min(rest)));
+                    }
                 }
             }
         }
-        Ok(fuel_left)
+        Ok(left)
     }
 
     async fn admit_shared(
@@ -537,55 +543,93 @@ pub struct BudgetCheck {
     pub name: &'static str,
     /// Its period.
     pub period: Period,
-    /// Whether it counts fuel (else picodollars).
-    pub is_fuel: bool,
-    /// The budget, in fuel or picodollars.
+    /// What it counts.
+    pub unit: BudgetUnit,
+    /// The budget, in fuel, picodollars or tokens.
     pub limit: i64,
     /// What was used this period.
     pub used: i64,
 }
 
+/// What a budget counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetUnit {
+    /// Fuel units.
+    Fuel,
+    /// Picodollars.
+    Dollars,
+    /// Model tokens, input and output.
+    Tokens,
+}
+
+/// What is left in the tightest budget of each unit, for one invocation; `None` where
+/// no budget of that unit is set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Left {
+    /// Fuel.
+    pub fuel: Option<u64>,
+    /// Picodollars.
+    pub picodollars: Option<i64>,
+    /// Model tokens.
+    pub tokens: Option<u64>,
+}
+
 /// The budgets `quotas` sets, each with what `used` says was spent against it.
 pub fn budget_checks(quotas: &Quotas, used: &Consumption) -> Vec<BudgetCheck> {
+    use BudgetUnit::{Dollars, Fuel, Tokens};
     let b = &quotas.budgets;
-    let fuel = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+    let count = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
     let dollars = |v: Option<rust_decimal::Decimal>| v.map(picodollars);
     [
         (
             "fuel_per_day",
             Period::Day,
-            true,
-            fuel(b.fuel_per_day),
+            Fuel,
+            count(b.fuel_per_day),
             used.day.fuel,
         ),
         (
             "fuel_per_month",
             Period::Month,
-            true,
-            fuel(b.fuel_per_month),
+            Fuel,
+            count(b.fuel_per_month),
             used.month.fuel,
         ),
         (
             "dollars_per_day",
             Period::Day,
-            false,
+            Dollars,
             dollars(b.dollars_per_day),
             used.day.picodollars,
         ),
         (
             "dollars_per_month",
             Period::Month,
-            false,
+            Dollars,
             dollars(b.dollars_per_month),
             used.month.picodollars,
         ),
+        (
+            "tokens_per_day",
+            Period::Day,
+            Tokens,
+            count(b.tokens_per_day),
+            used.day.tokens,
+        ),
+        (
+            "tokens_per_month",
+            Period::Month,
+            Tokens,
+            count(b.tokens_per_month),
+            used.month.tokens,
+        ),
     ]
     .into_iter()
-    .filter_map(|(name, period, is_fuel, limit, used)| {
+    .filter_map(|(name, period, unit, limit, used)| {
         limit.map(|limit| BudgetCheck {
             name,
             period,
-            is_fuel,
+            unit,
             limit,
             used,
         })

@@ -16,6 +16,7 @@ use wasmtime::{Store, Trap};
 use super::bindings::{AgentInfo, AgentPre, Context, Invocation};
 use super::capabilities::Providers;
 use super::capabilities::config::Redactor;
+use super::capabilities::llm::LlmAllowance;
 use super::outcome::{Execution, ExecutionError, Outcome, Usage};
 use super::state::HostState;
 use super::{Interruption, LoadError, LoadedAgent, RunError, Runtime};
@@ -43,6 +44,8 @@ pub struct InvokeRequest {
     pub providers: Providers,
     /// Stops the run from outside when it fires (`true`); never, when `None`.
     pub cancel: Option<tokio::sync::watch::Receiver<bool>>,
+    /// What the budgets leave for model calls; unbounded by default.
+    pub llm_allowance: LlmAllowance,
 }
 
 impl InvokeRequest {
@@ -58,6 +61,7 @@ impl InvokeRequest {
             grants: Grants::default(),
             providers: Providers::default(),
             cancel: None,
+            llm_allowance: LlmAllowance::default(),
         }
     }
 
@@ -174,7 +178,11 @@ impl Runtime {
 
         let mut store = self.new_store(&limits, &request.grants, &request.providers)?;
         store.data_mut().caps.agents.start(started + limits.timeout);
-        store.data_mut().caps.llm.start(started + limits.timeout);
+        store
+            .data_mut()
+            .caps
+            .llm
+            .start(started + limits.timeout, request.llm_allowance);
         let invocation = Invocation {
             action: request.action.clone(),
             input: request.input,

@@ -11,7 +11,8 @@
 //! - `summarize` `{ "text", "model"?, "max_tokens"? }` returns `{ "summary", "tokens" }`;
 //!   a refused or failed call is the agent's error (`llm_…`).
 //! - `ask` `{ "model", "messages": [{ "role", "content" }], "max_tokens"?, "json"?,
-//!   "tools"? [name…] }` sends the messages as they are and returns the whole answer
+//!   "tools"? [name…], "repeat"? }` sends the messages as they are (`repeat` times) and
+//!   returns the (last) whole answer
 //!   `{ "content", "tool_calls", "finish_reason", "model", "usage" }` (for testing every
 //!   path of the host).
 
@@ -118,6 +119,8 @@ struct Ask {
     json: bool,
     #[serde(default)]
     tools: Vec<String>,
+    /// Sends the same request this many times (default once); the last answer is returned.
+    repeat: Option<u32>,
 }
 
 fn ask(input: Ask) -> Result<Value, Error> {
@@ -138,7 +141,10 @@ fn ask(input: Ask) -> Result<Value, Error> {
     if input.json {
         chat = chat.json();
     }
-    let answer = chat.send()?;
+    let mut answer = chat.send()?;
+    for _ in 1..input.repeat.unwrap_or(1) {
+        answer = chat.send()?;
+    }
     Ok(json!({
         "content": answer.content,
         "tool_calls": answer.tool_calls.iter()

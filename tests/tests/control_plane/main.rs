@@ -9,6 +9,7 @@ mod config;
 mod invocations;
 mod isolation;
 mod kv;
+mod models;
 mod quotas;
 mod records;
 mod task_cli;

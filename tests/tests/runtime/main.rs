@@ -8,5 +8,6 @@ mod concurrency;
 mod config;
 mod egress;
 mod kv;
+mod llm;
 mod loading;
 mod outcomes;

@@ -126,6 +126,8 @@ struct UsedView {
     invocations: i64,
     fuel: i64,
     dollars: String,
+    /// Model tokens, input and output.
+    tokens: i64,
 }
 
 impl From<Totals> for UsedView {
@@ -133,6 +135,7 @@ impl From<Totals> for UsedView {
         UsedView {
             invocations: t.invocations,
             fuel: t.fuel,
+            tokens: t.tokens,
             dollars: format_dollars(t.picodollars),
         }
     }
@@ -152,12 +155,9 @@ async fn scope_usage(
     let budgets = quota::budget_checks(scope.quotas, &used)
         .into_iter()
         .map(|b| {
-            let show = |v: i64| {
-                if b.is_fuel {
-                    json!(v)
-                } else {
-                    json!(format_dollars(v))
-                }
+            let show = |v: i64| match b.unit {
+                quota::BudgetUnit::Dollars => json!(format_dollars(v)),
+                quota::BudgetUnit::Fuel | quota::BudgetUnit::Tokens => json!(v),
             };
             json!({
                 "budget": b.name,

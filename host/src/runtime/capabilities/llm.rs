@@ -79,10 +79,22 @@ pub struct LlmCall {
     pub error: Option<String>,
 }
 
+/// What the budgets leave for one invocation's model calls when it starts: the tokens
+/// and picodollars left in the tightest token and dollar budgets of its agent and
+/// tenant (`None`: no such budget). Each call reserves within what is left of it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LlmAllowance {
+    /// Tokens, input and output.
+    pub tokens: Option<u64>,
+    /// Picodollars.
+    pub picodollars: Option<i64>,
+}
+
 /// Per-invocation model-call state.
 pub struct LlmState {
     catalogue: Option<Arc<Catalogue>>,
     grant: Option<LlmGrant>,
+    allowance: LlmAllowance,
     deadline: Instant,
     calls: Vec<LlmCall>,
     denied: u64,
@@ -95,6 +107,7 @@ impl LlmState {
         LlmState {
             catalogue: providers.llm.clone(),
             grant: grants.llm.clone(),
+            allowance: LlmAllowance::default(),
             deadline: Instant::now() + Duration::from_secs(3600),
             calls: Vec::new(),
             denied: 0,
@@ -102,9 +115,10 @@ impl LlmState {
         }
     }
 
-    /// Starts the clock: calls must finish by `deadline`.
-    pub fn start(&mut self, deadline: Instant) {
+    /// Starts the clock: calls must finish by `deadline`, within `allowance`.
+    pub fn start(&mut self, deadline: Instant, allowance: LlmAllowance) {
         self.deadline = deadline;
+        self.allowance = allowance;
     }
 
     /// What the calls used.
@@ -181,12 +195,23 @@ impl LlmState {
                 detail,
             )));
         }
-        let translated =
+        let mut translated =
             translate(request, grant.max_tokens_per_call).map_err(wit::LlmError::InvalidRequest)?;
-        let (input, output) = (
-            llm::estimate_input_tokens(&translated),
-            u64::from(translated.max_tokens),
-        );
+        let input = llm::estimate_input_tokens(&translated);
+        match self.affordable(&model, input) {
+            Ok(most) => translated.max_tokens = translated.max_tokens.min(most),
+            Err(budget) => {
+                let detail = format!(
+                    "the {budget} budget has too little left for this call (its prompt alone is about {input} tokens)"
+                );
+                return Err(wit::LlmError::BudgetExhausted(self.deny(
+                    &alias,
+                    DenialReason::Refused,
+                    detail,
+                )));
+            }
+        }
+        let output = u64::from(translated.max_tokens);
         self.calls.push(LlmCall {
             model: model.alias.clone(),
             provider: model.provider.name.clone(),
@@ -203,6 +228,47 @@ impl LlmState {
             error: Some("the invocation ended before the provider answered".into()),
         });
         Ok((model, translated, self.calls.len() - 1))
+    }
+
+    /// The most answer tokens a call to `model` with a prompt of about `input` tokens
+    /// may reserve within what the budgets left, after this invocation's earlier calls;
+    /// or the budget (`tokens` or `dollars`) that leaves no room for one.
+    fn affordable(&self, model: &llm::Model, input: u64) -> Result<u32, &'static str> {
+        let mut most = u32::MAX;
+        let (spent_tokens, spent_picodollars) =
+            self.calls
+                .iter()
+                .fold((0u64, 0i64), |(tokens, cost), call| {
+                    (
+                        tokens + call.input_tokens + call.output_tokens,
+                        cost.saturating_add(call.cost_picodollars),
+                    )
+                });
+        if let Some(tokens) = self.allowance.tokens {
+            let left = tokens.saturating_sub(spent_tokens);
+            if left <= input {
+                return Err("tokens");
+            }
+            most = most.min(u32::try_from(left - input).unwrap_or(u32::MAX));
+        }
+        if let Some(picodollars) = self.allowance.picodollars {
+            let left = picodollars
+                .saturating_sub(spent_picodollars)
+                .saturating_sub(model.price.picodollars(input, 0));
+            if left <= 0 {
+                return Err("dollars");
+            }
+            // What one answer token costs, rounded up so the reservation never falls short.
+            let per_token = model.price.picodollars_per_output_token();
+            if per_token > 0 {
+                let tokens = left / per_token;
+                if tokens == 0 {
+                    return Err("dollars");
+                }
+                most = most.min(u32::try_from(tokens).unwrap_or(u32::MAX));
+            }
+        }
+        Ok(most)
     }
 
     /// Settles reserved call `index` with what the provider did, and returns what the
