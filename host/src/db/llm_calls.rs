@@ -94,3 +94,40 @@ pub async fn of_execution(
         .await)?,
     )
 }
+
+/// Model spend of one alias over a time range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct ModelCost {
+    /// The alias.
+    pub model: String,
+    /// Calls sent.
+    pub calls: i64,
+    /// Input tokens charged.
+    pub input_tokens: i64,
+    /// Output tokens charged.
+    pub output_tokens: i64,
+    /// Cost in picodollars.
+    pub cost_picodollars: i64,
+}
+
+/// `tenant_id`'s model spend per alias for executions that finished in `[since, until)`.
+pub async fn costs_by_model(
+    db: &Db,
+    tenant_id: &str,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Vec<ModelCost>, DbError> {
+    Ok(
+        in_scope!(db, tenant_id, conn => sqlx::query_as::<_, ModelCost>(
+        "SELECT model, COUNT(*) AS calls, CAST(SUM(input_tokens) AS BIGINT) AS input_tokens, \
+         CAST(SUM(output_tokens) AS BIGINT) AS output_tokens, \
+         CAST(SUM(cost_picodollars) AS BIGINT) AS cost_picodollars \
+         FROM llm_calls WHERE tenant_id = $1 AND finished_at >= $2 AND finished_at < $3 \
+         GROUP BY model ORDER BY model")
+        .bind(tenant_id)
+        .bind(since)
+        .bind(until)
+        .fetch_all(conn)
+        .await)?,
+    )
+}

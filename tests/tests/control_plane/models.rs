@@ -138,6 +138,13 @@ async fn model_calls_are_granted_recorded_priced_and_budgeted(backend: Backend) 
         assert!(!rows.contains(KEY), "{table} holds the key");
     }
     assert_eq!(app.count("llm_calls").await, 2);
+    // Costs by model: the two calls, 14 + 3 and 14 + 3 tokens.
+    let costs = app.get("/v1/costs?period=month", ADMIN_KEY).await.ok(200);
+    assert_eq!(
+        costs["models"],
+        json!([{ "model": "fast", "calls": 2, "input_tokens": 28, "output_tokens": 6,
+                 "cost": "0.000007800000" }])
+    );
     app.stop().await;
 
     // The same agent and catalogue under `corral run`.

@@ -1,4 +1,5 @@
-//! `GET /v1/costs`: cost aggregated by agent and by day, week or month.
+//! `GET /v1/costs`: cost aggregated by agent and by day, week or month, and model spend
+//! by model alias.
 
 use axum::extract::State;
 use axum::routing::get;
@@ -46,6 +47,17 @@ struct CostReport {
     total_cost: String,
     total_executions: i64,
     buckets: Vec<CostBucket>,
+    /// Model calls in the range, by alias (their cost is part of the buckets' costs).
+    models: Vec<ModelBucket>,
+}
+
+#[derive(Debug, Serialize)]
+struct ModelBucket {
+    model: String,
+    calls: i64,
+    input_tokens: i64,
+    output_tokens: i64,
+    cost: String,
 }
 
 async fn costs(
@@ -76,6 +88,9 @@ async fn costs(
         ));
     }
     let rows = executions::costs(&state.db, principal.tenant_id(), period, since, until).await?;
+    let models =
+        crate::db::llm_calls::costs_by_model(&state.db, principal.tenant_id(), since, until)
+            .await?;
     let total: i64 = rows.iter().map(|r| r.cost_picodollars).sum();
     let executions: i64 = rows.iter().map(|r| r.executions).sum();
     Ok(Json(CostReport {
@@ -93,6 +108,16 @@ async fn costs(
                 fuel: r.fuel,
                 wall_time_us: r.wall_time_us,
                 cost: format_dollars(r.cost_picodollars),
+            })
+            .collect(),
+        models: models
+            .into_iter()
+            .map(|m| ModelBucket {
+                cost: format_dollars(m.cost_picodollars),
+                model: m.model,
+                calls: m.calls,
+                input_tokens: m.input_tokens,
+                output_tokens: m.output_tokens,
             })
             .collect(),
     }))
