@@ -358,8 +358,13 @@ fn check_admitted(uri: &http::Uri, target: &Target, rules: &[HostRule]) -> Verdi
 /// `count` denials are counted and listed, none with the URL's path, query, fragment
 /// or credentials.
 fn check_denials(egress: &Egress, uri: &http::Uri, count: u64) -> Verdict {
-    // A marker the mutations moved into the host may be shown: the host is no secret.
-    let host = uri.host().unwrap_or_default();
+    // A marker the mutations moved into the scheme or host may be shown: those are no
+    // secret.
+    let host = format!(
+        "{}{}",
+        uri.scheme_str().unwrap_or_default(),
+        uri.host().unwrap_or_default()
+    );
     let (usage, denials) = egress.report();
     prop_assert_eq!(usage.requests_denied, count);
     prop_assert_eq!(usage.requests, 0);
