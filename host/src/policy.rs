@@ -619,7 +619,8 @@ impl Quotas {
     }
 }
 
-/// `requests` per `per`, with bursts of up to `burst` (default: `requests`).
+/// `requests` per `per`, with bursts of up to `burst` (default: `requests`, at most
+/// [`MAX_RATE_PER_SECOND`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
@@ -655,9 +656,11 @@ impl RateLimit {
         self.requests as f64 / seconds
     }
 
-    /// The bucket's size.
+    /// The bucket's size: `burst`, or else `requests` — never more than
+    /// [`MAX_RATE_PER_SECOND`], which an explicit burst is held to as well (a rate per
+    /// minute or hour may count more requests than that).
     pub fn burst(&self) -> u64 {
-        self.burst.unwrap_or(self.requests)
+        self.burst.unwrap_or(self.requests.min(MAX_RATE_PER_SECOND))
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -980,6 +983,22 @@ mod tests {
             refused(r#"{"quotas": {"budgets": {"fuel_per_week": 5}}}"#).contains("unknown field")
         );
         assert!(refused(r#"{"quotas": {"max_concurrency": 100001}}"#).contains("at most 100000"));
+    }
+
+    #[test]
+    fn the_default_burst_is_requests_but_never_past_the_largest_burst() {
+        let rate = |json: &str| serde_json::from_str::<RateLimit>(json).unwrap();
+        let hourly = rate(r#"{"requests": 3600000000, "per": "hour"}"#);
+        assert!(
+            Quotas {
+                rate: Some(hourly),
+                ..Quotas::default()
+            }
+            .validate()
+            .is_ok()
+        );
+        assert_eq!(hourly.burst(), MAX_RATE_PER_SECOND);
+        assert_eq!(rate(r#"{"requests": 50, "per": "minute"}"#).burst(), 50);
     }
 
     #[test]

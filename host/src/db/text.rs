@@ -3,9 +3,10 @@
 //! Postgres `text` and `jsonb` cannot hold the NUL character (U+0000): a value with
 //! one fails the whole statement. Guests may emit anything, so what they emit is made
 //! storable before it is written — each NUL replaced by U+FFFD (the replacement
-//! character) and counted, so the record can say how many were replaced. Both backends
-//! store the same text. Text the API receives is refused instead (`400 invalid_text`):
-//! see `api::extract`.
+//! character) and counted, so the record can say how many were replaced; a JSON key
+//! that would then collide with another takes further replacement characters, so no
+//! entry is lost. Both backends store the same text. Text the API receives is refused
+//! instead (`400 invalid_text`): see `api::extract`.
 
 use serde_json::Value;
 
@@ -34,9 +35,18 @@ pub fn replace_nul_json(value: &mut Value) -> u64 {
         Value::Object(map) => {
             let mut count = 0;
             if map.keys().any(|k| k.contains('\0')) {
-                let entries = std::mem::take(map);
-                for (mut key, value) in entries {
+                // Keys without NUL keep their place; a replaced key that would land on
+                // one already there (`"a\0"` next to `"a\u{FFFD}"`) takes another
+                // replacement character, so no entry is lost.
+                let (dirty, clean): (Vec<_>, Vec<_>) = std::mem::take(map)
+                    .into_iter()
+                    .partition(|(k, _)| k.contains('\0'));
+                map.extend(clean);
+                for (mut key, value) in dirty {
                     count += replace_nul(&mut key);
+                    while map.contains_key(&key) {
+                        key.push(REPLACEMENT);
+                    }
                     map.insert(key, value);
                 }
             }
@@ -67,6 +77,16 @@ mod tests {
         assert_eq!(
             value,
             json!({ "k\u{FFFD}": ["x\u{FFFD}", { "deep": "\u{FFFD}" }], "n": 1 })
+        );
+    }
+
+    #[test]
+    fn a_key_that_becomes_another_keys_spelling_keeps_its_entry() {
+        let mut value = json!({ "a\u{0}": 1, "a\u{FFFD}": 2, "\u{0}": {}, "\u{FFFD}": {} });
+        assert_eq!(replace_nul_json(&mut value), 2);
+        assert_eq!(
+            value,
+            json!({ "a\u{FFFD}": 2, "a\u{FFFD}\u{FFFD}": 1, "\u{FFFD}": {}, "\u{FFFD}\u{FFFD}": {} })
         );
     }
 }

@@ -106,9 +106,10 @@ impl Egress {
         self.attempts += 1;
         let mut ledger = self.ledger.lock().expect("egress ledger");
         let target = Target::of(uri);
+        // Never the path, query or credentials: they may carry secrets.
         let shown = match &target {
             Ok(target) => target.to_string(),
-            Err(_) => format!("{uri}"),
+            Err(_) => Target::shown(uri),
         };
         let Some(grant) = &self.grant else {
             return Err(ledger.deny(

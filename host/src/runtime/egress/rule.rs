@@ -115,13 +115,16 @@ pub struct Target {
 }
 
 impl Target {
-    /// The target of a request URI, or why it has none we can check.
+    /// The target of a request URI, or why it has none we can check. Neither names
+    /// the URI's path, query or credentials, which may carry secrets.
     pub fn of(uri: &http::Uri) -> Result<Target, String> {
         let scheme = uri
             .scheme_str()
             .and_then(Scheme::parse)
-            .ok_or_else(|| format!("{uri} does not use http or https"))?;
-        let host = uri.host().ok_or_else(|| format!("{uri} names no host"))?;
+            .ok_or_else(|| format!("{} does not use http or https", Self::shown(uri)))?;
+        let host = uri
+            .host()
+            .ok_or_else(|| format!("{} names no host", Self::shown(uri)))?;
         let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
             Some(v6) => Host::Ip(
                 v6.parse::<Ipv6Addr>()
@@ -135,6 +138,17 @@ impl Target {
         };
         let port = uri.port_u16().unwrap_or(scheme.default_port());
         Ok(Target { scheme, host, port })
+    }
+
+    /// `scheme://host:port` of any URI, as far as it has them: what a record may show
+    /// of a request that has no target.
+    pub fn shown(uri: &http::Uri) -> String {
+        let port = uri.port().map(|p| format!(":{p}")).unwrap_or_default();
+        format!(
+            "{}://{}{port}",
+            uri.scheme_str().unwrap_or_default(),
+            uri.host().unwrap_or_default()
+        )
     }
 }
 
@@ -476,6 +490,16 @@ mod tests {
         let v6 = rule("https://[2001:db8::1]");
         assert!(v6.matches(&target("https://[2001:DB8:0::1]/")));
         assert!(!rule("https://example.com").matches(&target("https://93.184.216.34/")));
+    }
+
+    #[test]
+    fn a_uri_without_a_target_is_shown_without_path_query_or_credentials() {
+        let uri: http::Uri = "ftp://user:pw@example.com:21/secret?token=1"
+            .parse()
+            .unwrap();
+        assert_eq!(Target::shown(&uri), "ftp://example.com:21");
+        let why = Target::of(&uri).unwrap_err();
+        assert_eq!(why, "ftp://example.com:21 does not use http or https");
     }
 
     #[test]
