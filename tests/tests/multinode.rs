@@ -1,10 +1,11 @@
 //! Quotas hold across hosts: several real `corral serve` processes sharing one
 //! Postgres database enforce one set of concurrency, rate and budget quotas, and a
-//! host that dies holding concurrency slots gives them up when its leases expire.
+//! host that dies holding concurrency slots gives them up when its leases expire, and a
+//! token budget over model calls is passed by no more than its documented bound.
 
 use std::time::{Duration, Instant};
 
-use corral_tests::plugins::{ECHO, HOSTILE, TEXT_STATS};
+use corral_tests::plugins::{ECHO, HOSTILE, TEXT_STATS, TRIAGE};
 use corral_tests::process::{Backend, KEY, Server, client, setup_agent, submit_task, task_until};
 use serde_json::{Value, json};
 use sqlx::Connection;
@@ -297,6 +298,76 @@ async fn budgets_are_overspent_by_no_more_than_the_documented_bound() {
     assert!(
         fuel >= fuel_budget && fuel <= fuel_budget + (C - 1) * fuel_per_call,
         "used {fuel} fuel of a {fuel_budget} budget (per call {fuel_per_call}, {C} at once)"
+    );
+    db.close().await.unwrap();
+    drop(servers);
+    backend.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_budget_is_passed_by_no_more_than_the_documented_bound() {
+    use corral_tests::providers::{ModelServer, Provider};
+    // A provider that takes a moment, so calls on the three servers overlap.
+    let provider = ModelServer::start(Provider::OpenAi, "sk-multinode").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("models.json");
+    let catalogue = json!({
+        "providers": { "p": { "kind": "openai", "base_url": provider.url(), "api_key": "sk-multinode" } },
+        "models": { "fast": { "provider": "p", "model": "slow-150",
+                              "input_per_million": "1", "output_per_million": "2" } },
+    });
+    std::fs::write(&config, catalogue.to_string()).unwrap();
+    let config = config.to_str().unwrap().to_string();
+    let (backend, servers, _dirs) = servers(3, &[("CORRAL_LLM_CONFIG", &config)]).await;
+    let url = servers[0].url.clone();
+    setup_agent(&url, "triage", TRIAGE).await;
+    const C: u64 = 3;
+    const BUDGET: u64 = 240;
+    // Each call: the prompt is estimated at 20 tokens (62 characters, one message), and
+    // may ask for at most 20 answer tokens: an invocation reserves at most 40.
+    const RESERVATION: u64 = 40;
+    set_policy(
+        &url,
+        "triage",
+        json!({ "grants": { "llm": { "models": ["fast"], "max_tokens_per_call": 20 } },
+                "quotas": { "max_concurrency": C, "budgets": { "tokens_per_day": BUDGET } } }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let ask = json!({ "action": "ask", "input": { "model": "fast", "max_tokens": 20, "messages": [
+        { "role": "user", "content": "alpha bravo charlie delta echo foxtrot golf hotel india juliet" }] } });
+    let spent = |status: u16, body: &Value| {
+        (status == 429 && body["error"]["code"] == "budget_exhausted")
+            || body["error"]["code"] == "llm_budget_exhausted"
+    };
+    let replies = hammer(&servers, 4, "triage", ask, Duration::from_secs(30), spent).await;
+    assert!(
+        replies.iter().any(|(s, b, _)| spent(*s, b)),
+        "{:?}",
+        codes(&replies)
+    );
+
+    let mut db = database(&backend).await;
+    let (calls, tokens): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), CAST(COALESCE(SUM(input_tokens + output_tokens), 0) AS BIGINT) FROM llm_calls",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    let (counted,): (i64,) = sqlx::query_as(
+        "SELECT CAST(SUM(tokens) AS BIGINT) FROM usage_counters WHERE scope LIKE 'agent:%'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(counted, tokens, "the counters hold what the calls used");
+    eprintln!(
+        "a {BUDGET}-token budget, {C} at once, 3 servers: {calls} calls used {tokens} tokens"
+    );
+    let tokens = tokens as u64;
+    assert!(
+        tokens >= BUDGET - RESERVATION && tokens <= BUDGET + (C - 1) * RESERVATION,
+        "used {tokens} tokens of a {BUDGET} budget ({C} at once, {RESERVATION} a call at most)"
     );
     db.close().await.unwrap();
     drop(servers);
