@@ -298,6 +298,10 @@ pub struct LlmGrant {
     /// to it (and one asking for none gets it).
     #[serde(default = "LlmGrant::default_max_tokens_per_call")]
     pub max_tokens_per_call: u32,
+    /// Keep each call's prompt and answer in its record (each cut at
+    /// [`LlmGrant::RECORDED_BYTES`]). Prompts may hold users' data: opt in.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub record_prompts: bool,
 }
 
 impl LlmGrant {
@@ -311,6 +315,8 @@ impl LlmGrant {
     pub const CEILING_MAX_TOKENS_PER_CALL: u32 = 200_000;
     /// Most model aliases one grant may list.
     pub const CEILING_MODELS: usize = 64;
+    /// Bytes of a prompt or an answer kept when `record_prompts` is set.
+    pub const RECORDED_BYTES: usize = 64 << 10;
 
     fn default_max_calls() -> u64 {
         Self::DEFAULT_MAX_CALLS
@@ -326,6 +332,7 @@ impl LlmGrant {
             models,
             max_calls: Self::DEFAULT_MAX_CALLS,
             max_tokens_per_call: Self::DEFAULT_MAX_TOKENS_PER_CALL,
+            record_prompts: false,
         }
     }
 

@@ -119,7 +119,9 @@ impl ExecutionRecord {
             replaced += replace_nul(&mut call.provider_model)
                 + replace_nul(&mut call.finish_reason)
                 + replace_nul_opt(&mut call.request_id)
-                + replace_nul_opt(&mut call.error);
+                + replace_nul_opt(&mut call.error)
+                + replace_nul_opt(&mut call.prompt)
+                + replace_nul_opt(&mut call.answer);
         }
         self.replaced_characters += replaced as i64;
     }

@@ -14,8 +14,9 @@ pub async fn insert_batch(tx: &mut Tx, records: &[&ExecutionRecord]) -> Result<(
             on_tx!(tx, conn => sqlx::query(
                 "INSERT INTO llm_calls (execution_id, seq, tenant_id, agent_id, model, provider, \
                  provider_model, outcome, input_tokens, output_tokens, usage_estimated, \
-                 cost_picodollars, latency_ms, attempts, finish_reason, request_id, error, finished_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)")
+                 cost_picodollars, latency_ms, attempts, finish_reason, request_id, error, finished_at, \
+                 prompt, answer) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)")
                 .bind(&record.id)
                 .bind(seq as i32)
                 .bind(&record.tenant_id)
@@ -34,6 +35,8 @@ pub async fn insert_batch(tx: &mut Tx, records: &[&ExecutionRecord]) -> Result<(
                 .bind(&call.request_id)
                 .bind(&call.error)
                 .bind(record.finished_at)
+                .bind(&call.prompt)
+                .bind(&call.answer)
                 .execute(conn)
                 .await
                 .map(|r| r.rows_affected()))?;
@@ -75,6 +78,12 @@ pub struct LlmCallRow {
     pub error: Option<String>,
     /// When the execution finished.
     pub finished_at: DateTime<Utc>,
+    /// The messages sent, when the agent's grant keeps prompts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// The answer, likewise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
 }
 
 /// The model calls of one of `tenant_id`'s executions, in order.
@@ -87,7 +96,7 @@ pub async fn of_execution(
         in_scope!(db, tenant_id, conn => sqlx::query_as::<_, LlmCallRow>(
         "SELECT seq, model, provider, provider_model, outcome, input_tokens, output_tokens, \
          usage_estimated, cost_picodollars, latency_ms, attempts, finish_reason, request_id, \
-         error, finished_at FROM llm_calls WHERE tenant_id = $1 AND execution_id = $2 ORDER BY seq")
+         error, finished_at, prompt, answer FROM llm_calls WHERE tenant_id = $1 AND execution_id = $2 ORDER BY seq")
         .bind(tenant_id)
         .bind(execution_id)
         .fetch_all(conn)

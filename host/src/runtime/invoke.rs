@@ -380,6 +380,11 @@ fn redact(execution: &mut Execution, redactor: &Redactor) {
         error.code = redactor.text(&error.code);
         error.message = redactor.text(&error.message);
     }
+    for call in &mut execution.llm_calls {
+        for text in [&mut call.prompt, &mut call.answer].into_iter().flatten() {
+            *text = redactor.text(text);
+        }
+    }
 }
 
 fn host_error(code: &str, message: String, retryable: bool) -> ExecutionError {

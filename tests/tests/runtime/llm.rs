@@ -517,3 +517,28 @@ async fn a_provider_that_refuses_the_key_never_shows_it() {
     );
     assert_no_key(&execution);
 }
+
+#[tokio::test]
+async fn prompts_and_answers_are_kept_only_when_the_grant_opts_in() {
+    let models = models(0, 10_000).await;
+    let plain = run(
+        &models,
+        grant(&["openai-fast"]),
+        "ask",
+        ask("openai-fast", "private words"),
+    )
+    .await;
+    assert_eq!(
+        (&plain.llm_calls[0].prompt, &plain.llm_calls[0].answer),
+        (&None, &None)
+    );
+    let mut keeping = grant(&["openai-fast"]);
+    keeping.record_prompts = true;
+    let kept = run(&models, keeping, "ask", ask("openai-fast", "private words")).await;
+    let call = &kept.llm_calls[0];
+    let prompt: Value = serde_json::from_str(call.prompt.as_deref().unwrap()).unwrap();
+    assert_eq!(prompt[0]["role"], "user");
+    assert_eq!(prompt[0]["content"], "private words");
+    let answer: Value = serde_json::from_str(call.answer.as_deref().unwrap()).unwrap();
+    assert_eq!(answer["content"], "echo: private words");
+}

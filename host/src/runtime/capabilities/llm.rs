@@ -77,6 +77,13 @@ pub struct LlmCall {
     pub request_id: Option<String>,
     /// Why there was no answer.
     pub error: Option<String>,
+    /// The messages sent, as JSON, when the grant keeps prompts (cut at
+    /// [`LlmGrant::RECORDED_BYTES`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// The answer's text and tool calls, as JSON, likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
 }
 
 /// What the budgets leave for one invocation's model calls when it starts: the tokens
@@ -226,6 +233,10 @@ impl LlmState {
             finish_reason: String::new(),
             request_id: None,
             error: Some("the invocation ended before the provider answered".into()),
+            prompt: grant
+                .record_prompts
+                .then(|| recorded(&prompt_json(&translated))),
+            answer: None,
         });
         Ok((model, translated, self.calls.len() - 1))
     }
@@ -295,6 +306,9 @@ impl LlmState {
                 }
                 call.finish_reason = answer.finish_reason.clone();
                 call.request_id = answer.request_id.clone();
+                if call.prompt.is_some() {
+                    call.answer = Some(recorded(&answer_json(&answer)));
+                }
                 if !answer.model.is_empty() {
                     call.provider_model = answer.model.clone();
                 }
@@ -346,6 +360,53 @@ impl LlmState {
             },
         })
     }
+}
+
+/// A prompt as kept in the record: each message's role, text, tool calls and tool-call id.
+fn prompt_json(request: &ChatRequest) -> String {
+    let messages: Vec<serde_json::Value> = request
+        .messages
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "role": format!("{:?}", m.role).to_lowercase(),
+                "content": m.content,
+                "tool_calls": m.tool_calls.iter()
+                    .map(|c| serde_json::json!({ "id": c.id, "name": c.name, "arguments": c.arguments }))
+                    .collect::<Vec<_>>(),
+                "tool_call_id": m.tool_call_id,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(messages).to_string()
+}
+
+/// An answer as kept in the record.
+fn answer_json(answer: &llm::ChatAnswer) -> String {
+    serde_json::json!({
+        "content": answer.content,
+        "tool_calls": answer.tool_calls.iter()
+            .map(|c| serde_json::json!({ "id": c.id, "name": c.name, "arguments": c.arguments }))
+            .collect::<Vec<_>>(),
+    })
+    .to_string()
+}
+
+/// `text` cut at [`LlmGrant::RECORDED_BYTES`] (on a character boundary), saying so.
+fn recorded(text: &str) -> String {
+    if text.len() <= LlmGrant::RECORDED_BYTES {
+        return text.to_string();
+    }
+    let mut end = LlmGrant::RECORDED_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}… [cut at {} bytes of {}]",
+        &text[..end],
+        LlmGrant::RECORDED_BYTES,
+        text.len()
+    )
 }
 
 /// The guest's request in the host's terms, checked and with `max_tokens` clamped.
