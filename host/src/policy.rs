@@ -606,12 +606,19 @@ pub struct Quotas {
     /// Spending per calendar period (UTC).
     #[serde(default, skip_serializing_if = "Budgets::is_empty")]
     pub budgets: Budgets,
+    /// Model tokens (input and output) per minute, a bucket that holds a minute's worth:
+    /// each model call takes what it reserves, and gets back what it did not use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u64>,
 }
 
 impl Quotas {
     /// Whether any quota is set.
     pub fn is_empty(&self) -> bool {
-        self.max_concurrency.is_none() && self.rate.is_none() && self.budgets.is_empty()
+        self.max_concurrency.is_none()
+            && self.rate.is_none()
+            && self.budgets.is_empty()
+            && self.tokens_per_minute.is_none()
     }
 
     /// Refuses zeros and values above the host's ceilings, naming the field.
@@ -622,9 +629,15 @@ impl Quotas {
         if let Some(rate) = &self.rate {
             rate.validate()?;
         }
+        if let Some(tokens) = self.tokens_per_minute {
+            check_count("quotas.tokens_per_minute", tokens, MAX_TOKENS_PER_MINUTE)?;
+        }
         self.budgets.validate()
     }
 }
+
+/// The most model tokens per minute a quota may allow: 100 million.
+pub const MAX_TOKENS_PER_MINUTE: u64 = 100_000_000;
 
 /// `requests` per `per`, with bursts of up to `burst` (default: `requests`, at most
 /// [`MAX_RATE_PER_SECOND`]).

@@ -38,6 +38,7 @@ use crate::limits::Limits;
 use crate::quota::{self, Admission, AdmitError, AdmitRequest, Enforcer, Scope};
 use crate::runtime::capabilities::agents::{AgentCaller, CallChain, Rollup};
 use crate::runtime::capabilities::kv::KvStore;
+use crate::runtime::capabilities::llm::{TokenMeter, TokenShortage};
 use crate::runtime::{
     Denial, ExecutionError, InputRefusal, InvokeRequest, LoadedAgent, Outcome, Providers, Runtime,
     Usage,
@@ -760,8 +761,28 @@ impl Invocations {
     fn providers(&self, run: &Invocation, chain: &CallChain) -> Providers {
         let agent = &run.agent;
         let grants = &agent.policy.0.grants;
+        let token_rates: Vec<(String, u64)> = [
+            (
+                usage::agent_scope(&agent.id),
+                agent.policy.0.quotas.tokens_per_minute,
+            ),
+            (
+                usage::tenant_scope(&run.tenant.id),
+                run.tenant.policy.0.quotas.tokens_per_minute,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(scope, rate)| rate.map(|per_minute| (format!("tokens:{scope}"), per_minute)))
+        .collect();
         Providers {
             llm: grants.llm.as_ref().and_then(|_| self.settings.llm.clone()),
+            llm_meter: (grants.llm.is_some() && !token_rates.is_empty()).then(|| {
+                Arc::new(TokenRates {
+                    quotas: self.quotas.clone(),
+                    tenant_id: run.tenant.id.clone(),
+                    scopes: token_rates,
+                }) as Arc<dyn TokenMeter>
+            }),
             agents: grants.agents.as_ref().map(|_| {
                 Arc::new(calls::PipelineCaller {
                     pipeline: self.clone(),
@@ -807,4 +828,31 @@ fn excerpt(text: &str) -> String {
         end -= 1;
     }
     text[..end].to_string()
+}
+
+/// The token rate quotas of one run (`quotas.tokens_per_minute` of its agent and tenant),
+/// over the enforcer's buckets (shared by every host on Postgres).
+struct TokenRates {
+    quotas: Arc<Enforcer>,
+    tenant_id: String,
+    scopes: Vec<(String, u64)>,
+}
+
+#[async_trait::async_trait]
+impl TokenMeter for TokenRates {
+    async fn take(&self, want: u64, least: u64) -> Result<u64, TokenShortage> {
+        self.quotas
+            .take_tokens(&self.tenant_id, &self.scopes, want, least)
+            .await
+            .map_err(|wait| match wait {
+                quota::TokenWait::For(wait) => TokenShortage::Wait(wait),
+                quota::TokenWait::Unavailable(e) => TokenShortage::Unavailable(e),
+            })
+    }
+
+    async fn give_back(&self, tokens: u64) {
+        self.quotas
+            .return_tokens(&self.tenant_id, &self.scopes, tokens)
+            .await;
+    }
 }

@@ -461,6 +461,100 @@ impl Enforcer {
         Ok(Release::Local(self.local.clone(), held, taken))
     }
 
+    /// Takes model tokens from every bucket of `scopes` (`(bucket key, tokens per
+    /// minute)`; each holds a minute's worth): the same amount from each, as much of
+    /// `want` as all of them have, and at least `least`. Returns what was taken, or how
+    /// long until `least` would be there. On Postgres the buckets are shared by every
+    /// host, like the invocation rate's.
+    pub async fn take_tokens(
+        &self,
+        tenant_id: &str,
+        scopes: &[(String, u64)],
+        want: u64,
+        least: u64,
+    ) -> Result<u64, TokenWait> {
+        let now = self.clock.now();
+        let per_second: Vec<f64> = scopes.iter().map(|(_, m)| *m as f64 / 60.0).collect();
+        let burst: Vec<f64> = scopes.iter().map(|(_, m)| *m as f64).collect();
+        match &self.db {
+            Db::Postgres(pool) => {
+                let keys: Vec<&str> = scopes.iter().map(|(k, _)| k.as_str()).collect();
+                let (taken, wait_ms): (f64, i64) = sqlx::query_as(
+                    "SELECT taken, retry_after_ms FROM corral_take_tokens($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(tenant_id)
+                .bind(&keys)
+                .bind(&per_second)
+                .bind(&burst)
+                .bind(want as f64)
+                .bind(least as f64)
+                .bind(now)
+                .fetch_one(pool)
+                .await
+                .map_err(|e| TokenWait::Unavailable(e.to_string()))?;
+                if wait_ms > 0 {
+                    return Err(TokenWait::For(Duration::from_millis(wait_ms as u64)));
+                }
+                Ok(taken as u64)
+            }
+            Db::Sqlite(_) => {
+                let mut state = self.local.lock().expect("quota lock");
+                let mut available = Vec::with_capacity(scopes.len());
+                let mut taken = want as f64;
+                let mut wait = 0.0f64;
+                for (i, (key, _)) in scopes.iter().enumerate() {
+                    let bucket = state.get(key).and_then(|s| s.bucket);
+                    let tokens = refill(bucket, per_second[i], burst[i], now);
+                    available.push(tokens);
+                    taken = taken.min(tokens.floor());
+                    if tokens < least as f64 {
+                        wait = wait.max((least as f64 - tokens) / per_second[i]);
+                    }
+                }
+                if wait > 0.0 {
+                    return Err(TokenWait::For(Duration::from_secs_f64(wait.max(0.001))));
+                }
+                for ((key, _), tokens) in scopes.iter().zip(available) {
+                    let entry = state.entry(key.clone()).or_default();
+                    let at = entry.bucket.map_or(now, |(_, at)| at.max(now));
+                    entry.bucket = Some((tokens - taken, at));
+                }
+                Ok(taken as u64)
+            }
+        }
+    }
+
+    /// Puts back `tokens` a call took and did not use (never past a bucket's size).
+    pub async fn return_tokens(&self, tenant_id: &str, scopes: &[(String, u64)], tokens: u64) {
+        if tokens == 0 {
+            return;
+        }
+        match &self.db {
+            Db::Postgres(pool) => {
+                let keys: Vec<&str> = scopes.iter().map(|(k, _)| k.as_str()).collect();
+                let burst: Vec<f64> = scopes.iter().map(|(_, m)| *m as f64).collect();
+                if let Err(e) = sqlx::query("SELECT corral_return_tokens($1, $2, $3, $4)")
+                    .bind(tenant_id)
+                    .bind(&keys)
+                    .bind(&burst)
+                    .bind(tokens as f64)
+                    .execute(pool)
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not return model tokens to their buckets");
+                }
+            }
+            Db::Sqlite(_) => {
+                let mut state = self.local.lock().expect("quota lock");
+                for (key, per_minute) in scopes {
+                    if let Some((held, _)) = state.get_mut(key).and_then(|s| s.bucket.as_mut()) {
+                        *held = (*held + tokens as f64).min(*per_minute as f64);
+                    }
+                }
+            }
+        }
+    }
+
     /// What `scope` has in flight and in its bucket now, for usage reports. On
     /// Postgres, read from the shared leases and buckets.
     pub async fn live(&self, tenant_id: &str, scope: &Scope<'_>) -> Result<LiveState, DbError> {
@@ -549,6 +643,15 @@ pub struct BudgetCheck {
     pub limit: i64,
     /// What was used this period.
     pub used: i64,
+}
+
+/// Why model tokens could not be taken.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenWait {
+    /// Not enough in a bucket: this long until there is.
+    For(Duration),
+    /// The shared buckets could not be reached.
+    Unavailable(String),
 }
 
 /// What a budget counts.

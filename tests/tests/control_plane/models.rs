@@ -112,6 +112,35 @@ async fn model_calls_are_granted_recorded_priced_and_budgeted(backend: Backend) 
     app.invoke("triage", ADMIN_KEY, summarize()).await.ok(200);
     assert_eq!(server.requests().last().unwrap().body["max_tokens"], 3);
 
+    // A token rate of 30 a minute: the first call takes 30 (its prompt's estimate of 20
+    // and 10 answer tokens), uses 17 and gives 13 back; the next needs at least 21.
+    set_policy(
+        &app,
+        json!({ "grants": { "llm": { "models": ["fast"] } },
+                "quotas": { "tokens_per_minute": 30 } }),
+    )
+    .await
+    .ok(200);
+    let sent = server.requests().len();
+    let first = app.invoke("triage", ADMIN_KEY, summarize()).await.ok(200);
+    assert_eq!(first["outcome"], "succeeded", "{first:#}");
+    assert_eq!(server.requests().last().unwrap().body["max_tokens"], 10);
+    let limited = app.invoke("triage", ADMIN_KEY, summarize()).await.ok(200);
+    assert_eq!(limited["error"]["code"], "llm_rate_limited", "{limited:#}");
+    assert_eq!(limited["error"]["retryable"], true);
+    assert!(
+        limited["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("rate quota has room for this call in"),
+        "{limited:#}"
+    );
+    assert_eq!(
+        server.requests().len(),
+        sent + 1,
+        "the limited call was not sent"
+    );
+
     // No key anywhere: responses, stored rows.
     let shown = [
         app.get(&format!("/v1/executions/{id}"), ADMIN_KEY)
@@ -137,13 +166,13 @@ async fn model_calls_are_granted_recorded_priced_and_budgeted(backend: Backend) 
         .unwrap();
         assert!(!rows.contains(KEY), "{table} holds the key");
     }
-    assert_eq!(app.count("llm_calls").await, 2);
-    // Costs by model: the two calls, 14 + 3 and 14 + 3 tokens.
+    assert_eq!(app.count("llm_calls").await, 3);
+    // Costs by model: the three calls, 14 + 3 tokens each.
     let costs = app.get("/v1/costs?period=month", ADMIN_KEY).await.ok(200);
     assert_eq!(
         costs["models"],
-        json!([{ "model": "fast", "calls": 2, "input_tokens": 28, "output_tokens": 6,
-                 "cost": "0.000007800000" }])
+        json!([{ "model": "fast", "calls": 3, "input_tokens": 42, "output_tokens": 9,
+                 "cost": "0.000011700000" }])
     );
     app.stop().await;
 

@@ -97,9 +97,29 @@ pub struct LlmAllowance {
     pub picodollars: Option<i64>,
 }
 
+/// Why a [`TokenMeter`] gave no tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenShortage {
+    /// A bucket has too few: this long until it has enough.
+    Wait(Duration),
+    /// The buckets could not be reached.
+    Unavailable(String),
+}
+
+/// The token rate quotas of one invocation's agent and tenant (`quotas.tokens_per_minute`):
+/// the pipeline's shared buckets under `corral serve`.
+#[async_trait::async_trait]
+pub trait TokenMeter: Send + Sync {
+    /// Takes as much of `want` tokens as every bucket has, at least `least`.
+    async fn take(&self, want: u64, least: u64) -> Result<u64, TokenShortage>;
+    /// Returns tokens taken and not used.
+    async fn give_back(&self, tokens: u64);
+}
+
 /// Per-invocation model-call state.
 pub struct LlmState {
     catalogue: Option<Arc<Catalogue>>,
+    meter: Option<Arc<dyn TokenMeter>>,
     grant: Option<LlmGrant>,
     allowance: LlmAllowance,
     deadline: Instant,
@@ -113,6 +133,7 @@ impl LlmState {
     pub fn new(grants: &Grants, providers: &Providers) -> LlmState {
         LlmState {
             catalogue: providers.llm.clone(),
+            meter: providers.llm_meter.clone(),
             grant: grants.llm.clone(),
             allowance: LlmAllowance::default(),
             deadline: Instant::now() + Duration::from_secs(3600),
@@ -170,12 +191,12 @@ impl LlmState {
         detail
     }
 
-    /// Checks a call and reserves it: returns the model, the request to send and the
-    /// reserved call's index, or the refusal.
+    /// Checks a call: returns the model and the request to send (its `max_tokens`
+    /// clamped to the grant and the budgets), or the refusal.
     fn admit(
         &mut self,
         request: wit::ChatRequest,
-    ) -> Result<(llm::Model, ChatRequest, usize), wit::LlmError> {
+    ) -> Result<(llm::Model, ChatRequest), wit::LlmError> {
         let alias = request.model.clone();
         let granted = self.grant.as_ref().is_some_and(|g| g.allows(&alias));
         let model = match (&self.catalogue, granted) {
@@ -218,7 +239,15 @@ impl LlmState {
                 )));
             }
         }
+        Ok((model, translated))
+    }
+
+    /// Reserves a call about to be sent, at its estimate (kept as `interrupted` unless
+    /// it is settled), and returns its index.
+    fn reserve(&mut self, model: &llm::Model, translated: &ChatRequest) -> usize {
+        let input = llm::estimate_input_tokens(translated);
         let output = u64::from(translated.max_tokens);
+        let record_prompts = self.grant.as_ref().is_some_and(|g| g.record_prompts);
         self.calls.push(LlmCall {
             model: model.alias.clone(),
             provider: model.provider.name.clone(),
@@ -233,12 +262,10 @@ impl LlmState {
             finish_reason: String::new(),
             request_id: None,
             error: Some("the invocation ended before the provider answered".into()),
-            prompt: grant
-                .record_prompts
-                .then(|| recorded(&prompt_json(&translated))),
+            prompt: record_prompts.then(|| recorded(&prompt_json(translated))),
             answer: None,
         });
-        Ok((model, translated, self.calls.len() - 1))
+        self.calls.len() - 1
     }
 
     /// The most answer tokens a call to `model` with a prompt of about `input` tokens
@@ -497,14 +524,57 @@ impl wit::Host for HostState {
         request: wit::ChatRequest,
     ) -> wasmtime::Result<Result<wit::ChatResponse, wit::LlmError>> {
         let state = &mut self.caps.llm;
-        let (model, request, index) = match state.admit(request) {
+        let (model, mut request) = match state.admit(request) {
             Ok(admitted) => admitted,
             Err(refused) => return Ok(Err(refused)),
         };
+        // The token rate quotas: take what the call may use, at least its prompt and one
+        // answer token; give back what it did not use once it is settled.
+        let meter = state.meter.clone();
+        let mut taken = None;
+        if let Some(meter) = &meter {
+            let input = llm::estimate_input_tokens(&request);
+            let want = input + u64::from(request.max_tokens);
+            match meter.take(want, input + 1).await {
+                Ok(got) => {
+                    let answer = got.saturating_sub(input).max(1);
+                    request.max_tokens = request
+                        .max_tokens
+                        .min(u32::try_from(answer).unwrap_or(u32::MAX));
+                    taken = Some(got);
+                }
+                Err(why) => {
+                    let detail = match why {
+                        TokenShortage::Wait(wait) => format!(
+                            "the model-token rate quota has room for this call in {} ms",
+                            wait.as_millis().max(1)
+                        ),
+                        TokenShortage::Unavailable(e) => {
+                            tracing::warn!(error = %e, "model-token buckets unavailable");
+                            "the model-token rate quota could not be checked".into()
+                        }
+                    };
+                    let alias = model.alias.clone();
+                    return Ok(Err(wit::LlmError::RateLimited(state.deny(
+                        &alias,
+                        DenialReason::Refused,
+                        detail,
+                    ))));
+                }
+            }
+        }
+        let index = state.reserve(&model, &request);
         let started = Instant::now();
         let deadline = tokio::time::Instant::from_std(state.deadline);
         let (result, attempts) = model.chat(&request, deadline).await;
         let latency = started.elapsed();
-        Ok(state.settle(index, &model, result, attempts, latency))
+        let answer = state.settle(index, &model, result, attempts, latency);
+        if let (Some(meter), Some(taken)) = (meter, taken) {
+            let call = &state.calls[index];
+            meter
+                .give_back(taken.saturating_sub(call.input_tokens + call.output_tokens))
+                .await;
+        }
+        Ok(answer)
     }
 }

@@ -31,6 +31,8 @@ pub struct Providers {
     pub agents: Option<Arc<dyn agents::AgentCaller>>,
     /// The operator's models.
     pub llm: Option<Arc<crate::llm::Catalogue>>,
+    /// The model-token rate quotas that apply, if any.
+    pub llm_meter: Option<Arc<dyn llm::TokenMeter>>,
 }
 
 impl std::fmt::Debug for Providers {
