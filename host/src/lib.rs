@@ -17,6 +17,7 @@ pub mod invocations;
 pub mod limits;
 pub mod listener;
 pub mod llm;
+pub mod metrics;
 pub mod names;
 pub mod policy;
 pub mod quota;

@@ -103,6 +103,8 @@ pub struct AppState {
     pub task_wake: Arc<tokio::sync::Notify>,
     /// Failed authentication per source: limited, and audited in aggregate.
     pub auth_failures: Arc<AuthFailures>,
+    /// Counters for `GET /metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -145,6 +147,7 @@ impl AppState {
             quotas: invocations.quotas.clone(),
             task_wake: invocations.task_wake.clone(),
             auth_failures: Arc::new(AuthFailures::new(failure_settings)),
+            metrics: invocations.metrics.clone(),
             invocations,
         }
     }
@@ -173,6 +176,7 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.max_body_bytes;
     Router::new()
         .merge(routes::health::router())
+        .merge(routes::metrics::router())
         .merge(routes::openapi::router())
         .nest(
             "/v1",

@@ -336,6 +336,8 @@ pub struct Invocations {
     pub task_wake: Arc<tokio::sync::Notify>,
     /// This node's name in leases (task attempts, idempotency keys): unique per process.
     pub node: Arc<str>,
+    /// Counters for `GET /metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Invocations {
@@ -362,6 +364,7 @@ impl Invocations {
             tenants: Arc::new(TtlCache::new(crate::cache::TTL)),
             task_wake: Arc::default(),
             node: format!("node-{}", uuid::Uuid::new_v4().simple()).into(),
+            metrics: Arc::default(),
         }
     }
 
@@ -502,6 +505,7 @@ impl Invocations {
         } else {
             self.settings.prices.cost_picodollars(&execution.usage)
         };
+        self.metrics.executed(&execution, cost);
         let mut rollup = execution.usage.agents.subtree;
         rollup.add(Rollup {
             executions: 1,

@@ -364,5 +364,24 @@ async fn a_host_failure_is_recorded_as_the_hosts_and_not_billed(backend: Backend
     app.get("/v1/executions?outcome=host_failure", ADMIN_KEY)
         .await
         .ok(200);
+    // Visible in the metrics, apart from the guests' outcomes; for operator keys only.
+    let metrics = app
+        .send_request(app.request(reqwest::Method::GET, "/metrics", Some(ADMIN_KEY)))
+        .await;
+    assert_eq!(metrics.status, 200);
+    let text = metrics.body.as_str().expect("text").to_string();
+    assert!(
+        text.contains("corral_executions_total{outcome=\"host_failure\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("corral_executions_total{outcome=\"agent_error\"} 1\n"),
+        "{text}"
+    );
+    let (_, other) = app.tenant("other").await;
+    let refused = app
+        .send_request(app.request(reqwest::Method::GET, "/metrics", Some(&other)))
+        .await;
+    refused.assert_error(403, "forbidden");
     app.stop().await;
 }

@@ -9,6 +9,7 @@ pub mod health;
 pub mod invoke;
 pub mod keys;
 pub mod kv;
+pub mod metrics;
 pub mod openapi;
 pub mod tasks;
 pub mod tenants;
