@@ -323,8 +323,8 @@ pub struct Invocations {
     pub settings: Arc<InvocationSettings>,
     /// Quota enforcement.
     pub quotas: Arc<Enforcer>,
-    /// Loaded agents by version id, so invocations skip the database's component bytes
-    /// (bounded like the runtime's cache, which holds the agents themselves).
+    /// Loaded agents by version id, so invocations skip the database's component bytes;
+    /// bounded by the same bytes as the runtime's cache (`CORRAL_COMPONENT_CACHE`).
     pub loaded: moka::sync::Cache<String, Arc<LoadedAgent>>,
     /// Live agents by (tenant id, name).
     pub agents: Arc<TtlCache<AgentKey, Agent>>,
@@ -349,14 +349,21 @@ impl Invocations {
         settings: InvocationSettings,
         quotas: Enforcer,
     ) -> Invocations {
+        let cache_bytes = runtime.config().cache_bytes;
         Invocations {
             db,
             runtime,
             writer,
             settings: Arc::new(settings),
             quotas: Arc::new(quotas),
+            // Weighed like the runtime's own cache: an entry here keeps its agent's
+            // compiled code alive after the runtime evicted it, so a count alone let a
+            // host that ran thousands of versions keep every one loaded.
             loaded: moka::sync::Cache::builder()
-                .max_capacity(10_000)
+                .max_capacity(cache_bytes)
+                .weigher(|_, agent: &Arc<LoadedAgent>| {
+                    u32::try_from(agent.size).unwrap_or(u32::MAX).max(1)
+                })
                 .time_to_idle(Duration::from_secs(3600))
                 .build(),
             agents: Arc::new(TtlCache::new(crate::cache::TTL)),

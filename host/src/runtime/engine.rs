@@ -69,6 +69,11 @@ pub struct EngineSettings {
     pub max_memory_bytes: u64,
     /// Linear memories one component may declare.
     pub max_memories_per_component: u32,
+    /// Core instances one component may create. The pool holds this many for every
+    /// instance slot, so guests at the bound never take a neighbour's.
+    pub max_core_instances_per_component: u32,
+    /// Tables one component may create; the pool holds this many per slot, likewise.
+    pub max_tables_per_component: u32,
     /// Native stack available to wasm code; deeper recursion traps with `stack_overflow`.
     pub max_wasm_stack: usize,
 }
@@ -80,6 +85,8 @@ impl Default for EngineSettings {
             max_instances: 256,
             max_memory_bytes: 4 << 30,
             max_memories_per_component: 4,
+            max_core_instances_per_component: 50,
+            max_tables_per_component: 8,
             max_wasm_stack: 512 << 10,
         }
     }
@@ -110,13 +117,20 @@ pub fn build_engine(settings: &EngineSettings, role: EngineRole) -> wasmtime::Re
     if role == EngineRole::Host {
         let mut pool = PoolingAllocationConfig::new();
         let instances = settings.max_instances;
-        let memories = instances.saturating_mul(settings.max_memories_per_component);
+        // Every total is the per-component maximum times the slots: a component that
+        // passes the pool's per-component checks (made when it is loaded) can always
+        // be instantiated while a slot is free, however many of its kind already run.
+        // Otherwise a few guests at their bounds exhaust the pool's tables or core
+        // instances, and every other invocation ends `host_failure`.
+        let per_slot = |n: u32| instances.saturating_mul(n);
         pool.total_component_instances(instances)
             .total_stacks(instances)
-            .total_memories(memories)
-            .total_tables(memories)
-            .total_core_instances(instances.saturating_mul(16))
+            .total_memories(per_slot(settings.max_memories_per_component))
+            .total_tables(per_slot(settings.max_tables_per_component))
+            .total_core_instances(per_slot(settings.max_core_instances_per_component))
             .max_memories_per_component(settings.max_memories_per_component)
+            .max_tables_per_component(settings.max_tables_per_component)
+            .max_core_instances_per_component(settings.max_core_instances_per_component)
             .max_memory_size(usize::try_from(settings.max_memory_bytes).unwrap_or(usize::MAX))
             // Resetting an instance's memory for reuse: find the pages it dirtied
             // (PAGEMAP_SCAN, Linux 6.7+) and memset up to 2 MiB of them back, rather than

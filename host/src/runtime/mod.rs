@@ -200,6 +200,17 @@ impl Runtime {
         structure.max_initial_memory_bytes = structure
             .max_initial_memory_bytes
             .min(config.engine.max_memory_bytes);
+        // A store may create no more than the pool holds per component.
+        let (engine_settings, bounds) = (&config.engine, &mut config.bounds);
+        bounds.instances = bounds
+            .instances
+            .min(engine_settings.max_core_instances_per_component as usize);
+        bounds.tables = bounds
+            .tables
+            .min(engine_settings.max_tables_per_component as usize);
+        bounds.memories = bounds
+            .memories
+            .min(engine_settings.max_memories_per_component as usize);
         let internal = |e: wasmtime::Error| LoadError::Internal(format!("{e:#}"));
         let engine = build_engine(&config.engine, EngineRole::Host).map_err(internal)?;
         let mut linker = Linker::<HostState>::new(&engine);
@@ -382,16 +393,21 @@ impl Runtime {
         }
         let artifact = self.compiler.compile(bytes).await?;
         self.counters.compiles.fetch_add(1, Ordering::Relaxed);
+        #[allow(unsafe_code)]
+        // SAFETY: the artifact was produced just now by our own compiler (in-process or
+        // our own worker binary) from these bytes; it never came from a user.
+        let component = unsafe { Component::deserialize(&self.engine, &artifact) }
+            // Our own fresh artifact is refused only by the instance pool's checks of
+            // the component's shape, which count exactly what the shape checks before
+            // compiling can only bound (a module instantiated five times has five
+            // memories): more core instances, memories or tables than a slot holds.
+            // wasmtime's message names the count and the limit. Nothing is cached.
+            .map_err(|e| LoadError::TooComplex(format!("{e:#}")))?;
         if let Some(disk) = &self.disk
             && let Err(e) = disk.store(hash, &artifact)
         {
             tracing::warn!(error = %e, "could not write the artifact cache; continuing without it");
         }
-        #[allow(unsafe_code)]
-        // SAFETY: the artifact was produced just now by our own compiler (in-process or
-        // our own worker binary) from these bytes; it never came from a user.
-        let component = unsafe { Component::deserialize(&self.engine, &artifact) }
-            .map_err(|e| LoadError::Internal(format!("loading the compiled artifact: {e:#}")))?;
         Ok(component)
     }
 }

@@ -6,6 +6,7 @@ mod calls;
 mod cli;
 mod concurrency;
 mod config;
+mod counts;
 mod egress;
 mod kv;
 mod llm;
