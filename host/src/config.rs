@@ -106,11 +106,19 @@ pub struct ServeConfig {
 
     /// Instances alive at once: the size of the instance pool. Invocations beyond it
     /// wait for a slot; a call between agents that finds none ends `host_failure`.
-    #[arg(long, env = "CORRAL_MAX_INSTANCES", default_value_t = 256)]
+    #[arg(long, env = "CORRAL_MAX_INSTANCES", default_value_t = 1024)]
     pub max_instances: u32,
 
-    /// Bytes of components whose loaded agents stay in memory (least recently used go
-    /// first; they reload from the disk cache in milliseconds).
+    /// Address space reserved per linear memory slot of the instance pool; unset,
+    /// wasmtime's 4GiB (no bounds checks for 32-bit memories). The pool reserves slots ×
+    /// 4 memories × this, as virtual memory only; smaller values let huge pools fit and
+    /// cap every memory at this size.
+    #[arg(long, env = "CORRAL_MEMORY_RESERVATION", value_parser = parse_size)]
+    pub memory_reservation: Option<u64>,
+
+    /// Memory for loaded agents, each weighed by its compiled image plus twice its
+    /// component's bytes (least recently used go first; they reload from the disk cache
+    /// in milliseconds).
     #[arg(long, env = "CORRAL_COMPONENT_CACHE", default_value = "256MiB", value_parser = parse_size)]
     pub component_cache: u64,
 

@@ -66,6 +66,7 @@ impl Application {
 
         let mut runtime = RuntimeConfig::in_memory();
         runtime.engine.max_instances = config.max_instances;
+        runtime.engine.memory_reservation = config.memory_reservation;
         runtime.cache_bytes = config.component_cache;
         runtime.cache_dir = Some(config.data_dir.join("artifacts"));
         let worker = match &config.compile_worker {

@@ -35,7 +35,7 @@ use crate::db::writer::ExecutionWriter;
 use crate::invocations::{InvocationSettings, Invocations};
 use crate::limits::Limits;
 use crate::quota::Enforcer;
-use crate::runtime::{LoadedAgent, Runtime};
+use crate::runtime::Runtime;
 use crate::secrets::SecretsKey;
 
 pub use self::error::ApiError;
@@ -84,8 +84,6 @@ pub struct AppState {
     pub writer: ExecutionWriter,
     /// Settings.
     pub settings: Arc<ApiSettings>,
-    /// Loaded agents by version id, so invocations skip the database's component bytes.
-    pub loaded: moka::sync::Cache<String, Arc<LoadedAgent>>,
     /// Authenticated keys by secret hash, with whether their tenant is the operator.
     pub keys: Arc<TtlCache<String, (ApiKey, bool)>>,
     /// Live agents by (tenant id, name).
@@ -139,7 +137,6 @@ impl AppState {
             runtime,
             writer,
             settings: Arc::new(settings),
-            loaded: invocations.loaded.clone(),
             keys: Arc::new(TtlCache::new(cache::TTL)),
             agents: invocations.agents.clone(),
             versions: invocations.versions.clone(),

@@ -323,9 +323,6 @@ pub struct Invocations {
     pub settings: Arc<InvocationSettings>,
     /// Quota enforcement.
     pub quotas: Arc<Enforcer>,
-    /// Loaded agents by version id, so invocations skip the database's component bytes;
-    /// bounded by the same bytes as the runtime's cache (`CORRAL_COMPONENT_CACHE`).
-    pub loaded: moka::sync::Cache<String, Arc<LoadedAgent>>,
     /// Live agents by (tenant id, name).
     pub agents: Arc<TtlCache<AgentKey, Agent>>,
     /// Versions by (tenant id, agent id, id or semver); versions never change.
@@ -349,23 +346,12 @@ impl Invocations {
         settings: InvocationSettings,
         quotas: Enforcer,
     ) -> Invocations {
-        let cache_bytes = runtime.config().cache_bytes;
         Invocations {
             db,
             runtime,
             writer,
             settings: Arc::new(settings),
             quotas: Arc::new(quotas),
-            // Weighed like the runtime's own cache: an entry here keeps its agent's
-            // compiled code alive after the runtime evicted it, so a count alone let a
-            // host that ran thousands of versions keep every one loaded.
-            loaded: moka::sync::Cache::builder()
-                .max_capacity(cache_bytes)
-                .weigher(|_, agent: &Arc<LoadedAgent>| {
-                    u32::try_from(agent.size).unwrap_or(u32::MAX).max(1)
-                })
-                .time_to_idle(Duration::from_secs(3600))
-                .build(),
             agents: Arc::new(TtlCache::new(crate::cache::TTL)),
             versions: Arc::new(TtlCache::new(Duration::from_secs(3600))),
             tenants: Arc::new(TtlCache::new(crate::cache::TTL)),
@@ -465,7 +451,7 @@ impl Invocations {
         let version = self
             .version(run.version.as_deref(), &run.tenant.id, agent)
             .await?;
-        let loaded = self.load(&tenant.id, &version.id).await?;
+        let loaded = self.load(&tenant.id, &version).await?;
         loaded
             .check_input(&run.action, &run.input)
             .map_err(InvokeError::Input)?;
@@ -698,25 +684,23 @@ impl Invocations {
         Ok(version)
     }
 
-    /// The loaded agent for a version: from the in-process map, or from the database's
-    /// component bytes (the runtime's caches make that a hash and a lookup, not a
-    /// compile, after the first time on this host).
+    /// The loaded agent for a version: from the runtime's memory cache by the version's
+    /// content hash, or from the database's component bytes (the disk artifact makes
+    /// that a read, not a compile, after the first time on this host). One cache,
+    /// bounded by `CORRAL_COMPONENT_CACHE`, holds every loaded agent.
     async fn load(
         &self,
         tenant_id: &str,
-        version_id: &str,
+        version: &AgentVersion,
     ) -> Result<Arc<LoadedAgent>, InvokeError> {
-        if let Some(agent) = self.loaded.get(version_id) {
+        if let Some(agent) = self.runtime.cached_agent(&version.sha256).await {
             return Ok(agent);
         }
-        let bytes = agents::component(&self.db, tenant_id, version_id).await?;
-        let loaded = self
-            .runtime
+        let bytes = agents::component(&self.db, tenant_id, &version.id).await?;
+        self.runtime
             .load(bytes)
             .await
-            .map_err(|e| InvokeError::Host(e.to_string()))?;
-        self.loaded.insert(version_id.into(), loaded.clone());
-        Ok(loaded)
+            .map_err(|e| InvokeError::Host(e.to_string()))
     }
 
     /// Takes the invocation's place in its agent's and tenant's quotas, or records the

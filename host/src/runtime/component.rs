@@ -14,6 +14,10 @@ pub struct LoadedAgent {
     pub hash: String,
     /// Size of the component in bytes.
     pub size: usize,
+    /// What it holds in memory, estimated: its compiled code image and the component
+    /// bytes' worth of metadata, type information and instance templates. The memory
+    /// cache is bounded by this.
+    pub resident_bytes: usize,
     /// What the agent said about itself.
     pub metadata: AgentMetadata,
     /// What the component imports and exports.

@@ -76,6 +76,12 @@ pub struct EngineSettings {
     pub max_tables_per_component: u32,
     /// Native stack available to wasm code; deeper recursion traps with `stack_overflow`.
     pub max_wasm_stack: usize,
+    /// Address space reserved for each linear memory slot of the pool (wasmtime's
+    /// default, 4 GiB, when `None`, which lets 32-bit memories skip bounds checks). A
+    /// smaller reservation shrinks the pool's virtual footprint (slots × memories per
+    /// component × this) and caps every memory at it; it costs explicit bounds checks.
+    #[serde(default)]
+    pub memory_reservation: Option<u64>,
 }
 
 impl Default for EngineSettings {
@@ -88,6 +94,7 @@ impl Default for EngineSettings {
             max_core_instances_per_component: 50,
             max_tables_per_component: 8,
             max_wasm_stack: 512 << 10,
+            memory_reservation: None,
         }
     }
 }
@@ -113,6 +120,14 @@ pub fn build_engine(settings: &EngineSettings, role: EngineRole) -> wasmtime::Re
         .max_wasm_stack(settings.max_wasm_stack)
         // Guests run on fibers; the fiber stack must hold the wasm stack plus host frames.
         .async_stack_size(settings.max_wasm_stack + (1 << 20));
+    if let Some(bytes) = settings.memory_reservation {
+        config.memory_reservation(bytes);
+    }
+    let max_memory = settings
+        .memory_reservation
+        .map_or(settings.max_memory_bytes, |r| {
+            r.min(settings.max_memory_bytes)
+        });
 
     if role == EngineRole::Host {
         let mut pool = PoolingAllocationConfig::new();
@@ -131,7 +146,7 @@ pub fn build_engine(settings: &EngineSettings, role: EngineRole) -> wasmtime::Re
             .max_memories_per_component(settings.max_memories_per_component)
             .max_tables_per_component(settings.max_tables_per_component)
             .max_core_instances_per_component(settings.max_core_instances_per_component)
-            .max_memory_size(usize::try_from(settings.max_memory_bytes).unwrap_or(usize::MAX))
+            .max_memory_size(usize::try_from(max_memory).unwrap_or(usize::MAX))
             // Resetting an instance's memory for reuse: find the pages it dirtied
             // (PAGEMAP_SCAN, Linux 6.7+) and memset up to 2 MiB of them back, rather than
             // madvise them away — which costs page faults on reuse and TLB-shootdown IPIs

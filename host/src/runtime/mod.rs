@@ -237,7 +237,9 @@ impl Runtime {
             loaded: moka::future::Cache::builder()
                 .max_capacity(config.cache_bytes)
                 .weigher(|_, agent: &Arc<LoadedAgent>| {
-                    u32::try_from(agent.size).unwrap_or(u32::MAX).max(1)
+                    u32::try_from(agent.resident_bytes)
+                        .unwrap_or(u32::MAX)
+                        .max(1)
                 })
                 .build(),
             counters: Counters::default(),
@@ -288,6 +290,13 @@ impl Runtime {
             .try_get_with(hash.clone(), self.load_uncached(hash, bytes))
             .await
             .map_err(|e: Arc<LoadError>| (*e).clone())
+    }
+
+    /// The loaded agent with this content hash, if the memory cache holds it.
+    pub async fn cached_agent(&self, hash: &str) -> Option<Arc<LoadedAgent>> {
+        let agent = self.loaded.get(hash).await?;
+        self.counters.memory_hits.fetch_add(1, Ordering::Relaxed);
+        Some(agent)
     }
 
     /// Collects the disk cache: see [`DiskCache::collect`]. `(0, 0)` without one.
@@ -367,9 +376,14 @@ impl Runtime {
             AgentPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         let info = self.describe(&pre).await?;
         let metadata = AgentMetadata::from_describe(info)?;
+        let image = component.image_range();
+        let image_bytes = (image.end as usize).saturating_sub(image.start as usize);
         Ok(Arc::new(LoadedAgent {
             hash,
             size,
+            // Measured: a loaded agent holds about its image plus twice the component's
+            // bytes (metadata, types, instance templates, validators).
+            resident_bytes: image_bytes + 2 * size,
             validators: component::validators(&metadata),
             metadata,
             interface,

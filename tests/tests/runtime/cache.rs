@@ -170,14 +170,27 @@ async fn the_memory_cache_keeps_to_its_bytes_and_reloads_from_disk() {
     config.compile =
         corral_host::runtime::CompileSettings::worker(corral_tests::harness::corral_bin());
     config.cache_dir = Some(dir.path().to_path_buf());
-    // Room for one of the two components, not both.
-    config.cache_bytes = echo.len().max(stats.len()) as u64 + 1;
+    // What each weighs (its compiled image and twice its bytes), from a first load.
+    let weigh = corral_tests::harness::runtime();
+    let weights = [
+        weigh.load(echo.clone()).await.unwrap().resident_bytes,
+        weigh.load(stats.clone()).await.unwrap().resident_bytes,
+    ];
+    assert!(
+        weights
+            .iter()
+            .zip([&echo, &stats])
+            .all(|(w, b)| *w > 2 * b.len())
+    );
+    // Room for one of the two agents, not both.
+    let room = *weights.iter().max().unwrap() as u64 + 1;
+    config.cache_bytes = room;
     let runtime = Runtime::new(config).unwrap();
     runtime.load(echo.clone()).await.unwrap();
     runtime.load(stats.clone()).await.unwrap();
     let (count, bytes) = runtime.cached().await;
     assert_eq!(count, 1, "the least recently used agent was dropped");
-    assert!(bytes <= echo.len().max(stats.len()) as u64 + 1);
+    assert!(bytes <= room);
     // Dropped from memory, it comes back from the disk artifact, not a compile.
     let compiles = runtime.cache_stats().compiles;
     runtime.load(echo).await.unwrap();

@@ -282,7 +282,7 @@ async fn upload(
     audit::append(&mut tx, &event).await?;
     tx.commit().await?;
     forget(&state, &principal, &name);
-    state.loaded.insert(version.id.clone(), loaded);
+    drop(loaded); // the runtime's cache keeps it, by content hash
     Ok((
         StatusCode::CREATED,
         Json(VersionView::new(
