@@ -435,66 +435,49 @@ async fn tool_calls_and_json_answers_round_trip() {
     );
 }
 
+/// Asks `alias` "hello" with `tokens` and `picodollars` left in the budgets.
+async fn hello_within(
+    models: &Models,
+    alias: &str,
+    tokens: Option<u64>,
+    picodollars: Option<i64>,
+) -> Execution {
+    let allowance = LlmAllowance {
+        tokens,
+        picodollars,
+    };
+    let input = ask(alias, "hello");
+    run_with(
+        models,
+        Some(grant(&[alias])),
+        "ask",
+        input,
+        Limits::default(),
+        allowance,
+    )
+    .await
+}
+
 #[tokio::test]
 async fn what_the_budgets_left_bounds_each_call() {
     let models = models(0, 10_000).await;
+    let sent_max_tokens =
+        |server: &ModelServer| server.requests().last().unwrap().body["max_tokens"].clone();
     // Tokens: the prompt is estimated at 6 tokens (4 a message, 2 for "hello"), which
     // leaves 3 of 9 for the answer.
-    let allowance = LlmAllowance {
-        tokens: Some(9),
-        picodollars: None,
-    };
-    let execution = run_with(
-        &models,
-        Some(grant(&["openai-fast"])),
-        "ask",
-        ask("openai-fast", "hello"),
-        Limits::default(),
-        allowance,
-    )
-    .await;
+    let execution = hello_within(&models, "openai-fast", Some(9), None).await;
     assert_eq!(execution.outcome, Outcome::Succeeded, "{execution:#?}");
-    assert_eq!(
-        models.openai.requests().last().unwrap().body["max_tokens"],
-        3
-    );
+    assert_eq!(sent_max_tokens(&models.openai), 3);
     // Nothing left after the prompt: refused before the provider, as a denial.
     let before = models.openai.requests().len();
-    let allowance = LlmAllowance {
-        tokens: Some(6),
-        picodollars: None,
-    };
-    let execution = run_with(
-        &models,
-        Some(grant(&["openai-fast"])),
-        "ask",
-        ask("openai-fast", "hello"),
-        Limits::default(),
-        allowance,
-    )
-    .await;
+    let execution = hello_within(&models, "openai-fast", Some(6), None).await;
     assert_eq!(error_code(&execution), "llm_budget_exhausted");
     assert_eq!(models.openai.requests().len(), before);
     // Dollars: $15 a million output tokens is 15,000,000 picodollars a token; the
     // 6 tokens' prompt at $3 a million is 18,000,000; the 52,000,000 left buy 3.
-    let allowance = LlmAllowance {
-        tokens: None,
-        picodollars: Some(70_000_000),
-    };
-    let execution = run_with(
-        &models,
-        Some(grant(&["claude-fast"])),
-        "ask",
-        ask("claude-fast", "hello"),
-        Limits::default(),
-        allowance,
-    )
-    .await;
+    let execution = hello_within(&models, "claude-fast", None, Some(70_000_000)).await;
     assert_eq!(execution.outcome, Outcome::Succeeded, "{execution:#?}");
-    assert_eq!(
-        models.anthropic.requests().last().unwrap().body["max_tokens"],
-        3
-    );
+    assert_eq!(sent_max_tokens(&models.anthropic), 3);
 }
 
 #[tokio::test]
