@@ -135,7 +135,7 @@ impl DbKvStore {
         limit: u32,
     ) -> Result<Vec<String>, DbError> {
         let now = self.clock.now();
-        let mut tx = self.db.begin(self.tenant_id.as_str()).await?;
+        let mut tx = self.db.begin_read(self.tenant_id.as_str()).await?;
         let entries = list(
             &mut tx,
             &self.agent_id,

@@ -194,9 +194,21 @@ macro_rules! in_scope {
 }
 
 impl Db {
-    /// Begins a transaction; on Postgres it sees only what `scope` allows (a tenant's
-    /// rows, or every tenant's for a named operator-wide path).
+    /// Begins a transaction that writes; on Postgres it sees only what `scope` allows (a
+    /// tenant's rows, or every tenant's for a named operator-wide path). On SQLite it
+    /// takes the write lock at once (`BEGIN IMMEDIATE`), waiting for it up to the busy
+    /// timeout: a deferred transaction that read first could not upgrade to writing
+    /// after another connection committed, and would fail with `SQLITE_BUSY` at once.
     pub async fn begin<'a>(&self, scope: impl Into<Scope<'a>>) -> Result<Tx, DbError> {
+        Ok(match self {
+            Db::Postgres(pool) => Tx::Postgres(begin_scoped(pool, scope.into()).await?),
+            Db::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+        })
+    }
+
+    /// Begins a transaction that only reads: as [`Db::begin`] on Postgres, a plain
+    /// (deferred) one on SQLite, which takes no write lock.
+    pub async fn begin_read<'a>(&self, scope: impl Into<Scope<'a>>) -> Result<Tx, DbError> {
         Ok(match self {
             Db::Postgres(pool) => Tx::Postgres(begin_scoped(pool, scope.into()).await?),
             Db::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),

@@ -133,7 +133,7 @@ pub async fn consumption(
         .collect();
     // A month's days are the ones from its first up to today; later keys (another
     // host's clock running ahead) are not this period's.
-    let mut tx = db.begin(tenant_id).await?;
+    let mut tx = db.begin_read(tenant_id).await?;
     for scope in scopes {
         let rows: Vec<(String, i64, i64, i64, i64)> = on_tx!(&mut tx, conn => sqlx::query_as(
             "SELECT day, CAST(SUM(invocations) AS BIGINT), CAST(SUM(fuel) AS BIGINT), \

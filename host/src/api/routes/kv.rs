@@ -100,7 +100,7 @@ async fn list(
     check_prefix(&query.prefix)?;
     let agent = find(&state, &principal, &name).await?;
     let now = state.quotas.clock().now();
-    let mut tx = state.db.begin(principal.tenant_id()).await?;
+    let mut tx = state.db.begin_read(principal.tenant_id()).await?;
     let (prefix, cursor) = (query.prefix.as_str(), query.cursor.as_deref());
     let rows = if query.values {
         kv::list_with_values(&mut tx, &agent.id, prefix, cursor, limit + 1, now).await?

@@ -268,7 +268,7 @@ async fn tenant_usage(
     )
     .await?;
     let caps = tenant.policy.0.caps;
-    let mut tx = state.db.begin(tenant.id.as_str()).await?;
+    let mut tx = state.db.begin_read(tenant.id.as_str()).await?;
     let live_agents = agents::count_live(&mut tx, &tenant.id).await?;
     let (versions, bytes) = agents::stored(&mut tx, &tenant.id).await?;
     tx.commit().await?;
