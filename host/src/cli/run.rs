@@ -294,11 +294,13 @@ fn grants(args: &RunArgs) -> anyhow::Result<Grants> {
     });
     if let Some(kv) = &kv {
         kv.validate().map_err(|m| {
-            anyhow::anyhow!(
-                "{}",
-                m.replace("grants.kv.max_value_bytes", "--kv-max-value")
-                    .replace("grants.kv.max_keys", "--kv-max-keys")
-                    .replace("grants.kv.max_total_bytes", "--kv-max-bytes")
+            named_by_flags(
+                m,
+                &[
+                    ("grants.kv.max_value_bytes", "--kv-max-value"),
+                    ("grants.kv.max_keys", "--kv-max-keys"),
+                    ("grants.kv.max_total_bytes", "--kv-max-bytes"),
+                ],
             )
         })?;
     }
@@ -314,46 +316,55 @@ fn grants(args: &RunArgs) -> anyhow::Result<Grants> {
     });
     if let Some(llm) = &llm {
         llm.validate().map_err(|m| {
-            anyhow::anyhow!(
-                "{}",
-                m.replace("grants.llm.models", "--allow-model")
-                    .replace("grants.llm.max_tokens_per_call", "--llm-max-tokens")
-                    .replace("grants.llm.max_calls", "--llm-max-calls")
+            named_by_flags(
+                m,
+                &[
+                    ("grants.llm.models", "--allow-model"),
+                    ("grants.llm.max_tokens_per_call", "--llm-max-tokens"),
+                    ("grants.llm.max_calls", "--llm-max-calls"),
+                ],
             )
         })?;
     }
-    if args.allow_http.is_empty() {
-        return Ok(Grants {
-            kv,
-            llm,
-            ..Grants::default()
-        });
+    let http = (!args.allow_http.is_empty()).then(|| {
+        let defaults = HttpGrant::new(args.allow_http.clone());
+        HttpGrant {
+            timeout_ms: args.http_timeout.map_or(defaults.timeout_ms, |t| {
+                t.as_millis().try_into().unwrap_or(u64::MAX)
+            }),
+            max_response_bytes: args
+                .http_max_response
+                .unwrap_or(defaults.max_response_bytes),
+            max_requests: args.http_max_requests.unwrap_or(defaults.max_requests),
+            ..defaults
+        }
+    });
+    if let Some(http) = &http {
+        http.validate().map_err(|m| {
+            named_by_flags(
+                m,
+                &[
+                    ("grants.http.timeout_ms", "--http-timeout (in ms)"),
+                    ("grants.http.max_response_bytes", "--http-max-response"),
+                    ("grants.http.max_requests", "--http-max-requests"),
+                ],
+            )
+        })?;
     }
-    let defaults = HttpGrant::new(args.allow_http.clone());
-    let http = HttpGrant {
-        timeout_ms: args.http_timeout.map_or(defaults.timeout_ms, |t| {
-            t.as_millis().try_into().unwrap_or(u64::MAX)
-        }),
-        max_response_bytes: args
-            .http_max_response
-            .unwrap_or(defaults.max_response_bytes),
-        max_requests: args.http_max_requests.unwrap_or(defaults.max_requests),
-        ..defaults
-    };
-    http.validate().map_err(|m| {
-        anyhow::anyhow!(
-            "{}",
-            m.replace("grants.http.timeout_ms", "--http-timeout (in ms)")
-                .replace("grants.http.max_response_bytes", "--http-max-response")
-                .replace("grants.http.max_requests", "--http-max-requests")
-        )
-    })?;
     Ok(Grants {
-        http: Some(http),
+        http,
         kv,
         llm,
         ..Grants::default()
     })
+}
+
+/// A policy refusal, with each policy field named by the flag that set it here.
+fn named_by_flags(message: String, flags: &[(&str, &str)]) -> anyhow::Error {
+    let message = flags
+        .iter()
+        .fold(message, |m, (field, flag)| m.replace(field, flag));
+    anyhow::anyhow!("{message}")
 }
 
 pub(super) fn read_input(arg: &str) -> anyhow::Result<String> {
