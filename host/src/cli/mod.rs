@@ -6,9 +6,11 @@
 //! it quietly, and an environment variable set to the empty string counts as unset
 //! ([`ignore_empty_env`]).
 
+mod build;
 mod calls;
 mod client;
 mod inspect;
+mod new;
 mod output;
 mod run;
 mod tasks;
@@ -57,6 +59,13 @@ enum Command {
     /// reached; 3 the task has not ended (wait --timeout passed first, or get found it
     /// waiting or running).
     Task(tasks::TaskArgs),
+    /// Make a new agent project in ./NAME: sources, the world, the SDK, a README.
+    New(new::NewArgs),
+    /// Build the agent project here (its corral.toml) into dist/NAME.wasm.
+    ///
+    /// Exit status: 0 built; 1 a build step failed; 2 no project, or a toolchain is
+    /// missing (the message says how to install it).
+    Build(build::BuildArgs),
     /// Show what a component is: whether it is a valid agent, its metadata, imports and exports.
     Inspect(inspect::InspectArgs),
     /// Compile a component read on stdin under caps (started by the host itself).
@@ -215,6 +224,8 @@ pub fn main() -> ExitCode {
             Command::Serve(config) => Ok(serve(*config).await),
             Command::Run(args) => run::run(args).await,
             Command::Inspect(args) => inspect::inspect(args).await,
+            Command::New(args) => new::new(args),
+            Command::Build(args) => build::build(args),
             Command::Agent(args) => client::agent(args).await,
             Command::Tenant(args) => client::tenant(args).await,
             Command::Task(args) => tasks::task(args).await,
