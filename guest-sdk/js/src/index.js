@@ -88,7 +88,13 @@ export function agent(definition) {
       retryable: false,
     };
   };
-  const encode = (output) => JSON.stringify(output === undefined ? null : output);
+  const encode = (actionName, output) => {
+    try {
+      return JSON.stringify(output === undefined ? null : output);
+    } catch (e) {
+      throw new AgentError("invalid_output", `action ${actionName} returned what JSON cannot hold: ${e.message}`);
+    }
+  };
 
   // Sync actions answer at once; an async one returns a Promise, which componentize-js
   // runs to completion (the event loop turns until it settles).
@@ -97,18 +103,20 @@ export function agent(definition) {
     let output;
     try {
       output = run(invocation);
+      if (!(output instanceof Promise)) return encode(invocation.action, output);
     } catch (e) {
-      current = null;
       throw failure(invocation.action, e);
-    }
-    if (!(output instanceof Promise)) {
-      current = null;
-      return encode(output);
+    } finally {
+      if (!(output instanceof Promise)) current = null;
     }
     return output.then(
       (value) => {
         current = null;
-        return encode(value);
+        try {
+          return encode(invocation.action, value);
+        } catch (e) {
+          throw failure(invocation.action, e);
+        }
       },
       (e) => {
         current = null;

@@ -6,9 +6,9 @@
 //! - JavaScript/TypeScript: `esbuild` bundles `src/agent.ts` (or `.js`) with the SDK
 //!   into one module, then `componentize-js` makes it a component of the world `agent`.
 //!
-//! Tools are looked for in the project (`.venv/bin`, `node_modules`), then under
-//! `CORRAL_GUEST_TOOLCHAINS` (`python/bin`, `js/node_modules`: what
-//! `scripts/guest-toolchains` installs), then on `PATH`. A missing tool is named with
+//! Tools are looked for in the project (`.venv/bin`, `node_modules`), then in the
+//! `--toolchains` directory (`CORRAL_GUEST_TOOLCHAINS`: `python/bin`, `js/node_modules`,
+//! as `scripts/guest-toolchains` installs them), then on `PATH`. A missing tool is named with
 //! the command that installs it; a version other than the pinned one is a warning.
 
 use std::path::{Path, PathBuf};
@@ -27,6 +27,11 @@ pub struct BuildArgs {
     /// Where to write the component (and the JavaScript bundle) [default: DIR/dist].
     #[arg(long, value_name = "DIR")]
     dist: Option<PathBuf>,
+    /// A directory of guest toolchains, searched after the project's own: `python/bin`
+    /// (componentize-py) and `js/node_modules` (componentize-js, esbuild), as
+    /// scripts/guest-toolchains installs them.
+    #[arg(long, env = "CORRAL_GUEST_TOOLCHAINS", value_name = "DIR")]
+    toolchains: Option<PathBuf>,
 }
 
 /// Why a build did not produce a component.
@@ -43,7 +48,7 @@ enum BuildError {
 }
 
 pub fn build(args: BuildArgs) -> std::io::Result<ExitCode> {
-    match run(&args.dir, args.dist) {
+    match run(&args.dir, args.dist, args.toolchains.as_deref()) {
         Ok(path) => {
             outln!("built {}", path.display())?;
             Ok(ExitCode::SUCCESS)
@@ -59,7 +64,7 @@ pub fn build(args: BuildArgs) -> std::io::Result<ExitCode> {
     }
 }
 
-fn run(dir: &Path, dist: Option<PathBuf>) -> Result<PathBuf, BuildError> {
+fn run(dir: &Path, dist: Option<PathBuf>, toolchains: Option<&Path>) -> Result<PathBuf, BuildError> {
     let manifest_path = dir.join("corral.toml");
     let text = std::fs::read_to_string(&manifest_path).map_err(|e| {
         BuildError::Project(format!(
@@ -80,7 +85,7 @@ fn run(dir: &Path, dist: Option<PathBuf>) -> Result<PathBuf, BuildError> {
         Language::Rust => build_rust(dir, &manifest.agent.name, &out_abs)?,
         Language::Python => {
             let sdk = dir.join(settings.sdk.as_deref().unwrap_or(Path::new(".")));
-            let tool = find(dir, &["python/bin", ".venv/bin"], "componentize-py").ok_or_else(|| {
+            let tool = find(dir, toolchains, &[".venv/bin"], &["python/bin"], "componentize-py").ok_or_else(|| {
                 BuildError::Missing {
                     tool: "componentize-py",
                     install: format!(
@@ -112,8 +117,8 @@ fn run(dir: &Path, dist: Option<PathBuf>) -> Result<PathBuf, BuildError> {
                     pins.componentize_js, pins.esbuild
                 ),
             };
-            let node = find(dir, &[], "node").ok_or_else(missing)?;
-            let modules = node_modules(dir).ok_or_else(missing)?;
+            let node = find(dir, toolchains, &[], &[], "node").ok_or_else(missing)?;
+            let modules = node_modules(dir, toolchains).ok_or_else(missing)?;
             let componentize = modules.join("@bytecodealliance/componentize-js");
             if let Some(version) = package_version(&componentize) {
                 if version != pins.componentize_js {
@@ -164,7 +169,7 @@ fn run(dir: &Path, dist: Option<PathBuf>) -> Result<PathBuf, BuildError> {
 }
 
 fn build_rust(dir: &Path, name: &str, out: &Path) -> Result<(), BuildError> {
-    let cargo = find(dir, &[], "cargo").ok_or_else(|| BuildError::Missing {
+    let cargo = find(dir, None, &[], &[], "cargo").ok_or_else(|| BuildError::Missing {
         tool: "cargo",
         install: "Install Rust with rustup (https://rustup.rs), then `rustup target add wasm32-wasip2`.".into(),
     })?;
@@ -174,8 +179,12 @@ fn build_rust(dir: &Path, name: &str, out: &Path) -> Result<(), BuildError> {
             .args(["build", "--release", "--target", "wasm32-wasip2"]),
         "cargo build (is the target installed? `rustup target add wasm32-wasip2`)",
     )?;
-    let built = dir
-        .join("target/wasm32-wasip2/release")
+    // Cargo's own setting, relative to where it runs (the project).
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|t| dir.join(t))
+        .unwrap_or_else(|| dir.join("target"));
+    let built = target
+        .join("wasm32-wasip2/release")
         .join(format!("{}.wasm", name.replace('-', "_")));
     std::fs::copy(&built, out)?;
     Ok(())
@@ -191,12 +200,18 @@ fn step(command: &mut Command, what: &str) -> Result<(), BuildError> {
     }
 }
 
-/// `tool` in the project's own directories, under `CORRAL_GUEST_TOOLCHAINS`, or on `PATH`.
-fn find(project: &Path, local: &[&str], tool: &str) -> Option<PathBuf> {
-    let toolchains = std::env::var_os("CORRAL_GUEST_TOOLCHAINS").map(PathBuf::from);
+/// `tool` in the project's own directories (`local`), in the toolchains directory
+/// (`shared`), or on `PATH`.
+fn find(
+    project: &Path,
+    toolchains: Option<&Path>,
+    local: &[&str],
+    shared: &[&str],
+    tool: &str,
+) -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = local.iter().map(|d| project.join(d)).collect();
-    if let Some(root) = &toolchains {
-        dirs.extend(local.iter().map(|d| root.join(d)));
+    if let Some(root) = toolchains {
+        dirs.extend(shared.iter().map(|d| root.join(d)));
     }
     if let Some(path) = std::env::var_os("PATH") {
         dirs.extend(std::env::split_paths(&path));
@@ -207,10 +222,10 @@ fn find(project: &Path, local: &[&str], tool: &str) -> Option<PathBuf> {
         .and_then(|p| std::path::absolute(p).ok())
 }
 
-fn node_modules(project: &Path) -> Option<PathBuf> {
+fn node_modules(project: &Path, toolchains: Option<&Path>) -> Option<PathBuf> {
     let mut candidates = vec![project.join("node_modules")];
-    if let Some(root) = std::env::var_os("CORRAL_GUEST_TOOLCHAINS") {
-        candidates.push(PathBuf::from(root).join("js/node_modules"));
+    if let Some(root) = toolchains {
+        candidates.push(root.join("js/node_modules"));
     }
     candidates
         .into_iter()

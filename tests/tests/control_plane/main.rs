@@ -6,6 +6,7 @@ mod agents;
 mod calls;
 mod capabilities;
 mod config;
+mod guests;
 mod invocations;
 mod isolation;
 mod kv;
