@@ -1,6 +1,8 @@
 //! The Python and JavaScript agents in `plugins/python` and `plugins/js`, built with
 //! `corral build` — the command their authors use — once per test process, into
-//! `target/guest-plugins/<lang>/<name>/`. The toolchains are the pinned ones
+//! `target/guest-plugins/<lang>/<name>/`, and compiled once into [`cache_dir`] (a
+//! 10–20 MB component takes seconds to compile; tests that compiled it each, at once,
+//! would starve each other). The toolchains are the pinned ones
 //! `scripts/guest-toolchains` installs (`./scripts/test` runs it and sets
 //! `CORRAL_GUEST_TOOLCHAINS`).
 
@@ -39,6 +41,11 @@ static BUILT: Mutex<Option<HashMap<(Lang, String), PathBuf>>> = Mutex::new(None)
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The artifact cache every test shares for these components (`--cache-dir`).
+pub fn cache_dir() -> PathBuf {
+    workspace().join("target/guest-plugins/cache")
 }
 
 /// The directory of the pinned toolchains.
@@ -86,6 +93,22 @@ pub fn component(lang: Lang, name: &str) -> PathBuf {
     );
     let path = dist.join(format!("{name}-{}.wasm", lang.suffix()));
     assert!(path.exists(), "{} was not written", path.display());
+    // `inspect` compiles it into the shared cache; the generous timeout is for debug
+    // builds of the compiler on a busy machine, not what a release server needs.
+    let compiled = Command::new(corral_bin())
+        .arg("inspect")
+        .arg(&path)
+        .arg("--cache-dir")
+        .arg(cache_dir())
+        .args(["--compile-timeout", "600s"])
+        .output()
+        .expect("corral inspect runs");
+    assert!(
+        compiled.status.success(),
+        "corral inspect {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&compiled.stderr)
+    );
     built.insert((lang, name.to_string()), path.clone());
     path
 }

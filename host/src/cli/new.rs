@@ -210,7 +210,7 @@ pub fn project_files(name: &str, language: Language) -> Vec<(String, String)> {
     .expect("the manifest serializes");
     let ignore = match language {
         Language::Rust => "/target\n/dist\n",
-        Language::Python => "/dist\n__pycache__/\n",
+        Language::Python => "/dist\n/.venv\n__pycache__/\n",
         Language::Js => "/dist\n/node_modules\n",
     };
     let mut files: Vec<(String, String)> = WIT

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use corral_tests::app::{ADMIN_KEY, Backend, TestApp, spawn_app, spawn_app_with};
-use corral_tests::guests::{Lang, component, toolchains};
+use corral_tests::guests::{Lang, cache_dir, component, toolchains};
 use corral_tests::harness::corral_bin;
 use corral_tests::plugins::TEXT_STATS;
 use corral_tests::upstream::Upstream;
@@ -16,12 +16,6 @@ use serde_json::{Value, json};
 const LANGS: [Lang; 2] = [Lang::Python, Lang::Js];
 
 crate::on_both_backends!(guests_upload_invoke_and_keep_records_through_the_api);
-
-/// Where every test here caches compiled guests: each 10–20 MB component is compiled
-/// once per run, by whichever test needs it first.
-fn cache_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/guest-plugins/cache")
-}
 
 /// `corral run COMPONENT --action ACTION --input INPUT EXTRA… --json`: the record.
 fn run(component: &Path, action: &str, input: Value, extra: &[&str]) -> Value {
@@ -32,6 +26,9 @@ fn run(component: &Path, action: &str, input: Value, extra: &[&str]) -> Value {
         .args(extra)
         .arg("--cache-dir")
         .arg(cache_dir())
+        // Only the first run of a component compiles it; a debug build of the compiler
+        // on a busy machine can take longer than the default 60 s.
+        .args(["--compile-timeout", "600s"])
         .output()
         .expect("corral runs");
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -233,10 +230,7 @@ async fn guests_upload_invoke_and_keep_records_through_the_api(backend: Backend)
     app.agent_with("text-stats", TEXT_STATS).await;
     for lang in LANGS {
         let (stats, notes, probe) = (component(lang, "text-stats"), component(lang, "notes"), component(lang, "probe"));
-        // Compiled once (here, if no test has yet), then shared.
-        for guest in [&stats, &notes, &probe] {
-            run(guest, "describe-only", json!({}), &[]);
-        }
+        // Compiled once, when built, then shared.
         seed_artifacts(&app, &[&stats, &notes, &probe]);
         let suffix = lang.suffix();
         let (stats_name, notes_name, probe_name) =
@@ -399,6 +393,8 @@ fn new_projects_build_and_run_in_each_language() {
                 r#"{"name":"Ada"}"#,
                 "--cache-dir",
                 cache.to_str().unwrap(),
+                "--compile-timeout",
+                "600s",
             ],
             &project,
         );
