@@ -173,17 +173,32 @@ fn invocation(action: &str, input: &str) -> Invocation {
 /// Fuel and peak memory of each action in each language, printed once.
 fn fuel_table(rt: &tokio::runtime::Runtime, runtime: &Runtime) {
     let input = serde_json::json!({ "text": TEXT }).to_string();
-    eprintln!("\n{:<8} {:<10} {:>14} {:>12}", "language", "action", "fuel", "peak memory");
+    eprintln!(
+        "\n{:<8} {:<10} {:>14} {:>12}",
+        "language", "action", "fuel", "peak memory"
+    );
     for (lang, path) in components() {
-        let agent = rt.block_on(runtime.load(std::fs::read(&path).unwrap())).unwrap();
+        let agent = rt
+            .block_on(runtime.load(std::fs::read(&path).unwrap()))
+            .unwrap();
         for action in ["stats", "top_words", "describe"] {
             let execution = if action == "describe" {
-                rt.block_on(runtime.invoke(&agent, InvokeRequest::new("no_such_action", "{}", Limits::default())))
+                rt.block_on(runtime.invoke(
+                    &agent,
+                    InvokeRequest::new("no_such_action", "{}", Limits::default()),
+                ))
             } else {
-                rt.block_on(runtime.invoke(&agent, InvokeRequest::new(action, &input, Limits::default())))
+                rt.block_on(runtime.invoke(
+                    &agent,
+                    InvokeRequest::new(action, &input, Limits::default()),
+                ))
             }
             .unwrap();
-            let label = if action == "describe" { "(unknown)" } else { action };
+            let label = if action == "describe" {
+                "(unknown)"
+            } else {
+                action
+            };
             eprintln!(
                 "{lang:<8} {label:<10} {:>14} {:>9.1} MiB",
                 execution.usage.fuel,
@@ -251,7 +266,10 @@ fn guests(c: &mut Criterion) {
         group.bench_function("corral", |b| {
             b.to_async(&rt).iter(|| async {
                 let execution = runtime
-                    .invoke(&agent, InvokeRequest::new("stats", &input, Limits::default()))
+                    .invoke(
+                        &agent,
+                        InvokeRequest::new("stats", &input, Limits::default()),
+                    )
                     .await
                     .unwrap();
                 assert!(execution.succeeded(), "{execution:?}");

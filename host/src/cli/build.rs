@@ -64,7 +64,11 @@ pub fn build(args: BuildArgs) -> std::io::Result<ExitCode> {
     }
 }
 
-fn run(dir: &Path, dist: Option<PathBuf>, toolchains: Option<&Path>) -> Result<PathBuf, BuildError> {
+fn run(
+    dir: &Path,
+    dist: Option<PathBuf>,
+    toolchains: Option<&Path>,
+) -> Result<PathBuf, BuildError> {
     let manifest_path = dir.join("corral.toml");
     let text = std::fs::read_to_string(&manifest_path).map_err(|e| {
         BuildError::Project(format!(
@@ -100,7 +104,14 @@ fn run(dir: &Path, dist: Option<PathBuf>, toolchains: Option<&Path>) -> Result<P
                     .current_dir(dir)
                     .arg("-d")
                     .arg(std::path::absolute(&wit)?)
-                    .args(["-w", "corral:agent/agent-with-http", "componentize", "app", "-p", "."])
+                    .args([
+                        "-w",
+                        "corral:agent/agent-with-http",
+                        "componentize",
+                        "app",
+                        "-p",
+                        ".",
+                    ])
                     .arg("-p")
                     .arg(std::path::absolute(&sdk)?)
                     .arg("-o")
@@ -171,12 +182,17 @@ fn run(dir: &Path, dist: Option<PathBuf>, toolchains: Option<&Path>) -> Result<P
 fn build_rust(dir: &Path, name: &str, out: &Path) -> Result<(), BuildError> {
     let cargo = find(dir, None, &[], &[], "cargo").ok_or_else(|| BuildError::Missing {
         tool: "cargo",
-        install: "Install Rust with rustup (https://rustup.rs), then `rustup target add wasm32-wasip2`.".into(),
+        install:
+            "Install Rust with rustup (https://rustup.rs), then `rustup target add wasm32-wasip2`."
+                .into(),
     })?;
     step(
-        Command::new(cargo)
-            .current_dir(dir)
-            .args(["build", "--release", "--target", "wasm32-wasip2"]),
+        Command::new(cargo).current_dir(dir).args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+        ]),
         "cargo build (is the target installed? `rustup target add wasm32-wasip2`)",
     )?;
     // Cargo's own setting, relative to where it runs (the project).
@@ -192,7 +208,9 @@ fn build_rust(dir: &Path, name: &str, out: &Path) -> Result<(), BuildError> {
 
 /// Runs one step with its output shown; fails naming it.
 fn step(command: &mut Command, what: &str) -> Result<(), BuildError> {
-    let status = command.status().map_err(|e| BuildError::Step(format!("{what}: {e}")))?;
+    let status = command
+        .status()
+        .map_err(|e| BuildError::Step(format!("{what}: {e}")))?;
     if status.success() {
         Ok(())
     } else {
@@ -229,7 +247,9 @@ fn node_modules(project: &Path, toolchains: Option<&Path>) -> Option<PathBuf> {
     }
     candidates
         .into_iter()
-        .find(|m| m.join("@bytecodealliance/componentize-js").is_dir() && m.join("esbuild").is_dir())
+        .find(|m| {
+            m.join("@bytecodealliance/componentize-js").is_dir() && m.join("esbuild").is_dir()
+        })
         .and_then(|m| std::path::absolute(m).ok())
 }
 
@@ -245,6 +265,9 @@ fn check_version(tool: &Path, name: &str, pinned: &str) {
     };
     let text = String::from_utf8_lossy(&output.stdout);
     if !text.split_whitespace().any(|word| word == pinned) {
-        errln!("warning: {} found; Corral is tested with {name} {pinned}", text.trim());
+        errln!(
+            "warning: {} found; Corral is tested with {name} {pinned}",
+            text.trim()
+        );
     }
 }

@@ -218,7 +218,10 @@ pub fn project_files(name: &str, language: Language) -> Vec<(String, String)> {
         .chain(specific)
         .map(|(path, text)| (path.to_string(), fill(text)))
         .collect();
-    files.push(("corral.toml".into(), format!("# Read by `corral build`.\n{manifest}")));
+    files.push((
+        "corral.toml".into(),
+        format!("# Read by `corral build`.\n{manifest}"),
+    ));
     files.push(("README.md".into(), fill(README)));
     files.push((".gitignore".into(), ignore.into()));
     files
@@ -299,7 +302,12 @@ mod tests {
                     if path.is_dir() {
                         stack.push(path);
                     } else if ext.iter().any(|e| path.to_string_lossy().ends_with(e)) {
-                        found.push(path.strip_prefix(&base).unwrap().to_string_lossy().into_owned());
+                        found.push(
+                            path.strip_prefix(&base)
+                                .unwrap()
+                                .to_string_lossy()
+                                .into_owned(),
+                        );
                     }
                 }
             }
@@ -307,22 +315,34 @@ mod tests {
             found
         };
         assert_eq!(listed(WIT, "wit/"), on_disk("wit", &[".wit"]));
-        assert_eq!(listed(RUST, "corral-sdk/src/"), on_disk("guest-sdk/src", &[".rs"]));
-        assert_eq!(listed(PYTHON, "corral/"), on_disk("guest-sdk/python/corral", &[".py"]));
-        assert_eq!(listed(JS, "corral-sdk/src/"), on_disk("guest-sdk/js/src", &[".js", ".ts"]));
+        assert_eq!(
+            listed(RUST, "corral-sdk/src/"),
+            on_disk("guest-sdk/src", &[".rs"])
+        );
+        assert_eq!(
+            listed(PYTHON, "corral/"),
+            on_disk("guest-sdk/python/corral", &[".py"])
+        );
+        assert_eq!(
+            listed(JS, "corral-sdk/src/"),
+            on_disk("guest-sdk/js/src", &[".js", ".ts"])
+        );
     }
 
     /// The Rust project's SDK manifest asks for the versions the workspace builds with.
     #[test]
     fn the_rust_sdk_manifest_matches_the_workspace() {
-        let workspace: toml::Table =
-            toml::from_str(include_str!("../../../Cargo.toml")).unwrap();
+        let workspace: toml::Table = toml::from_str(include_str!("../../../Cargo.toml")).unwrap();
         let sdk: toml::Table = toml::from_str(RUST[2].1).unwrap();
         let deps = &workspace["workspace"]["dependencies"];
         let version = |v: &toml::Value| -> String {
             v.as_str()
                 .map(str::to_string)
-                .or_else(|| v.get("version").and_then(|v| v.as_str()).map(str::to_string))
+                .or_else(|| {
+                    v.get("version")
+                        .and_then(|v| v.as_str())
+                        .map(str::to_string)
+                })
                 .unwrap()
         };
         for dep in ["wit-bindgen", "serde", "serde_json", "wasip2"] {
@@ -338,7 +358,10 @@ mod tests {
     fn placeholders_are_all_filled() {
         for language in [Language::Rust, Language::Python, Language::Js] {
             for (path, text) in project_files("my-agent", language) {
-                assert!(!text.contains("{{"), "{path} of {language:?} keeps a placeholder");
+                assert!(
+                    !text.contains("{{"),
+                    "{path} of {language:?} keeps a placeholder"
+                );
             }
         }
     }

@@ -49,13 +49,19 @@ fn numbers_as_floats(value: Value) -> Value {
     match value {
         Value::Number(n) => json!(n.as_f64().unwrap()),
         Value::Array(items) => Value::Array(items.into_iter().map(numbers_as_floats).collect()),
-        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, numbers_as_floats(v))).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, numbers_as_floats(v)))
+                .collect(),
+        ),
         other => other,
     }
 }
 
 fn error_code(record: &Value) -> &str {
-    record["error"]["code"].as_str().unwrap_or_else(|| panic!("no error: {record:#}"))
+    record["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error: {record:#}"))
 }
 
 fn logs(record: &Value) -> String {
@@ -63,7 +69,13 @@ fn logs(record: &Value) -> String {
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| format!("[{}] {}\n", l["level"].as_str().unwrap(), l["message"].as_str().unwrap()))
+        .map(|l| {
+            format!(
+                "[{}] {}\n",
+                l["level"].as_str().unwrap(),
+                l["message"].as_str().unwrap()
+            )
+        })
         .collect()
 }
 
@@ -82,7 +94,10 @@ fn python_and_typescript_text_stats_answer_as_the_rust_agent_does() {
         for (action, input) in [
             ("stats", json!({ "text": text })),
             ("top_words", json!({ "text": text, "limit": 3 })),
-            ("top_words", json!({ "text": text, "ignore_stopwords": false })),
+            (
+                "top_words",
+                json!({ "text": text, "ignore_stopwords": false }),
+            ),
         ] {
             let expected = numbers_as_floats(output(&run(rust, action, input.clone(), &[])));
             for guest in &guests {
@@ -104,14 +119,28 @@ fn each_way_a_guest_fails_is_recorded_as_what_stopped_it() {
         let stats = component(lang, "text-stats");
         let at = |what: &str| format!("{lang:?} {what}");
 
-        let failed = run(&probe, "fail", json!({ "code": "no_stock", "message": "none left", "retryable": true }), &[]);
+        let failed = run(
+            &probe,
+            "fail",
+            json!({ "code": "no_stock", "message": "none left", "retryable": true }),
+            &[],
+        );
         assert_eq!(failed["outcome"], "agent_error", "{}", at("fail"));
-        assert_eq!(failed["error"], json!({ "code": "no_stock", "message": "none left", "retryable": true }));
+        assert_eq!(
+            failed["error"],
+            json!({ "code": "no_stock", "message": "none left", "retryable": true })
+        );
 
         // Typed input: a field of the wrong type is named.
         let invalid = run(&stats, "stats", json!({ "text": 5 }), &[]);
         assert_eq!(invalid["outcome"], "invalid_input", "{}", at("invalid"));
-        assert!(invalid["error"]["message"].as_str().unwrap().contains("input.text"), "{invalid:#}");
+        assert!(
+            invalid["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("input.text"),
+            "{invalid:#}"
+        );
         let missing = run(&stats, "stats", json!({}), &[]);
         assert_eq!(missing["outcome"], "invalid_input", "{}", at("missing"));
         let unknown = run(&stats, "no_such_action", json!({}), &[]);
@@ -125,19 +154,39 @@ fn each_way_a_guest_fails_is_recorded_as_what_stopped_it() {
             Lang::Python => "ZeroDivisionError",
             Lang::Js => "TypeError",
         };
-        assert!(crashed["error"]["message"].as_str().unwrap().contains(expected), "{crashed:#}");
-        assert!(logs(&crashed).contains("[error] uncaught exception in action"), "{}", logs(&crashed));
+        assert!(
+            crashed["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(expected),
+            "{crashed:#}"
+        );
+        assert!(
+            logs(&crashed).contains("[error] uncaught exception in action"),
+            "{}",
+            logs(&crashed)
+        );
 
         // A runaway loop: stopped by fuel, or by the clock when fuel is plentiful.
         let spun = run(&probe, "spin", json!({}), &["--fuel", "5e7"]);
         assert_eq!(spun["outcome"], "fuel_exhausted", "{}", at("spin"));
         assert_eq!(spun["usage"]["fuel"], 50_000_000);
-        let timed = run(&probe, "spin", json!({}), &["--fuel", "1e13", "--timeout", "300ms"]);
+        let timed = run(
+            &probe,
+            "spin",
+            json!({}),
+            &["--fuel", "1e13", "--timeout", "300ms"],
+        );
         assert_eq!(timed["outcome"], "timed_out", "{}", at("spin timeout"));
 
         // A memory hog: stopped by the memory limit, and the record says so.
         let hog = run(&probe, "hog", json!({}), &["--memory", "48MiB"]);
-        assert_eq!(hog["outcome"], "memory_limit_exceeded", "{}: {hog:#}", at("hog"));
+        assert_eq!(
+            hog["outcome"],
+            "memory_limit_exceeded",
+            "{}: {hog:#}",
+            at("hog")
+        );
         assert!(hog["usage"]["peak_memory_bytes"].as_u64().unwrap() <= 48 << 20);
 
         // logging / print / console reach the host's log at their levels.
@@ -145,9 +194,15 @@ fn each_way_a_guest_fails_is_recorded_as_what_stopped_it() {
         let lines = logs(&chatty);
         let (warned, said) = match lang {
             Lang::Python => ("[warn] a warning from logging", "[info] a line from print"),
-            Lang::Js => ("[warn] a warning from console.warn", "[info] a line from console.log"),
+            Lang::Js => (
+                "[warn] a warning from console.warn",
+                "[info] a line from console.log",
+            ),
         };
-        assert!(lines.contains(warned) && lines.contains(said), "{lang:?}: {lines}");
+        assert!(
+            lines.contains(warned) && lines.contains(said),
+            "{lang:?}: {lines}"
+        );
     }
 }
 
@@ -161,17 +216,31 @@ async fn denied_capabilities_fail_at_call_time_and_granted_ones_work() {
         let probe = component(lang, "probe");
         let denied = |action: &str, input: Value| {
             let record = run(&probe, action, input, &[]);
-            assert_eq!(record["outcome"], "agent_error", "{lang:?} {action}: {record:#}");
+            assert_eq!(
+                record["outcome"], "agent_error",
+                "{lang:?} {action}: {record:#}"
+            );
             record
         };
         let kv = json!({ "key": "k", "value": "v" });
         assert_eq!(error_code(&denied("kv_roundtrip", kv.clone())), "kv_denied");
-        assert_eq!(output(&run(&probe, "kv_roundtrip", kv, &["--kv"])), json!({ "value": "v" }));
+        assert_eq!(
+            output(&run(&probe, "kv_roundtrip", kv, &["--kv"])),
+            json!({ "value": "v" })
+        );
 
         let secret = json!({ "name": "TOKEN" });
-        assert_eq!(error_code(&denied("secret", secret.clone())), "config_denied");
         assert_eq!(
-            output(&run(&probe, "secret", secret, &["--secret", "TOKEN=s3cret"])),
+            error_code(&denied("secret", secret.clone())),
+            "config_denied"
+        );
+        assert_eq!(
+            output(&run(
+                &probe,
+                "secret",
+                secret,
+                &["--secret", "TOKEN=s3cret"]
+            )),
             json!({ "length": 6 })
         );
 
@@ -183,7 +252,10 @@ async fn denied_capabilities_fail_at_call_time_and_granted_ones_work() {
             Lang::Js => "http_request_failed",
         };
         assert_eq!(error_code(&refused), code);
-        assert_eq!(refused["usage"]["http"]["requests_denied"], 1, "{refused:#}");
+        assert_eq!(
+            refused["usage"]["http"]["requests_denied"], 1,
+            "{refused:#}"
+        );
         let fetched = output(&run(&probe, "fetch", fetch, &["--allow-http", &rule]));
         assert_eq!(fetched["status"], 200, "{fetched:#}");
 
@@ -194,16 +266,34 @@ async fn denied_capabilities_fail_at_call_time_and_granted_ones_work() {
             2
         );
     }
-    assert_eq!(upstream.hits().len(), 2, "only the granted requests arrived");
+    assert_eq!(
+        upstream.hits().len(),
+        2,
+        "only the granted requests arrived"
+    );
 
     // What only Python can reach: files, the environment and sockets, all denied.
     let probe = component(Lang::Python, "probe");
     let file = run(&probe, "read_file", json!({ "path": "/etc/hostname" }), &[]);
     assert_eq!(error_code(&file), "os_error", "{file:#}");
-    assert_eq!(output(&run(&probe, "env", json!({}), &[])), json!({ "variables": {} }));
-    let socket = run(&probe, "connect", json!({ "host": "127.0.0.1", "port": upstream.port() }), &[]);
+    assert_eq!(
+        output(&run(&probe, "env", json!({}), &[])),
+        json!({ "variables": {} })
+    );
+    let socket = run(
+        &probe,
+        "connect",
+        json!({ "host": "127.0.0.1", "port": upstream.port() }),
+        &[],
+    );
     assert_eq!(error_code(&socket), "os_error", "{socket:#}");
-    assert!(socket["error"]["message"].as_str().unwrap().contains("PermissionError"), "{socket:#}");
+    assert!(
+        socket["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("PermissionError"),
+        "{socket:#}"
+    );
 }
 
 /// Copies the compiled artifacts of `components` into a server's data directory, so
@@ -217,7 +307,12 @@ fn seed_artifacts(app: &TestApp, components: &[&Path]) {
         let hash = hex::encode(Sha256::digest(std::fs::read(component).unwrap()));
         for entry in std::fs::read_dir(cache_dir()).unwrap() {
             let path = entry.unwrap().path();
-            if path.file_name().unwrap().to_string_lossy().starts_with(&hash) {
+            if path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&hash)
+            {
                 std::fs::copy(&path, target.join(path.file_name().unwrap())).unwrap();
             }
         }
@@ -229,20 +324,36 @@ async fn guests_upload_invoke_and_keep_records_through_the_api(backend: Backend)
     let app = spawn_app(backend).await;
     app.agent_with("text-stats", TEXT_STATS).await;
     for lang in LANGS {
-        let (stats, notes, probe) = (component(lang, "text-stats"), component(lang, "notes"), component(lang, "probe"));
+        let (stats, notes, probe) = (
+            component(lang, "text-stats"),
+            component(lang, "notes"),
+            component(lang, "probe"),
+        );
         // Compiled once, when built, then shared.
         seed_artifacts(&app, &[&stats, &notes, &probe]);
         let suffix = lang.suffix();
-        let (stats_name, notes_name, probe_name) =
-            (format!("stats-{suffix}"), format!("notes-{suffix}"), format!("probe-{suffix}"));
+        let (stats_name, notes_name, probe_name) = (
+            format!("stats-{suffix}"),
+            format!("notes-{suffix}"),
+            format!("probe-{suffix}"),
+        );
         let uploaded = app.agent_with(&stats_name, stats.to_str().unwrap()).await;
-        assert_eq!(uploaded["metadata"]["actions"][0]["name"], "stats", "{uploaded:#}");
-        assert!(uploaded["metadata"]["actions"][0]["input_schema"]["properties"]["text"].is_object());
+        assert_eq!(
+            uploaded["metadata"]["actions"][0]["name"], "stats",
+            "{uploaded:#}"
+        );
+        assert!(
+            uploaded["metadata"]["actions"][0]["input_schema"]["properties"]["text"].is_object()
+        );
         app.agent_with(&notes_name, notes.to_str().unwrap()).await;
         app.agent_with(&probe_name, probe.to_str().unwrap()).await;
 
         let ran = app
-            .invoke(&stats_name, ADMIN_KEY, json!({ "action": "stats", "input": { "text": "One two. Three!" } }))
+            .invoke(
+                &stats_name,
+                ADMIN_KEY,
+                json!({ "action": "stats", "input": { "text": "One two. Three!" } }),
+            )
             .await
             .ok(200);
         assert_eq!(ran["outcome"], "succeeded", "{ran:#}");
@@ -251,7 +362,11 @@ async fn guests_upload_invoke_and_keep_records_through_the_api(backend: Backend)
 
         // Denied by default, recorded and audited.
         let denied = app
-            .invoke(&notes_name, ADMIN_KEY, json!({ "action": "add", "input": { "text": "hi" } }))
+            .invoke(
+                &notes_name,
+                ADMIN_KEY,
+                json!({ "action": "add", "input": { "text": "hi" } }),
+            )
             .await
             .ok(200);
         assert_eq!(denied["outcome"], "agent_error", "{denied:#}");
@@ -273,54 +388,93 @@ async fn guests_upload_invoke_and_keep_records_through_the_api(backend: Backend)
         .await
         .ok(200);
         let added = app
-            .invoke(&notes_name, ADMIN_KEY, json!({ "action": "add", "input": { "id": "n1", "text": "Corral runs agents." } }))
+            .invoke(
+                &notes_name,
+                ADMIN_KEY,
+                json!({ "action": "add", "input": { "id": "n1", "text": "Corral runs agents." } }),
+            )
             .await
             .ok(200);
         assert_eq!(added["output"], json!({ "id": "n1" }), "{added:#}");
         let too_long = app
-            .invoke(&notes_name, ADMIN_KEY, json!({ "action": "add", "input": { "text": "x".repeat(21) } }))
+            .invoke(
+                &notes_name,
+                ADMIN_KEY,
+                json!({ "action": "add", "input": { "text": "x".repeat(21) } }),
+            )
             .await
             .ok(200);
         assert_eq!(too_long["error"]["code"], "too_long", "{too_long:#}");
         let listed = app
-            .invoke(&notes_name, ADMIN_KEY, json!({ "action": "list", "input": {} }))
+            .invoke(
+                &notes_name,
+                ADMIN_KEY,
+                json!({ "action": "list", "input": {} }),
+            )
             .await
             .ok(200);
-        assert_eq!(listed["output"], json!({ "notes": [{ "id": "n1", "text": "Corral runs agents." }] }));
+        assert_eq!(
+            listed["output"],
+            json!({ "notes": [{ "id": "n1", "text": "Corral runs agents." }] })
+        );
         let measured = app
-            .invoke(&notes_name, ADMIN_KEY, json!({ "action": "stats", "input": { "id": "n1" } }))
+            .invoke(
+                &notes_name,
+                ADMIN_KEY,
+                json!({ "action": "stats", "input": { "id": "n1" } }),
+            )
             .await
             .ok(200);
         assert_eq!(measured["output"]["words"], 3, "{measured:#}");
         assert_eq!(measured["usage"]["agents"]["calls"], 1);
 
         // HTTP granted to the upstream only.
-        app.set_policy(&probe_name, json!({ "grants": { "http": { "allow": [upstream.rule()] } } }))
-            .await;
+        app.set_policy(
+            &probe_name,
+            json!({ "grants": { "http": { "allow": [upstream.rule()] } } }),
+        )
+        .await;
         let fetched = app
-            .invoke(&probe_name, ADMIN_KEY, json!({ "action": "fetch", "input": { "url": upstream.url("/hello") } }))
+            .invoke(
+                &probe_name,
+                ADMIN_KEY,
+                json!({ "action": "fetch", "input": { "url": upstream.url("/hello") } }),
+            )
             .await
             .ok(200);
         assert_eq!(fetched["output"]["status"], 200, "{fetched:#}");
 
         // A runaway loop under the agent's fuel limit, kept with what stopped it.
         let spun = app
-            .invoke(&probe_name, ADMIN_KEY, json!({ "action": "spin", "limits": { "fuel": 20_000_000 } }))
+            .invoke(
+                &probe_name,
+                ADMIN_KEY,
+                json!({ "action": "spin", "limits": { "fuel": 20_000_000 } }),
+            )
             .await
             .ok(200);
         assert_eq!(spun["outcome"], "fuel_exhausted", "{spun:#}");
         let id = spun["execution_id"].as_str().unwrap();
-        let record = app.get(&format!("/v1/executions/{id}"), ADMIN_KEY).await.ok(200);
+        let record = app
+            .get(&format!("/v1/executions/{id}"), ADMIN_KEY)
+            .await
+            .ok(200);
         assert_eq!(record["outcome"], "fuel_exhausted");
         assert_eq!(record["fuel"], 20_000_000);
         let crashed = app
             .invoke(&probe_name, ADMIN_KEY, json!({ "action": "crash" }))
             .await
             .ok(200);
-        assert_eq!(crashed["error"]["code"], "uncaught_exception", "{crashed:#}");
+        assert_eq!(
+            crashed["error"]["code"], "uncaught_exception",
+            "{crashed:#}"
+        );
     }
     let executions = app.get("/v1/executions?limit=100", ADMIN_KEY).await.ok(200);
-    assert!(executions["items"].as_array().unwrap().len() >= 20, "{executions:#}");
+    assert!(
+        executions["items"].as_array().unwrap().len() >= 20,
+        "{executions:#}"
+    );
     app.stop().await;
 }
 
@@ -330,15 +484,24 @@ async fn guests_upload_invoke_and_keep_records_through_the_api(backend: Backend)
 async fn a_large_upload_compiles_while_other_requests_are_answered() {
     let python = std::fs::read(component(Lang::Python, "notes")).unwrap();
     // Debug builds of the compiler are slower than release ones: more time to compile.
-    let app = spawn_app_with(Backend::Sqlite, |c| c.compile_timeout = std::time::Duration::from_secs(300)).await;
+    let app = spawn_app_with(Backend::Sqlite, |c| {
+        c.compile_timeout = std::time::Duration::from_secs(300)
+    })
+    .await;
     app.agent_with("text-stats", TEXT_STATS).await;
-    app.post("/v1/agents", ADMIN_KEY, json!({ "name": "notes-py" })).await.ok(201);
+    app.post("/v1/agents", ADMIN_KEY, json!({ "name": "notes-py" }))
+        .await
+        .ok(201);
     let upload = app.upload("notes-py", ADMIN_KEY, python);
     let others = async {
         let mut answered = 0;
         for _ in 0..20 {
             let ran = app
-                .invoke("text-stats", ADMIN_KEY, json!({ "action": "stats", "input": { "text": "a b" } }))
+                .invoke(
+                    "text-stats",
+                    ADMIN_KEY,
+                    json!({ "action": "stats", "input": { "text": "a b" } }),
+                )
                 .await
                 .ok(200);
             assert_eq!(ran["outcome"], "succeeded");
@@ -359,14 +522,24 @@ async fn a_large_upload_compiles_while_other_requests_are_answered() {
 #[test]
 fn new_projects_build_and_run_in_each_language() {
     let dir = tempfile::tempdir().unwrap();
-    for (lang, name) in [("python", "hello-py"), ("js", "hello-js"), ("rust", "hello-rs")] {
+    for (lang, name) in [
+        ("python", "hello-py"),
+        ("js", "hello-js"),
+        ("rust", "hello-rs"),
+    ] {
         let project = dir.path().join(name);
         let corral = |args: &[&str], cwd: &Path| {
             let mut command = Command::new(corral_bin());
-            command.args(args).current_dir(cwd).env("CORRAL_GUEST_TOOLCHAINS", toolchains());
+            command
+                .args(args)
+                .current_dir(cwd)
+                .env("CORRAL_GUEST_TOOLCHAINS", toolchains());
             if lang == "rust" {
                 // The Rust agents' build directory: its dependencies are already built.
-                command.env("CARGO_TARGET_DIR", Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"));
+                command.env(
+                    "CARGO_TARGET_DIR",
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"),
+                );
             }
             let out = command.output().unwrap();
             assert!(
@@ -404,17 +577,31 @@ fn new_projects_build_and_run_in_each_language() {
 
     // Refusals: an existing directory, a bad name, no project, a missing toolchain.
     let status = |args: &[&str], env: &[(&str, &str)]| {
-        let out = Command::new(corral_bin()).args(args).current_dir(dir.path()).envs(env.iter().copied()).output().unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        let out = Command::new(corral_bin())
+            .args(args)
+            .current_dir(dir.path())
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
-    assert_eq!(status(&["new", "hello-py", "--lang", "python"], &[]).0, Some(2));
+    assert_eq!(
+        status(&["new", "hello-py", "--lang", "python"], &[]).0,
+        Some(2)
+    );
     assert_eq!(status(&["new", "Bad Name"], &[]).0, Some(2));
     let (code, said) = status(&["build"], &[]);
     assert_eq!(code, Some(2));
     assert!(said.contains("corral new"), "{said}");
     let (code, said) = status(
         &["build", "--dir", "hello-py"],
-        &[("PATH", "/nonexistent"), ("CORRAL_GUEST_TOOLCHAINS", "/nonexistent")],
+        &[
+            ("PATH", "/nonexistent"),
+            ("CORRAL_GUEST_TOOLCHAINS", "/nonexistent"),
+        ],
     );
     assert_eq!(code, Some(2), "{said}");
     assert!(said.contains("pip install componentize-py=="), "{said}");
