@@ -2,7 +2,8 @@
 //!
 //! - `invoke/*`: one `echo` call with a fresh instance per call. `raw_wasmtime` is what a
 //!   careful embedder writes by hand on the *same* engine (pooling allocator, fuel):
-//!   a fresh `Store`, `instantiate_async` from an `InstancePre`, call the export.
+//!   a fresh `Store`, `instantiate_async` from an `InstancePre`, call the export
+//!   ([`corral_tests::baseline`]).
 //!   `corral` is `Runtime::invoke`: that plus input validation, limits, log capture,
 //!   usage and outcome classification.
 //! - `interruption/*`: a compute-bound call (hostile `burn`) under each interruption
@@ -14,110 +15,14 @@
 use std::time::Duration;
 
 use corral_host::limits::Limits;
-use corral_host::runtime::bindings::{Agent, AgentPre, Context, Invocation, Level};
+use corral_host::runtime::bindings::{Context, Invocation};
 use corral_host::runtime::engine::{EngineRole, EpochTicker, build_engine};
 use corral_host::runtime::{EngineSettings, Interruption, InvokeRequest, Runtime, RuntimeConfig};
+use corral_tests::baseline::{RawState, raw_pre};
 use corral_tests::plugins::{ECHO, HOSTILE};
 use criterion::{Criterion, criterion_group, criterion_main};
 use wasmtime::Store;
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-
-struct RawState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-}
-
-impl WasiView for RawState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl corral_host::runtime::bindings::corral::agent::logging::Host for RawState {
-    fn log(&mut self, _level: Level, _message: String) -> wasmtime::Result<()> {
-        Ok(())
-    }
-}
-
-impl corral_host::runtime::bindings::corral::agent::types::Host for RawState {}
-
-// The baseline grants nothing: the capabilities the echo agent never calls refuse.
-mod refused {
-    use corral_host::runtime::bindings::corral::agent::agents::{self, CallError};
-    use corral_host::runtime::bindings::corral::agent::config::{self, ConfigError};
-    use corral_host::runtime::bindings::corral::agent::kv::{self, KvError};
-    use corral_host::runtime::bindings::corral::agent::llm::{
-        self, ChatRequest, ChatResponse, LlmError,
-    };
-
-    use super::RawState;
-
-    type Answer<T, E> = wasmtime::Result<Result<T, E>>;
-
-    impl kv::Host for RawState {
-        async fn get(&mut self, _: String) -> Answer<Option<Vec<u8>>, KvError> {
-            Ok(Err(KvError::Denied(String::new())))
-        }
-        async fn set(&mut self, _: String, _: Vec<u8>, _: Option<u64>) -> Answer<(), KvError> {
-            Ok(Err(KvError::Denied(String::new())))
-        }
-        async fn delete(&mut self, _: String) -> Answer<bool, KvError> {
-            Ok(Err(KvError::Denied(String::new())))
-        }
-        async fn list_keys(
-            &mut self,
-            _: String,
-            _: Option<String>,
-            _: u32,
-        ) -> Answer<Vec<String>, KvError> {
-            Ok(Err(KvError::Denied(String::new())))
-        }
-    }
-
-    impl config::Host for RawState {
-        async fn get(&mut self, _: String) -> Answer<Option<String>, ConfigError> {
-            Ok(Ok(None))
-        }
-        async fn get_secret(&mut self, _: String) -> Answer<Option<String>, ConfigError> {
-            Ok(Err(ConfigError::Denied(String::new())))
-        }
-    }
-
-    impl llm::Host for RawState {
-        async fn chat(&mut self, _: ChatRequest) -> Answer<ChatResponse, LlmError> {
-            Ok(Err(LlmError::Denied(String::new())))
-        }
-    }
-
-    impl agents::Host for RawState {
-        async fn call(&mut self, _: String, _: String, _: String) -> Answer<String, CallError> {
-            Ok(Err(CallError::Denied(String::new())))
-        }
-        async fn submit_task(
-            &mut self,
-            _: String,
-            _: String,
-            _: String,
-        ) -> Answer<String, CallError> {
-            Ok(Err(CallError::Denied(String::new())))
-        }
-        async fn wait_task(&mut self, _: String, _: u32) -> Answer<Option<String>, CallError> {
-            Ok(Err(CallError::Denied(String::new())))
-        }
-    }
-}
-
-fn raw_pre(engine: &wasmtime::Engine, path: &str) -> AgentPre<RawState> {
-    let mut linker = Linker::<RawState>::new(engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
-    Agent::add_to_linker::<_, HasSelf<RawState>>(&mut linker, |s| s).unwrap();
-    let component = Component::from_file(engine, path).unwrap();
-    AgentPre::new(linker.instantiate_pre(&component).unwrap()).unwrap()
-}
+use wasmtime::component::Component;
 
 fn invocation(action: &str, input: &str) -> Invocation {
     Invocation {
@@ -146,16 +51,10 @@ fn invoke(c: &mut Criterion) {
         Interruption::Epoch { tick } => Some(EpochTicker::start(&engine, tick)),
         Interruption::FuelYield { .. } => None,
     };
-    let pre = raw_pre(&engine, ECHO);
+    let pre = raw_pre(&engine, &Component::from_file(&engine, ECHO).unwrap());
     group.bench_function("raw_wasmtime", |b| {
         b.to_async(&rt).iter(|| async {
-            let mut store = Store::new(
-                &engine,
-                RawState {
-                    wasi: WasiCtx::builder().build(),
-                    table: ResourceTable::new(),
-                },
-            );
+            let mut store = Store::new(&engine, RawState::new());
             store.set_fuel(Limits::DEFAULT_FUEL).unwrap();
             // The same interruption setup the runtime uses, so only Corral's own work differs.
             match EngineSettings::default().interruption {

@@ -7,6 +7,7 @@
 //! the outbound-HTTP tests.
 
 pub mod app;
+pub mod baseline;
 pub mod guests;
 pub mod harness;
 pub mod process;
