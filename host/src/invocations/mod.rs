@@ -331,6 +331,8 @@ pub struct Invocations {
     pub tenants: Arc<TtlCache<String, Tenant>>,
     /// Wakes this node's task workers when a task is submitted here.
     pub task_wake: Arc<tokio::sync::Notify>,
+    /// Wakes this node's workflow advancer when a task ends here.
+    pub workflow_wake: Arc<tokio::sync::Notify>,
     /// This node's name in leases (task attempts, idempotency keys): unique per process.
     pub node: Arc<str>,
     /// Counters for `GET /metrics`.
@@ -356,6 +358,7 @@ impl Invocations {
             versions: Arc::new(TtlCache::new(Duration::from_secs(3600))),
             tenants: Arc::new(TtlCache::new(crate::cache::TTL)),
             task_wake: Arc::default(),
+            workflow_wake: Arc::default(),
             node: format!("node-{}", uuid::Uuid::new_v4().simple()).into(),
             metrics: Arc::default(),
         }

@@ -168,6 +168,8 @@ async fn dispatch(
                             run_attempt(&pipeline, claimed, cancelled).await;
                             running.lock().expect("running lock").remove(&id);
                             wake.notify_one();
+                            // The task may be a workflow's step.
+                            pipeline.workflow_wake.notify_one();
                         });
                     }
                 }
