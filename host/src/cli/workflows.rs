@@ -56,12 +56,13 @@ enum WorkflowCommand {
         /// The definition's name.
         name: String,
         /// Its version [default: the latest].
-        #[arg(long)]
+        #[arg(id = "definition_version", long = "definition-version", value_name = "N")]
         version: Option<i32>,
         #[command(flatten)]
         run: RunArgs,
     },
-    /// Store the workflow in FILE (YAML or JSON) as the next version of NAME.
+    /// Store the workflow in FILE (YAML or JSON) as the next version of NAME (the file's
+    /// `input` and `correlation_id`, if any, are left out: they belong to a run).
     Define {
         /// The definition's name.
         name: String,
@@ -156,7 +157,7 @@ enum ScheduleCommand {
         #[arg(long, value_name = "NAME")]
         workflow: Option<String>,
         /// The stored workflow's version [default: the latest at each occurrence].
-        #[arg(long, requires = "workflow")]
+        #[arg(id = "definition_version", long = "definition-version", value_name = "N", requires = "workflow")]
         version: Option<i32>,
         /// The input, as JSON text [default: {}].
         #[arg(long, value_name = "JSON")]
@@ -281,7 +282,9 @@ async fn run_workflow(
             submit(server, body, run).await
         }
         WorkflowCommand::Define { name, file } => {
-            let body = Value::Object(document(&file)?);
+            let mut body = document(&file)?;
+            body.remove("input");
+            body.remove("correlation_id");
             let request = server
                 .request(Method::PUT, &["v1", "workflow-definitions", &name])?
                 .json(&body);

@@ -7,7 +7,8 @@
 //! digits, `_` and `-`; any other key goes in `["…"]` (with `\"` and `\\` escapes).
 //!
 //! A template is JSON in which every string that starts with `$.` is a path, replaced by
-//! the value it selects; everything else is kept as it is. A string that should start
+//! the value it selects (`null` if it selects nothing, e.g. the output of a skipped
+//! step); everything else is kept as it is. A string that should start
 //! with `$.` literally is written with one more `$`: `"$$.50"` is the string `"$.50"`
 //! (any string starting with `$$` loses its first `$`).
 //!
@@ -227,13 +228,13 @@ fn visit(
     }
 }
 
-/// Builds the value of a template; a path that selects nothing is an error naming it.
+/// Builds the value of a template; a path that selects nothing gives `null`.
 pub fn resolve(template: &Value, data: &dyn Data) -> Result<Value, PathError> {
     Ok(match template {
         Value::String(text) => match classify(text) {
-            Text::Path(path) => Path::parse(path)?.select(data).ok_or_else(|| {
-                PathError(format!("{path} selects nothing"))
-            })?,
+            // Nothing selected (a skipped step's output, an absent member) is null,
+            // as in conditions.
+            Text::Path(path) => Path::parse(path)?.select(data).unwrap_or(Value::Null),
             Text::Literal(literal) => Value::String(literal.to_string()),
         },
         Value::Array(items) => Value::Array(
@@ -340,7 +341,10 @@ pub(crate) mod tests {
             template_steps(&template).unwrap(),
             BTreeSet::from(["fetch".to_string()])
         );
-        let missing = resolve(&json!({ "x": "$.input.nope" }), &data).unwrap_err();
-        assert!(missing.0.contains("$.input.nope"), "{missing}");
+        assert_eq!(
+            resolve(&json!({ "x": "$.input.nope", "y": "$.steps.skipped.output" }), &data)
+                .unwrap(),
+            json!({ "x": null, "y": null })
+        );
     }
 }

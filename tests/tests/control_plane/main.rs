@@ -14,6 +14,7 @@ mod quotas;
 mod records;
 mod schedules;
 mod task_cli;
+mod workflow_cli;
 mod tasks;
 mod versions;
 mod workflows;
