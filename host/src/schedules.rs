@@ -279,12 +279,11 @@ pub async fn stored_workflow(
         }),
         e => e.into(),
     })?;
-    let spec: WorkflowSpec = serde_json::from_value(row.definition.0).map_err(|e| {
-        WorkflowError::Invalid {
+    let spec: WorkflowSpec =
+        serde_json::from_value(row.definition.0).map_err(|e| WorkflowError::Invalid {
             code: "invalid_workflow",
             message: e.to_string(),
-        }
-    })?;
+        })?;
     workflows::validate(pipeline, tenant_id, &spec).await?;
     Ok((spec, row.version))
 }

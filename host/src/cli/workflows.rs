@@ -56,7 +56,11 @@ enum WorkflowCommand {
         /// The definition's name.
         name: String,
         /// Its version [default: the latest].
-        #[arg(id = "definition_version", long = "definition-version", value_name = "N")]
+        #[arg(
+            id = "definition_version",
+            long = "definition-version",
+            value_name = "N"
+        )]
         version: Option<i32>,
         #[command(flatten)]
         run: RunArgs,
@@ -157,7 +161,12 @@ enum ScheduleCommand {
         #[arg(long, value_name = "NAME")]
         workflow: Option<String>,
         /// The stored workflow's version [default: the latest at each occurrence].
-        #[arg(id = "definition_version", long = "definition-version", value_name = "N", requires = "workflow")]
+        #[arg(
+            id = "definition_version",
+            long = "definition-version",
+            value_name = "N",
+            requires = "workflow"
+        )]
         version: Option<i32>,
         /// The input, as JSON text [default: {}].
         #[arg(long, value_name = "JSON")]
@@ -247,7 +256,10 @@ fn finish(
         }
     };
     if server.json() {
-        outln!("{}", serde_json::to_string_pretty(&value).expect("JSON prints"))?;
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&value).expect("JSON prints")
+        )?;
     } else if let Some(items) = value["items"].as_array() {
         if items.is_empty() {
             errln!("none");
@@ -319,9 +331,17 @@ async fn run_workflow(
             .into_iter()
             .filter_map(|(k, v)| v.map(|v| (k, v)))
             .collect();
-            let page = send(server.request(Method::GET, &["v1", "workflows"])?.query(&query)).await?;
+            let page = send(
+                server
+                    .request(Method::GET, &["v1", "workflows"])?
+                    .query(&query),
+            )
+            .await?;
             if page["next_cursor"].is_string() && !server.json() {
-                errln!("more: pass --cursor {}", page["next_cursor"].as_str().unwrap_or(""));
+                errln!(
+                    "more: pass --cursor {}",
+                    page["next_cursor"].as_str().unwrap_or("")
+                );
             }
             Ok((page, 0))
         }
@@ -344,7 +364,9 @@ async fn submit(
     if let Some(id) = run.correlation_id {
         body.insert("correlation_id".into(), id.into());
     }
-    let mut request = server.request(Method::POST, &["v1", "workflows"])?.json(&body);
+    let mut request = server
+        .request(Method::POST, &["v1", "workflows"])?
+        .json(&body);
     if let Some(key) = &run.idempotency_key {
         request = request.header("Idempotency-Key", key);
     }
@@ -352,7 +374,9 @@ async fn submit(
     if !run.wait {
         return Ok((submitted, 0));
     }
-    let id = submitted["id"].as_str().context("the server named no workflow id")?;
+    let id = submitted["id"]
+        .as_str()
+        .context("the server named no workflow id")?;
     if !server.json() {
         errln!("submitted workflow {id}; waiting for it to end");
     }
@@ -366,7 +390,8 @@ async fn fetch(server: &ServerArgs, id: &str, timeout: Option<Duration>) -> anyh
     let deadline = timeout.map(|t| Instant::now() + t);
     loop {
         let hold = deadline.map_or(LONGEST_POLL, |d| {
-            d.saturating_duration_since(Instant::now()).min(LONGEST_POLL)
+            d.saturating_duration_since(Instant::now())
+                .min(LONGEST_POLL)
         });
         let mut request = server.request(Method::GET, &["v1", "workflows", id])?;
         if !hold.is_zero() {
@@ -381,7 +406,9 @@ async fn fetch(server: &ServerArgs, id: &str, timeout: Option<Duration>) -> anyh
 }
 
 fn text(value: &Value) -> String {
-    value.as_str().map_or_else(|| value.to_string(), str::to_string)
+    value
+        .as_str()
+        .map_or_else(|| value.to_string(), str::to_string)
 }
 
 fn print_workflow(w: &Value) -> io::Result<()> {
@@ -407,10 +434,17 @@ fn print_workflow(w: &Value) -> io::Result<()> {
         outln!("output:  {}", w["output"])?;
     }
     if !w["error"].is_null() {
-        outln!("error:   {}: {}", text(&w["error"]["code"]), text(&w["error"]["message"]))?;
+        outln!(
+            "error:   {}: {}",
+            text(&w["error"]["code"]),
+            text(&w["error"]["message"])
+        )?;
     }
     if let Some(cost) = w["usage"]["cost_usd"].as_str() {
-        outln!("cost:    ${cost} over {} execution(s)", w["usage"]["executions"])?;
+        outln!(
+            "cost:    ${cost} over {} execution(s)",
+            w["usage"]["executions"]
+        )?;
     }
     Ok(())
 }
@@ -458,12 +492,21 @@ async fn run_schedule(
                 target.insert("input".into(), json_arg("--input", &input)?);
             }
             let mut body = json!({ "cron": cron, "target": target, "paused": paused });
-            for (name, value) in [("timezone", timezone), ("missed", missed), ("overlap", overlap)] {
+            for (name, value) in [
+                ("timezone", timezone),
+                ("missed", missed),
+                ("overlap", overlap),
+            ] {
                 if let Some(value) = value {
                     body[name] = value.into();
                 }
             }
-            send(server.request(Method::POST, &["v1", "schedules"])?.json(&body)).await?
+            send(
+                server
+                    .request(Method::POST, &["v1", "schedules"])?
+                    .json(&body),
+            )
+            .await?
         }
         ScheduleCommand::Get { id } => send(on(Method::GET, &id, None)?).await?,
         ScheduleCommand::List => send(server.request(Method::GET, &["v1", "schedules"])?).await?,

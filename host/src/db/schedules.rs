@@ -113,12 +113,14 @@ pub async fn list(
     let sql = format!(
         "SELECT {COLUMNS} FROM schedules WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
     );
-    Ok(in_scope!(db, tenant_id, conn => sqlx::query_as::<_, ScheduleRow>(&sql)
+    Ok(
+        in_scope!(db, tenant_id, conn => sqlx::query_as::<_, ScheduleRow>(&sql)
         .bind(tenant_id)
         .bind(before.unwrap_or("~"))
         .bind(limit)
         .fetch_all(conn)
-        .await)?)
+        .await)?,
+    )
 }
 
 /// Pauses or resumes a schedule (resuming from `next_at`); whether it exists.
@@ -169,13 +171,15 @@ pub async fn due(
     now: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<(String, String)>, DbError> {
-    Ok(in_scope!(db, super::Wide::Orchestration, conn => sqlx::query_as(
+    Ok(
+        in_scope!(db, super::Wide::Orchestration, conn => sqlx::query_as(
         "SELECT id, tenant_id FROM schedules WHERE NOT paused AND next_at <= $1 \
          ORDER BY next_at LIMIT $2")
         .bind(now)
         .bind(limit)
         .fetch_all(conn)
-        .await)?)
+        .await)?,
+    )
 }
 
 /// A due schedule, locked until `tx` ends; `None` if it is not due (any more) or
@@ -224,10 +228,7 @@ pub async fn insert_occurrence(tx: &mut Tx, o: &OccurrenceRow) -> Result<bool, D
 }
 
 /// Fills in what an occurrence enqueued.
-pub async fn set_occurrence_work(
-    tx: &mut Tx,
-    o: &OccurrenceRow,
-) -> Result<(), DbError> {
+pub async fn set_occurrence_work(tx: &mut Tx, o: &OccurrenceRow) -> Result<(), DbError> {
     on_tx!(tx, conn => sqlx::query(
         "UPDATE schedule_occurrences SET outcome = $1, task_id = $2, workflow_id = $3, error = $4 \
          WHERE schedule_id = $5 AND occurrence_at = $6")
@@ -287,7 +288,8 @@ pub async fn occurrences(
     id: &str,
     limit: i64,
 ) -> Result<Vec<OccurrenceRow>, DbError> {
-    Ok(in_scope!(db, tenant_id, conn => sqlx::query_as::<_, OccurrenceRow>(
+    Ok(
+        in_scope!(db, tenant_id, conn => sqlx::query_as::<_, OccurrenceRow>(
         "SELECT schedule_id, occurrence_at, tenant_id, outcome, task_id, workflow_id, error, node, \
          created_at FROM schedule_occurrences WHERE tenant_id = $1 AND schedule_id = $2 \
          ORDER BY occurrence_at DESC LIMIT $3")
@@ -295,5 +297,6 @@ pub async fn occurrences(
         .bind(id)
         .bind(limit)
         .fetch_all(conn)
-        .await)?)
+        .await)?,
+    )
 }

@@ -274,7 +274,8 @@ pub async fn list(
          AND ($7 IS NULL OR created_at >= $7) AND ($8 IS NULL OR created_at < $8) \
          ORDER BY id DESC LIMIT $9"
     );
-    Ok(in_scope!(db, tenant_id, conn => sqlx::query_as::<_, WorkflowRow>(&sql)
+    Ok(
+        in_scope!(db, tenant_id, conn => sqlx::query_as::<_, WorkflowRow>(&sql)
         .bind(tenant_id)
         .bind(before.unwrap_or("~"))
         .bind(&filter.state)
@@ -285,13 +286,15 @@ pub async fn list(
         .bind(filter.until)
         .bind(limit)
         .fetch_all(conn)
-        .await)?)
+        .await)?,
+    )
 }
 
 /// Workflows (with their tenants) that have a step or compensation whose task has
 /// ended but is not recorded yet: what the advancers move on, across tenants.
 pub async fn needing_advance(db: &Db, limit: i64) -> Result<Vec<(String, String)>, DbError> {
-    Ok(in_scope!(db, super::Wide::Orchestration, conn => sqlx::query_as(
+    Ok(
+        in_scope!(db, super::Wide::Orchestration, conn => sqlx::query_as(
         "SELECT workflow_id, tenant_id FROM ( \
            SELECT s.workflow_id, s.tenant_id FROM workflow_steps s JOIN tasks t ON t.id = s.task_id \
            WHERE s.state = 'running' AND t.state IN ('succeeded', 'failed', 'cancelled') \
@@ -302,7 +305,8 @@ pub async fn needing_advance(db: &Db, limit: i64) -> Result<Vec<(String, String)
          ) ended LIMIT $1")
         .bind(limit)
         .fetch_all(conn)
-        .await)?)
+        .await)?,
+    )
 }
 
 /// What a workflow's executions used and cost, all attempts of all its steps and
@@ -425,11 +429,13 @@ pub async fn definition(
 
 /// The latest version of each of a tenant's definitions, by name.
 pub async fn definitions(db: &Db, tenant_id: &str) -> Result<Vec<DefinitionRow>, DbError> {
-    Ok(in_scope!(db, tenant_id, conn => sqlx::query_as::<_, DefinitionRow>(
+    Ok(
+        in_scope!(db, tenant_id, conn => sqlx::query_as::<_, DefinitionRow>(
         "SELECT d.name, d.version, d.definition, d.created_at FROM workflow_definitions d \
          WHERE d.tenant_id = $1 AND d.version = (SELECT MAX(version) FROM workflow_definitions x \
            WHERE x.tenant_id = d.tenant_id AND x.name = d.name) ORDER BY d.name")
         .bind(tenant_id)
         .fetch_all(conn)
-        .await)?)
+        .await)?,
+    )
 }

@@ -12,8 +12,8 @@ use sha2::{Digest, Sha256};
 use sqlx::types::Json;
 
 use super::{Backoff, TaskError, TaskState};
-use crate::db::tasks::{self, TaskRow};
 use crate::db::agents::Agent;
+use crate::db::tasks::{self, TaskRow};
 use crate::db::tenants::Tenant;
 use crate::db::{self, DbError};
 use crate::invocations::{Actor, Invocations};

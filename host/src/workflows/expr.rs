@@ -315,7 +315,10 @@ mod tests {
         assert!(holds("$.input.missing == null"));
         assert!(holds("$.steps.fetch.state == 'succeeded'"));
         assert!(!holds("$.input.text"), "only true holds");
-        assert!(!holds("$.input.text > 2"), "a string and a number do not order");
+        assert!(
+            !holds("$.input.text > 2"),
+            "a string and a number do not order"
+        );
         assert!(holds("true && (false || !false)"));
     }
 
@@ -335,6 +338,11 @@ mod tests {
             assert!(Expr::parse(bad).is_err(), "{bad:?} parsed");
         }
         let deep = format!("{}true{}", "(".repeat(40), ")".repeat(40));
-        assert!(Expr::parse(&deep).unwrap_err().0.contains("nests too deeply"));
+        assert!(
+            Expr::parse(&deep)
+                .unwrap_err()
+                .0
+                .contains("nests too deeply")
+        );
     }
 }

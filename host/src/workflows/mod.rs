@@ -374,17 +374,12 @@ pub async fn validate(
     let mut agents = HashMap::new();
     for step in &spec.steps {
         let name = &step.name;
-        let steps = template_steps(&step.input).map_err(|e| {
-            invalid(
-                "invalid_reference",
-                format!("step {name:?}: input: {e}"),
-            )
-        })?;
+        let steps = template_steps(&step.input)
+            .map_err(|e| invalid("invalid_reference", format!("step {name:?}: input: {e}")))?;
         reads(step, "input", steps, None)?;
         if let Some(when) = &step.when {
-            let condition = Expr::parse(when).map_err(|e| {
-                invalid("invalid_condition", format!("step {name:?}: when: {e}"))
-            })?;
+            let condition = Expr::parse(when)
+                .map_err(|e| invalid("invalid_condition", format!("step {name:?}: when: {e}")))?;
             let steps = condition
                 .paths()
                 .into_iter()
@@ -393,7 +388,11 @@ pub async fn validate(
             reads(step, "when", steps, None)?;
         }
         let agent = agent_of(pipeline, &mut agents, tenant_id, name, &step.agent).await?;
-        let task = task_spec(step, RawValue::from_string("{}".into()).expect("JSON"), None);
+        let task = task_spec(
+            step,
+            RawValue::from_string("{}".into()).expect("JSON"),
+            None,
+        );
         submit::check(pipeline, &tenant, &agent, &task, &|field| {
             format!("step {name:?}: {field}")
         })?;
@@ -677,7 +676,16 @@ pub async fn cancel(
     record_ends(&mut workflow, &mut steps, now);
     workflow.cancel_requested = true;
     let error = TaskError::new("cancelled", "the workflow was cancelled", false);
-    stop(tx, &mut workflow, &mut steps, &spec, error, spec.compensate_on_cancel, now).await?;
+    stop(
+        tx,
+        &mut workflow,
+        &mut steps,
+        &spec,
+        error,
+        spec.compensate_on_cancel,
+        now,
+    )
+    .await?;
     let mut event = actor.event("workflow.cancel", "workflow", Some(id));
     event.after = Some(Json(serde_json::json!({ "state": workflow.state })));
     crate::db::audit::append(tx, &event).await?;
@@ -712,7 +720,10 @@ fn snapshot<'a>(workflow: &WorkflowRow, steps: &'a [StepRow]) -> Snapshot<'a> {
             .iter()
             .filter_map(|s| {
                 let output = s.output.as_deref()?;
-                Some((s.name.as_str(), serde_json::from_str(output).unwrap_or(Value::Null)))
+                Some((
+                    s.name.as_str(),
+                    serde_json::from_str(output).unwrap_or(Value::Null),
+                ))
             })
             .collect(),
         states: steps
@@ -796,9 +807,12 @@ async fn stop(
     );
     for step in steps.iter_mut() {
         match state_of(step) {
-            StepState::Pending => {
-                set_state(step, StepState::Cancelled, Some(cancelled_by_workflow.clone()), now)
-            }
+            StepState::Pending => set_state(
+                step,
+                StepState::Cancelled,
+                Some(cancelled_by_workflow.clone()),
+                now,
+            ),
             StepState::Running => {
                 // A waiting task is cancelled now; a running one when its node stops
                 // it, and its end is recorded by a later advance.
@@ -806,7 +820,12 @@ async fn stop(
                     && tasks::cancel(tx, &workflow.tenant_id, &task, now).await?
                         == tasks::Cancelled::Now
                 {
-                    set_state(step, StepState::Cancelled, Some(cancelled_by_workflow.clone()), now);
+                    set_state(
+                        step,
+                        StepState::Cancelled,
+                        Some(cancelled_by_workflow.clone()),
+                        now,
+                    );
                 }
             }
             _ => {}
@@ -976,7 +995,9 @@ async fn settle(
                                 set_state(&mut steps[i], StepState::Running, None, now);
                                 enqueued = true;
                             }
-                            Err(error) => set_state(&mut steps[i], StepState::Failed, Some(error), now),
+                            Err(error) => {
+                                set_state(&mut steps[i], StepState::Failed, Some(error), now)
+                            }
                         }
                     }
                     Err(e) => {
@@ -1076,9 +1097,11 @@ async fn settle(
                     }
                 }
                 None => {
-                    let all_succeeded = steps
-                        .iter()
-                        .all(|s| s.compensation_state.as_deref().is_none_or(|c| c == "succeeded"));
+                    let all_succeeded = steps.iter().all(|s| {
+                        s.compensation_state
+                            .as_deref()
+                            .is_none_or(|c| c == "succeeded")
+                    });
                     workflow.state = if all_succeeded {
                         WorkflowState::Compensated
                     } else {
@@ -1103,7 +1126,10 @@ async fn enqueue(
     spec: &TaskSpec,
     now: DateTime<Utc>,
 ) -> Result<Result<TaskRow, TaskError>, DbError> {
-    let name = spec.agent.as_deref().expect("a workflow task names its agent");
+    let name = spec
+        .agent
+        .as_deref()
+        .expect("a workflow task names its agent");
     let agent = match pipeline.agent(&workflow.tenant_id, name).await {
         Ok(agent) => agent,
         Err(DbError::NotFound) => {

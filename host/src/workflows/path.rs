@@ -216,10 +216,7 @@ pub fn template_steps(template: &Value) -> Result<BTreeSet<String>, PathError> {
     Ok(steps)
 }
 
-fn visit(
-    value: &Value,
-    f: &mut dyn FnMut(&str) -> Result<(), PathError>,
-) -> Result<(), PathError> {
+fn visit(value: &Value, f: &mut dyn FnMut(&str) -> Result<(), PathError>) -> Result<(), PathError> {
     match value {
         Value::String(text) => f(text),
         Value::Array(items) => items.iter().try_for_each(|v| visit(v, f)),
@@ -342,8 +339,11 @@ pub(crate) mod tests {
             BTreeSet::from(["fetch".to_string()])
         );
         assert_eq!(
-            resolve(&json!({ "x": "$.input.nope", "y": "$.steps.skipped.output" }), &data)
-                .unwrap(),
+            resolve(
+                &json!({ "x": "$.input.nope", "y": "$.steps.skipped.output" }),
+                &data
+            )
+            .unwrap(),
             json!({ "x": null, "y": null })
         );
     }

@@ -14,9 +14,9 @@ mod quotas;
 mod records;
 mod schedules;
 mod task_cli;
-mod workflow_cli;
 mod tasks;
 mod versions;
+mod workflow_cli;
 mod workflows;
 
 /// Generates `mod <test> { fn sqlite(); fn postgres(); }` for each `async fn

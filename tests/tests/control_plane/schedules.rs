@@ -41,7 +41,9 @@ async fn create(app: &TestApp, body: Value) -> String {
 }
 
 async fn show(app: &TestApp, id: &str) -> Value {
-    app.get(&format!("/v1/schedules/{id}"), ADMIN_KEY).await.ok(200)
+    app.get(&format!("/v1/schedules/{id}"), ADMIN_KEY)
+        .await
+        .ok(200)
 }
 
 /// Waits until the schedule has handled `n` occurrences; returns them, oldest first.
@@ -55,7 +57,10 @@ async fn occurrences(app: &TestApp, id: &str, n: usize) -> Vec<Value> {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("schedule {id} never handled {n} occurrences: {:#}", show(app, id).await);
+    panic!(
+        "schedule {id} never handled {n} occurrences: {:#}",
+        show(app, id).await
+    );
 }
 
 async fn each_occurrence_is_enqueued_once_and_late_ones_follow_the_policy(backend: Backend) {
@@ -72,8 +77,13 @@ async fn each_occurrence_is_enqueued_once_and_late_ones_follow_the_policy(backen
     assert_eq!(schedule["missed"], "run_once");
     assert_eq!(
         schedule["next_occurrences"],
-        json!(["2030-01-01T01:00:00Z", "2030-01-01T02:00:00Z", "2030-01-01T03:00:00Z",
-               "2030-01-01T04:00:00Z", "2030-01-01T05:00:00Z"]),
+        json!([
+            "2030-01-01T01:00:00Z",
+            "2030-01-01T02:00:00Z",
+            "2030-01-01T03:00:00Z",
+            "2030-01-01T04:00:00Z",
+            "2030-01-01T05:00:00Z"
+        ]),
         "{schedule:#}"
     );
 
@@ -88,7 +98,11 @@ async fn each_occurrence_is_enqueued_once_and_late_ones_follow_the_policy(backen
     // late. run_once runs it, once; skip records it missed; 02:00 is never run.
     clock.set(Utc.with_ymd_and_hms(2030, 1, 1, 3, 30, 0).unwrap());
     let handled = occurrences(&app, &run_once, 2).await;
-    assert_eq!(handled.len(), 2, "one occurrence for the downtime: {handled:#?}");
+    assert_eq!(
+        handled.len(),
+        2,
+        "one occurrence for the downtime: {handled:#?}"
+    );
     assert_eq!(handled[1]["at"], "2030-01-01T03:00:00Z");
     assert_eq!(handled[1]["outcome"], "enqueued");
     let skipped = occurrences(&app, &skip, 2).await;
@@ -97,7 +111,10 @@ async fn each_occurrence_is_enqueued_once_and_late_ones_follow_the_policy(backen
     assert_eq!(skipped[1]["outcome"], "missed");
     assert!(skipped[1]["task_id"].is_null());
     for id in [&run_once, &skip] {
-        assert_eq!(show(&app, id).await["next_occurrences"][0], "2030-01-01T04:00:00Z");
+        assert_eq!(
+            show(&app, id).await["next_occurrences"][0],
+            "2030-01-01T04:00:00Z"
+        );
     }
     // Three tasks in all, each run once, each named by exactly one occurrence.
     let mut task_ids: Vec<String> = handled
@@ -110,7 +127,10 @@ async fn each_occurrence_is_enqueued_once_and_late_ones_follow_the_policy(backen
     assert_eq!(task_ids.len(), 3);
     assert_eq!(app.count("tasks").await, 3);
     for id in &task_ids {
-        let task = app.get(&format!("/v1/tasks/{id}?wait=10s"), ADMIN_KEY).await.ok(200);
+        let task = app
+            .get(&format!("/v1/tasks/{id}?wait=10s"), ADMIN_KEY)
+            .await
+            .ok(200);
         assert_eq!(task["state"], "succeeded", "{task:#}");
         assert_eq!(task["result"], json!({ "hello": "cron" }));
     }
@@ -147,7 +167,13 @@ async fn overlap_can_be_forbidden_and_a_schedule_paused_resumed_and_deleted(back
     assert!(paused["next_occurrences"].as_array().unwrap().is_empty());
     clock.advance(chrono::Duration::minutes(10));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(show(&app, &id).await["occurrences"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        show(&app, &id).await["occurrences"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     let resumed = app
         .post(&format!("/v1/schedules/{id}/resume"), ADMIN_KEY, json!({}))
         .await
@@ -159,7 +185,12 @@ async fn overlap_can_be_forbidden_and_a_schedule_paused_resumed_and_deleted(back
     let listed = app.get("/v1/schedules", ADMIN_KEY).await.ok(200);
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
     let deleted = app
-        .send(Method::DELETE, &format!("/v1/schedules/{id}"), Some(ADMIN_KEY), None)
+        .send(
+            Method::DELETE,
+            &format!("/v1/schedules/{id}"),
+            Some(ADMIN_KEY),
+            None,
+        )
         .await;
     assert_eq!(deleted.status, 204);
     app.get(&format!("/v1/schedules/{id}"), ADMIN_KEY)
@@ -188,7 +219,10 @@ async fn a_schedule_starts_a_stored_workflow_and_bad_schedules_are_refused(backe
     )
     .await;
     // 02:30 in Paris is 01:30 UTC in winter.
-    assert_eq!(show(&app, &id).await["next_occurrences"][0], "2030-01-01T01:30:00Z");
+    assert_eq!(
+        show(&app, &id).await["next_occurrences"][0],
+        "2030-01-01T01:30:00Z"
+    );
     clock.set(Utc.with_ymd_and_hms(2030, 1, 1, 1, 30, 5).unwrap());
     let handled = occurrences(&app, &id, 1).await;
     let workflow = handled[0]["workflow_id"].as_str().unwrap();
@@ -203,20 +237,47 @@ async fn a_schedule_starts_a_stored_workflow_and_bad_schedules_are_refused(backe
 
     let echo = json!({ "agent": "echo", "action": "echo" });
     for (body, code) in [
-        (json!({ "cron": "* * *", "target": echo }), "invalid_schedule"),
-        (json!({ "cron": "61 * * * *", "target": echo }), "invalid_schedule"),
-        (json!({ "cron": "* * * * *", "timezone": "Mars/Olympus", "target": echo }), "invalid_schedule"),
-        (json!({ "cron": "* * * * *", "target": { "agent": "nobody", "action": "x" } }), "unknown_agent"),
-        (json!({ "cron": "* * * * *", "target": { "workflow": "nothing" } }), "unknown_workflow"),
-        (json!({ "cron": "* * * * *", "target": { "agent": "echo", "action": "x", "workflow": "nightly" } }), "invalid_schedule"),
-        (json!({ "cron": "* * * * *", "target": echo, "missed": "sometimes" }), "invalid_json"),
+        (
+            json!({ "cron": "* * *", "target": echo }),
+            "invalid_schedule",
+        ),
+        (
+            json!({ "cron": "61 * * * *", "target": echo }),
+            "invalid_schedule",
+        ),
+        (
+            json!({ "cron": "* * * * *", "timezone": "Mars/Olympus", "target": echo }),
+            "invalid_schedule",
+        ),
+        (
+            json!({ "cron": "* * * * *", "target": { "agent": "nobody", "action": "x" } }),
+            "unknown_agent",
+        ),
+        (
+            json!({ "cron": "* * * * *", "target": { "workflow": "nothing" } }),
+            "unknown_workflow",
+        ),
+        (
+            json!({ "cron": "* * * * *", "target": { "agent": "echo", "action": "x", "workflow": "nightly" } }),
+            "invalid_schedule",
+        ),
+        (
+            json!({ "cron": "* * * * *", "target": echo, "missed": "sometimes" }),
+            "invalid_json",
+        ),
     ] {
-        app.post("/v1/schedules", ADMIN_KEY, body).await.assert_error(400, code);
+        app.post("/v1/schedules", ADMIN_KEY, body)
+            .await
+            .assert_error(400, code);
     }
     let viewer = app.key("viewer").await;
-    app.post("/v1/schedules", &viewer, json!({ "cron": "* * * * *", "target": echo }))
-        .await
-        .assert_error(403, "forbidden");
+    app.post(
+        "/v1/schedules",
+        &viewer,
+        json!({ "cron": "* * * * *", "target": echo }),
+    )
+    .await
+    .assert_error(403, "forbidden");
     assert_eq!(app.count("schedules").await, 1);
     app.stop().await;
 }
@@ -239,7 +300,13 @@ async fn two_nodes_enqueue_each_occurrence_exactly_once() {
     let target = json!({ "agent": "echo", "action": "echo", "input": {} });
     let mut ids = Vec::new();
     for _ in 0..3 {
-        ids.push(create(&first, json!({ "cron": "*/10 * * * * *", "target": target })).await);
+        ids.push(
+            create(
+                &first,
+                json!({ "cron": "*/10 * * * * *", "target": target }),
+            )
+            .await,
+        );
     }
     for step in 1..=6 {
         clock.advance(chrono::Duration::seconds(10));

@@ -22,7 +22,8 @@ async fn app(backend: Backend) -> TestApp {
     })
     .await;
     app.agent_with("notes", NOTES).await;
-    app.set_policy("notes", json!({ "grants": { "kv": {} } })).await;
+    app.set_policy("notes", json!({ "grants": { "kv": {} } }))
+        .await;
     app.agent_with("text-stats", TEXT_STATS).await;
     app.agent_with("echo", ECHO).await;
     app.agent_with("hostile", HOSTILE).await;
@@ -98,8 +99,13 @@ async fn the_worked_example_runs_from_yaml_and_workflows_are_listed_and_started_
     let started = corral(
         &app,
         &[
-            "workflow", "start", "review", "--input",
-            r#"{"id": "review-43", "text": "Short and bad."}"#, "--wait", "--json",
+            "workflow",
+            "start",
+            "review",
+            "--input",
+            r#"{"id": "review-43", "text": "Short and bad."}"#,
+            "--wait",
+            "--json",
         ],
     );
     assert_eq!(started.code, Some(0), "{}\n{}", started.out, started.err);
@@ -107,39 +113,65 @@ async fn the_worked_example_runs_from_yaml_and_workflows_are_listed_and_started_
     assert_eq!(started["version"], 1);
     assert_eq!(started["state"], "succeeded");
     assert_eq!(started["output"]["report"]["mood"], "negative");
-    assert!(started["output"]["top"].is_null(), "too short for top words: skipped");
+    assert!(
+        started["output"]["top"].is_null(),
+        "too short for top words: skipped"
+    );
 
-    let failing = "steps:\n  - name: boom\n    agent: hostile\n    action: fail\n    max_attempts: 1\n";
+    let failing =
+        "steps:\n  - name: boom\n    agent: hostile\n    action: fail\n    max_attempts: 1\n";
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), failing).unwrap();
     let failed = corral(
         &app,
-        &["workflow", "submit", file.path().to_str().unwrap(), "--wait"],
+        &[
+            "workflow",
+            "submit",
+            file.path().to_str().unwrap(),
+            "--wait",
+        ],
     );
     assert_eq!(failed.code, Some(1), "{}\n{}", failed.out, failed.err);
     assert!(failed.out.contains("state:   failed"), "{}", failed.out);
 
-    let listed = corral(&app, &["workflow", "list", "--state", "succeeded", "--json"]);
+    let listed = corral(
+        &app,
+        &["workflow", "list", "--state", "succeeded", "--json"],
+    );
     assert_eq!(listed.code, Some(0));
     assert!(listed.json()["items"].as_array().unwrap().len() >= 1);
     let refused = corral(&app, &["workflow", "submit", "/no/such/file.yaml"]);
     assert_eq!(refused.code, Some(2));
     let refused = corral(&app, &["workflow", "cancel", id]);
     assert_eq!(refused.code, Some(2));
-    assert!(refused.err.contains("409 workflow_finished"), "{}", refused.err);
+    assert!(
+        refused.err.contains("409 workflow_finished"),
+        "{}",
+        refused.err
+    );
     app.stop().await;
 }
 
-async fn schedules_are_created_shown_paused_and_deleted_from_the_command_line(
-    backend: Backend,
-) {
+async fn schedules_are_created_shown_paused_and_deleted_from_the_command_line(backend: Backend) {
     let app = app(backend).await;
     let created = corral(
         &app,
         &[
-            "schedule", "create", "--cron", "0 9 * * 1-5", "--timezone", "Europe/Paris",
-            "--agent", "echo", "--action", "echo", "--input", r#"{"daily": true}"#,
-            "--missed", "skip", "--json",
+            "schedule",
+            "create",
+            "--cron",
+            "0 9 * * 1-5",
+            "--timezone",
+            "Europe/Paris",
+            "--agent",
+            "echo",
+            "--action",
+            "echo",
+            "--input",
+            r#"{"daily": true}"#,
+            "--missed",
+            "skip",
+            "--json",
         ],
     );
     assert_eq!(created.code, Some(0), "{}", created.err);
@@ -149,14 +181,23 @@ async fn schedules_are_created_shown_paused_and_deleted_from_the_command_line(
     assert_eq!(schedule["next_occurrences"].as_array().unwrap().len(), 5);
     let shown = corral(&app, &["schedule", "get", id]);
     assert_eq!(shown.code, Some(0));
-    assert!(shown.out.contains("0 9 * * 1-5 (Europe/Paris)"), "{}", shown.out);
+    assert!(
+        shown.out.contains("0 9 * * 1-5 (Europe/Paris)"),
+        "{}",
+        shown.out
+    );
     let paused = corral(&app, &["schedule", "pause", id, "--json"]);
     assert_eq!(paused.json()["paused"], true);
     let listed = corral(&app, &["schedule", "list", "--json"]);
     assert_eq!(listed.json()["items"].as_array().unwrap().len(), 1);
     let deleted = corral(&app, &["schedule", "delete", id]);
     assert_eq!(deleted.code, Some(0), "{}", deleted.err);
-    let bad = corral(&app, &["schedule", "create", "--cron", "nope", "--agent", "echo", "--action", "echo"]);
+    let bad = corral(
+        &app,
+        &[
+            "schedule", "create", "--cron", "nope", "--agent", "echo", "--action", "echo",
+        ],
+    );
     assert_eq!(bad.code, Some(2));
     assert!(bad.err.contains("400 invalid_schedule"), "{}", bad.err);
     app.stop().await;

@@ -52,7 +52,10 @@ async fn finished(app: &TestApp, id: &str) -> Value {
 /// Waits until `check` holds of the workflow.
 async fn until(app: &TestApp, id: &str, check: impl Fn(&Value) -> bool) -> Value {
     for _ in 0..400 {
-        let workflow = app.get(&format!("/v1/workflows/{id}"), ADMIN_KEY).await.ok(200);
+        let workflow = app
+            .get(&format!("/v1/workflows/{id}"), ADMIN_KEY)
+            .await
+            .ok(200);
         if check(&workflow) {
             return workflow;
         }
@@ -107,7 +110,11 @@ async fn steps_pass_data_fan_out_and_fan_in(backend: Backend) {
         .ok(202);
     let id = submitted["id"].as_str().unwrap().to_string();
     assert_eq!(submitted["state"], "running");
-    assert_eq!(step(&submitted, "fetch")["state"], "running", "a root starts at once");
+    assert_eq!(
+        step(&submitted, "fetch")["state"],
+        "running",
+        "a root starts at once"
+    );
     assert_eq!(step(&submitted, "join")["state"], "pending");
     // A retry of the submission is the same workflow.
     let again = app
@@ -171,9 +178,15 @@ async fn conditions_skip_steps_and_a_skip_propagates(backend: Backend) {
     assert_eq!(step(&done, "high")["output"], json!({ "level": "high" }));
     assert_eq!(step(&done, "low")["state"], "skipped");
     assert_eq!(step(&done, "low")["error"]["code"], "condition_false");
-    assert!(step(&done, "low")["task_id"].is_null(), "a skipped step runs nothing");
+    assert!(
+        step(&done, "low")["task_id"].is_null(),
+        "a skipped step runs nothing"
+    );
     assert_eq!(step(&done, "after_low")["state"], "skipped");
-    assert_eq!(step(&done, "after_low")["error"]["code"], "dependency_skipped");
+    assert_eq!(
+        step(&done, "after_low")["error"]["code"],
+        "dependency_skipped"
+    );
     // The default output: every succeeded step's output by name.
     assert_eq!(done["output"]["high"], json!({ "level": "high" }));
     assert!(done["output"].get("low").is_none());
@@ -209,9 +222,16 @@ async fn a_failed_step_is_retried_then_completed_steps_are_compensated_last_firs
     let ship = step(&done, "ship");
     assert_eq!(ship["state"], "failed");
     assert_eq!(ship["error"]["code"], "upstream_unavailable");
-    assert_eq!(ship["attempts"].as_array().unwrap().len(), 2, "retried once: {ship:#}");
+    assert_eq!(
+        ship["attempts"].as_array().unwrap().len(),
+        2,
+        "retried once: {ship:#}"
+    );
     assert_eq!(step(&done, "confirm")["state"], "cancelled");
-    assert!(step(&done, "notify")["compensation"].is_null(), "it has none");
+    assert!(
+        step(&done, "notify")["compensation"].is_null(),
+        "it has none"
+    );
     // Compensations ran one at a time, the last completed step's first.
     let charge = &step(&done, "charge")["compensation"];
     let reserve = &step(&done, "reserve")["compensation"];
@@ -243,7 +263,12 @@ async fn a_cancelled_workflow_stops_its_steps_and_compensates_if_it_asks(backend
         ],
     });
     let id = submit(&app, body).await["id"].as_str().unwrap().to_string();
-    let running = until(&app, &id, |w| step(w, "wait")["attempts"].as_array().is_some_and(|a| !a.is_empty())).await;
+    let running = until(&app, &id, |w| {
+        step(w, "wait")["attempts"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    })
+    .await;
     assert_eq!(running["state"], "running");
     let cancelled = app
         .post(&format!("/v1/workflows/{id}/cancel"), ADMIN_KEY, json!({}))
@@ -255,7 +280,11 @@ async fn a_cancelled_workflow_stops_its_steps_and_compensates_if_it_asks(backend
     let done = finished(&app, &id).await;
     assert_eq!(done["state"], "compensated", "{done:#}");
     assert_eq!(done["error"]["code"], "cancelled");
-    assert_eq!(step(&done, "wait")["state"], "cancelled", "the running step was stopped");
+    assert_eq!(
+        step(&done, "wait")["state"],
+        "cancelled",
+        "the running step was stopped"
+    );
     assert_eq!(step(&done, "book")["compensation"]["state"], "succeeded");
     app.post(&format!("/v1/workflows/{id}/cancel"), ADMIN_KEY, json!({}))
         .await
@@ -265,7 +294,10 @@ async fn a_cancelled_workflow_stops_its_steps_and_compensates_if_it_asks(backend
     let plain = json!({ "steps": [
         { "name": "wait", "agent": "hostile", "action": "sleep", "input": { "ms": 30000 } },
     ]});
-    let id = submit(&app, plain).await["id"].as_str().unwrap().to_string();
+    let id = submit(&app, plain).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let cancelled = app
         .post(&format!("/v1/workflows/{id}/cancel"), ADMIN_KEY, json!({}))
         .await
@@ -358,15 +390,22 @@ async fn bad_workflows_are_refused_naming_the_step_and_store_nothing(backend: Ba
     }
     // A viewer may not submit.
     let viewer = app.key("viewer").await;
-    app.post("/v1/workflows", &viewer, json!({ "steps": [echo("a", json!({}))] }))
-        .await
-        .assert_error(403, "forbidden");
+    app.post(
+        "/v1/workflows",
+        &viewer,
+        json!({ "steps": [echo("a", json!({}))] }),
+    )
+    .await
+    .assert_error(403, "forbidden");
     assert_eq!(app.count("workflows").await, 0);
     assert_eq!(app.count("workflow_steps").await, 0);
     assert_eq!(app.count("tasks").await, 0);
-    app.get("/v1/workflows/00000000-0000-7000-8000-000000000000", ADMIN_KEY)
-        .await
-        .assert_error(404, "not_found");
+    app.get(
+        "/v1/workflows/00000000-0000-7000-8000-000000000000",
+        ADMIN_KEY,
+    )
+    .await
+    .assert_error(404, "not_found");
     app.stop().await;
 }
 
@@ -381,8 +420,13 @@ async fn stored_definitions_are_versioned_and_each_run_keeps_its_version(backend
     let put = |body: Value| {
         let app = &app;
         async move {
-            app.send(Method::PUT, "/v1/workflow-definitions/greeting", Some(ADMIN_KEY), Some(body))
-                .await
+            app.send(
+                Method::PUT,
+                "/v1/workflow-definitions/greeting",
+                Some(ADMIN_KEY),
+                Some(body),
+            )
+            .await
         }
     };
     assert_eq!(put(v1).await.ok(201)["version"], 1);
@@ -391,7 +435,11 @@ async fn stored_definitions_are_versioned_and_each_run_keeps_its_version(backend
     put(json!({ "steps": [{ "name": "x", "agent": "nobody", "action": "y" }] }))
         .await
         .assert_error(400, "unknown_agent");
-    let latest = submit(&app, json!({ "definition": "greeting", "input": { "who": "you" } })).await;
+    let latest = submit(
+        &app,
+        json!({ "definition": "greeting", "input": { "who": "you" } }),
+    )
+    .await;
     assert_eq!(latest["definition"], "greeting");
     assert_eq!(latest["version"], 2);
     let first = submit(
@@ -403,7 +451,10 @@ async fn stored_definitions_are_versioned_and_each_run_keeps_its_version(backend
     let latest = finished(&app, latest["id"].as_str().unwrap()).await;
     assert_eq!(latest["output"], 2);
     let first = finished(&app, first["id"].as_str().unwrap()).await;
-    assert_eq!(first["output"], json!({ "greet": { "hello": "me", "v": 1 } }));
+    assert_eq!(
+        first["output"],
+        json!({ "greet": { "hello": "me", "v": 1 } })
+    );
     let shown = app
         .get("/v1/workflow-definitions/greeting?version=1", ADMIN_KEY)
         .await
@@ -411,9 +462,13 @@ async fn stored_definitions_are_versioned_and_each_run_keeps_its_version(backend
     assert_eq!(shown["definition"]["steps"][0]["input"]["v"], 1);
     let listed = app.get("/v1/workflow-definitions", ADMIN_KEY).await.ok(200);
     assert_eq!(listed["items"][0]["version"], 2);
-    app.post("/v1/workflows", ADMIN_KEY, json!({ "definition": "nothing" }))
-        .await
-        .assert_error(404, "not_found");
+    app.post(
+        "/v1/workflows",
+        ADMIN_KEY,
+        json!({ "definition": "nothing" }),
+    )
+    .await
+    .assert_error(404, "not_found");
     let page = app
         .get("/v1/workflows?definition=greeting&limit=1", ADMIN_KEY)
         .await
@@ -421,7 +476,10 @@ async fn stored_definitions_are_versioned_and_each_run_keeps_its_version(backend
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
     let cursor = page["next_cursor"].as_str().unwrap();
     let rest = app
-        .get(&format!("/v1/workflows?definition=greeting&limit=1&cursor={cursor}"), ADMIN_KEY)
+        .get(
+            &format!("/v1/workflows?definition=greeting&limit=1&cursor={cursor}"),
+            ADMIN_KEY,
+        )
         .await
         .ok(200);
     assert_eq!(rest["items"].as_array().unwrap().len(), 1);

@@ -112,7 +112,9 @@ fn not_found(id: &str) -> impl Fn(DbError) -> ApiError + '_ {
 }
 
 async fn full_view(state: &AppState, tenant_id: &str, id: &str) -> Result<ScheduleView, ApiError> {
-    let row = db::get(&state.db, tenant_id, id).await.map_err(not_found(id))?;
+    let row = db::get(&state.db, tenant_id, id)
+        .await
+        .map_err(not_found(id))?;
     let occurrences = db::occurrences(&state.db, tenant_id, id, RECENT).await?;
     let mut view = ScheduleView::new(row);
     view.occurrences = Some(occurrences.into_iter().map(Into::into).collect());
@@ -175,12 +177,18 @@ async fn set_paused(
     id: &str,
     paused: bool,
 ) -> Result<Json<ScheduleView>, ApiError> {
-    let action = if paused { "schedule.pause" } else { "schedule.resume" };
+    let action = if paused {
+        "schedule.pause"
+    } else {
+        "schedule.resume"
+    };
     principal
         .require(state, Role::Developer, action, "schedule", Some(id))
         .await?;
     let tenant_id = principal.tenant_id();
-    let row = db::get(&state.db, tenant_id, id).await.map_err(not_found(id))?;
+    let row = db::get(&state.db, tenant_id, id)
+        .await
+        .map_err(not_found(id))?;
     let now = state.quotas.clock().now();
     // Resuming starts from the next occurrence: those while paused are not run.
     let next_at = match (paused, Timing::parse(&row.cron, &row.timezone)) {
@@ -192,7 +200,9 @@ async fn set_paused(
         return Err(ApiError::not_found(format!("schedule {id:?}")));
     }
     let mut event = principal.event(action, "schedule", Some(id));
-    event.after = Some(DbJson(serde_json::json!({ "paused": paused, "next_at": next_at })));
+    event.after = Some(DbJson(
+        serde_json::json!({ "paused": paused, "next_at": next_at }),
+    ));
     crate::db::audit::append(&mut tx, &event).await?;
     tx.commit().await?;
     Ok(Json(full_view(state, tenant_id, id).await?))
@@ -220,7 +230,13 @@ async fn delete(
     ApiId(id): ApiId,
 ) -> Result<StatusCode, ApiError> {
     principal
-        .require(&state, Role::Developer, "schedule.delete", "schedule", Some(&id))
+        .require(
+            &state,
+            Role::Developer,
+            "schedule.delete",
+            "schedule",
+            Some(&id),
+        )
         .await?;
     let tenant_id = principal.tenant_id();
     let mut tx = state.db.begin(tenant_id).await?;

@@ -20,7 +20,9 @@ use crate::api::{ApiError, AppState, Page, Paged};
 use crate::db::DbError;
 use crate::db::keys::Role;
 use crate::db::tasks;
-use crate::db::workflows::{self as db, DefinitionRow, StepRow, Usage, WorkflowFilter, WorkflowRow};
+use crate::db::workflows::{
+    self as db, DefinitionRow, StepRow, Usage, WorkflowFilter, WorkflowRow,
+};
 use crate::tasks::TaskError;
 use crate::workflows::{self, Start, WorkflowError, WorkflowSpec, WorkflowState};
 
@@ -387,7 +389,9 @@ async fn show(
             })?;
         let ended = WorkflowState::parse(&workflow.state).is_none_or(WorkflowState::is_final);
         if ended || tokio::time::Instant::now() >= deadline {
-            return Ok(Json(full_view(&state, principal.tenant_id(), workflow).await?));
+            return Ok(Json(
+                full_view(&state, principal.tenant_id(), workflow).await?,
+            ));
         }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         tokio::time::sleep(pause.min(left)).await;
@@ -459,7 +463,13 @@ async fn cancel(
     ApiId(id): ApiId,
 ) -> Result<Json<WorkflowView>, ApiError> {
     principal
-        .require(&state, Role::Developer, "workflow.cancel", "workflow", Some(&id))
+        .require(
+            &state,
+            Role::Developer,
+            "workflow.cancel",
+            "workflow",
+            Some(&id),
+        )
         .await?;
     let tenant_id = principal.tenant_id();
     let mut tx = state.db.begin(tenant_id).await?;
@@ -502,7 +512,13 @@ async fn put_definition(
     ApiJson(spec): ApiJson<WorkflowSpec>,
 ) -> Result<(StatusCode, Json<DefinitionView>), ApiError> {
     principal
-        .require(&state, Role::Developer, "workflow.define", "workflow_definition", None)
+        .require(
+            &state,
+            Role::Developer,
+            "workflow.define",
+            "workflow_definition",
+            None,
+        )
         .await?;
     let valid_name = !name.is_empty()
         && name.len() <= 64
@@ -558,7 +574,13 @@ async fn show_definition(
     ApiQuery(q): ApiQuery<DefinitionQuery>,
 ) -> Result<Json<DefinitionView>, ApiError> {
     principal
-        .require(&state, Role::Viewer, "workflow.define.get", "workflow_definition", Some(&name))
+        .require(
+            &state,
+            Role::Viewer,
+            "workflow.define.get",
+            "workflow_definition",
+            Some(&name),
+        )
         .await?;
     let tenant_id = principal.tenant_id();
     let mut tx = state.db.begin_read(tenant_id).await?;
@@ -576,7 +598,13 @@ async fn list_definitions(
     principal: Principal,
 ) -> Result<Json<Paged<DefinitionView>>, ApiError> {
     principal
-        .require(&state, Role::Viewer, "workflow.define.list", "workflow_definition", None)
+        .require(
+            &state,
+            Role::Viewer,
+            "workflow.define.list",
+            "workflow_definition",
+            None,
+        )
         .await?;
     let rows = db::definitions(&state.db, principal.tenant_id()).await?;
     Ok(Json(Paged {
