@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use tokio::sync::Notify;
 
 use crate::db::workflows;
@@ -13,6 +14,9 @@ use crate::invocations::Invocations;
 
 /// Most workflows looked up per sweep.
 const BATCH: i64 = 64;
+/// Most workflows advanced at once on Postgres, where different workflows'
+/// transactions do not wait on each other; SQLite has one writer, so one at a time.
+const CONCURRENCY: usize = 8;
 
 /// Runs until aborted (each advance is one transaction: stopping loses nothing).
 pub async fn run(pipeline: Invocations, wake: Arc<Notify>, poll: Duration) {
@@ -38,18 +42,33 @@ pub async fn sweep(pipeline: &Invocations) {
         if due.is_empty() {
             return;
         }
-        let mut moved = false;
-        for (id, tenant_id) in &due {
-            match super::advance(pipeline, tenant_id, id).await {
-                Ok(enqueued) => {
-                    moved = true;
-                    if enqueued {
-                        pipeline.task_wake.notify_one();
+        // Several at once on Postgres: each is a few round trips, mostly waiting.
+        let concurrency = match pipeline.db {
+            crate::db::Db::Postgres(_) => CONCURRENCY,
+            crate::db::Db::Sqlite(_) => 1,
+        };
+        let results: Vec<bool> = futures::stream::iter(due.clone())
+            .map(|(id, tenant_id)| {
+                let pipeline = pipeline.clone();
+                async move {
+                    match super::advance(&pipeline, &tenant_id, &id).await {
+                        Ok(enqueued) => {
+                            if enqueued {
+                                pipeline.task_wake.notify_one();
+                            }
+                            true
+                        }
+                        Err(e) => {
+                            tracing::warn!(workflow = %id, error = %e, "advancing a workflow failed");
+                            false
+                        }
                     }
                 }
-                Err(e) => tracing::warn!(workflow = %id, error = %e, "advancing a workflow failed"),
-            }
-        }
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        let moved = results.contains(&true);
         if !moved || (due.len() as i64) < BATCH {
             return;
         }

@@ -673,6 +673,7 @@ pub async fn cancel(
     let spec: WorkflowSpec = serde_json::from_value(workflow.definition.0.clone())
         .map_err(|e| DbError::Internal(sqlx::Error::Decode(Box::new(e))))?;
     let mut steps = db::steps(tx, id).await?;
+    let before = (workflow.clone(), steps.clone());
     record_ends(&mut workflow, &mut steps, now);
     workflow.cancel_requested = true;
     let error = TaskError::new("cancelled", "the workflow was cancelled", false);
@@ -690,7 +691,8 @@ pub async fn cancel(
     event.after = Some(Json(serde_json::json!({ "state": workflow.state })));
     crate::db::audit::append(tx, &event).await?;
     settle(tx, pipeline, &mut workflow, &mut steps, &spec, now).await?;
-    save(tx, &workflow, &steps).await?;
+    workflow.updated_at = now;
+    save(tx, &before, &workflow, &steps).await?;
     Ok(workflow)
 }
 
@@ -871,9 +873,9 @@ async fn advance_locked(
     let before = (workflow.clone(), steps.clone());
     record_ends(&mut workflow, &mut steps, now);
     let enqueued = settle(tx, pipeline, &mut workflow, &mut steps, &spec, now).await?;
-    if (workflow.clone(), steps.clone()) != before {
+    if (&workflow, &steps) != (&before.0, &before.1) {
         workflow.updated_at = now;
-        save(tx, &workflow, &steps).await?;
+        save(tx, &before, &workflow, &steps).await?;
     }
     if enqueued {
         tasks::notify(tx).await?;
@@ -881,10 +883,20 @@ async fn advance_locked(
     Ok(enqueued)
 }
 
-async fn save(tx: &mut Tx, workflow: &WorkflowRow, steps: &[StepRow]) -> Result<(), DbError> {
-    db::update(tx, workflow).await?;
-    for step in steps {
-        db::update_step(tx, step).await?;
+/// Writes the workflow and the steps that changed since `before`.
+async fn save(
+    tx: &mut Tx,
+    before: &(WorkflowRow, Vec<StepRow>),
+    workflow: &WorkflowRow,
+    steps: &[StepRow],
+) -> Result<(), DbError> {
+    if *workflow != before.0 {
+        db::update(tx, workflow).await?;
+    }
+    for (step, old) in steps.iter().zip(&before.1) {
+        if step != old {
+            db::update_step(tx, step).await?;
+        }
     }
     Ok(())
 }
