@@ -16,6 +16,7 @@ crate::on_both_backends!(
     a_cancelled_workflow_stops_its_steps_and_compensates_if_it_asks,
     bad_workflows_are_refused_naming_the_step_and_store_nothing,
     stored_definitions_are_versioned_and_each_run_keeps_its_version,
+    a_task_that_ended_without_its_workflow_advancing_is_found_by_the_sweep,
 );
 
 async fn app(backend: Backend) -> TestApp {
@@ -484,5 +485,44 @@ async fn stored_definitions_are_versioned_and_each_run_keeps_its_version(backend
         .ok(200);
     assert_eq!(rest["items"].as_array().unwrap().len(), 1);
     assert_ne!(rest["items"][0]["id"], page["items"][0]["id"]);
+    app.stop().await;
+}
+
+/// A node that recorded a step's task as ended and died before advancing its workflow
+/// (here: the end written straight into the database, on a server without workers): the
+/// advancer's periodic sweep finds the step and moves the workflow on, once.
+async fn a_task_that_ended_without_its_workflow_advancing_is_found_by_the_sweep(backend: Backend) {
+    let app = spawn_app_with(backend, |config| {
+        config.workers = Some(0);
+        config.task_poll = Duration::from_millis(50);
+    })
+    .await;
+    app.agent_with("echo", ECHO).await;
+    let body = json!({ "steps": [
+        { "name": "a", "agent": "echo", "action": "echo", "input": { "n": 1 } },
+        { "name": "b", "agent": "echo", "action": "echo", "depends_on": ["a"],
+          "input": { "from_a": "$.steps.a.output.n" } },
+    ]});
+    let id = submit(&app, body).await["id"].as_str().unwrap().to_string();
+    let submitted = app
+        .get(&format!("/v1/workflows/{id}"), ADMIN_KEY)
+        .await
+        .ok(200);
+    let task_a = step(&submitted, "a")["task_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(step(&submitted, "b")["state"], "pending");
+    let sql = "UPDATE tasks SET state = 'succeeded', result = '{\"n\":1}', outcome = 'succeeded' WHERE id = $1";
+    corral_host::on_pool!(&app.db, pool => sqlx::query(sql).bind(&task_a).execute(pool).await.map(|r| r.rows_affected()))
+        .unwrap();
+    let moved = until(&app, &id, |w| step(w, "b")["state"] == "running").await;
+    assert_eq!(step(&moved, "a")["state"], "succeeded");
+    assert_eq!(step(&moved, "a")["output"], json!({ "n": 1 }));
+    let task_b = task(&app, &step(&moved, "b")["task_id"]).await;
+    assert_eq!(task_b["input"], json!({ "from_a": 1 }));
+    // Later sweeps change nothing: b was enqueued once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.count("tasks").await, 2);
     app.stop().await;
 }
