@@ -838,10 +838,12 @@ async fn stop(
             .iter()
             .any(|s| s.name == step.name && s.compensate.is_some())
     };
+    // A running step may still succeed (its end may beat the cancellation): it is
+    // compensated then too.
     let to_compensate = compensate
-        && steps
-            .iter()
-            .any(|s| state_of(s) == StepState::Succeeded && has_compensation(s));
+        && steps.iter().any(|s| {
+            matches!(state_of(s), StepState::Succeeded | StepState::Running) && has_compensation(s)
+        });
     let is_cancel = error.code == "cancelled";
     workflow.error = Some(Json(error));
     workflow.state = if to_compensate {
@@ -1109,12 +1111,18 @@ async fn settle(
                     }
                 }
                 None => {
-                    let all_succeeded = steps.iter().all(|s| {
-                        s.compensation_state
-                            .as_deref()
-                            .is_none_or(|c| c == "succeeded")
-                    });
-                    workflow.state = if all_succeeded {
+                    let ran: Vec<&str> = steps
+                        .iter()
+                        .filter_map(|s| s.compensation_state.as_deref())
+                        .collect();
+                    let cancelled = workflow
+                        .error
+                        .as_ref()
+                        .is_some_and(|e| e.0.code == "cancelled");
+                    workflow.state = if ran.is_empty() && cancelled {
+                        // Nothing had completed after all: a plain cancellation.
+                        WorkflowState::Cancelled
+                    } else if !ran.is_empty() && ran.iter().all(|c| *c == "succeeded") {
                         WorkflowState::Compensated
                     } else {
                         WorkflowState::Failed
