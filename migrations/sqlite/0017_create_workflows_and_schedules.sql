@@ -64,6 +64,10 @@ CREATE INDEX workflow_steps_running ON workflow_steps (task_id) WHERE state = 'r
 CREATE INDEX workflow_steps_compensating ON workflow_steps (compensation_task_id)
     WHERE compensation_state = 'running';
 
+-- A workflow's step and compensation tasks name their workflow, so the worker that ends
+-- one advances the workflow at once (plain tasks have none and cost nothing more).
+ALTER TABLE tasks ADD COLUMN workflow_id TEXT;
+
 -- A cron expression in a time zone, and what each occurrence enqueues: a task
 -- (`target.agent`, `target.action`) or a run of a stored workflow (`target.workflow`).
 -- `next_at` is the next occurrence not yet handled; `missed`: run_once | skip;

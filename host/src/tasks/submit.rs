@@ -417,6 +417,7 @@ pub fn new_row(
         created_at: now,
         updated_at: now,
         finished_at: None,
+        workflow_id: None,
     }
 }
 

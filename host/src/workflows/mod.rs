@@ -10,8 +10,9 @@
 //!   stored outputs, and on a failure cancels what is left and compensates. [`cancel`]
 //!   is a caller's cancellation. Each runs in one transaction that locks the workflow's
 //!   row, so it is all-or-nothing and two nodes take turns.
-//! - [`advancer`] runs [`advance`] on every node when a task ends there, and sweeps
-//!   every poll for workflows whose tasks ended on a node that died before advancing.
+//! - The worker that ends one of a workflow's tasks runs [`advance`] at once; the
+//!   [`advancer`] of every node sweeps every poll for workflows whose tasks ended
+//!   without being advanced (a node died in between, a take-over, a cancellation).
 //!
 //! Steps are tasks: they share the queue, workers, quotas, budgets, retries, leases and
 //! crash recovery. A workflow is moved on only from what is committed — tasks' ends and
@@ -1169,7 +1170,7 @@ async fn enqueue(
         },
         parent: None,
     };
-    let row = submit::new_row(
+    let mut row = submit::new_row(
         spec,
         &agent,
         &submitter,
@@ -1178,6 +1179,7 @@ async fn enqueue(
         now,
         now,
     );
+    row.workflow_id = Some(workflow.id.clone());
     tasks::insert(tx, &row, &[]).await?;
     Ok(Ok(row))
 }
