@@ -29,7 +29,6 @@ CREATE TABLE workflows (
     output             TEXT,
     error              TEXT,
     cancel_requested   BOOLEAN NOT NULL DEFAULT FALSE,
-    completed_steps    INTEGER NOT NULL DEFAULT 0,
     correlation_id     TEXT,
     idempotency_key    TEXT,
     request_hash       TEXT,

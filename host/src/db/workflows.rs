@@ -36,8 +36,6 @@ pub struct WorkflowRow {
     pub error: Option<Json<TaskError>>,
     /// A caller asked to cancel it.
     pub cancel_requested: bool,
-    /// Steps that have succeeded so far (the last one's `completed_seq`).
-    pub completed_steps: i32,
     /// The submitter's correlation id (its steps' tasks carry it, or the workflow's id).
     pub correlation_id: Option<String>,
     /// The submission's idempotency key.
@@ -50,14 +48,14 @@ pub struct WorkflowRow {
     pub schedule_id: Option<String>,
     /// Submitted.
     pub created_at: DateTime<Utc>,
-    /// Last changed.
+    /// Its state (or cancellation request) last changed.
     pub updated_at: DateTime<Utc>,
     /// Ended.
     pub finished_at: Option<DateTime<Utc>>,
 }
 
 const COLUMNS: &str = "id, tenant_id, definition_name, definition_version, definition, input, state, \
-    output, error, cancel_requested, completed_steps, correlation_id, idempotency_key, request_hash, \
+    output, error, cancel_requested, correlation_id, idempotency_key, request_hash, \
     actor_key_id, schedule_id, created_at, updated_at, finished_at";
 
 /// One step as stored, with the states of its task and its compensation's task.
@@ -103,7 +101,7 @@ pub struct StepRow {
 pub async fn insert(tx: &mut Tx, w: &WorkflowRow, steps: &[String]) -> Result<(), DbError> {
     let sql = format!(
         "INSERT INTO workflows ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-         $12, $13, $14, $15, $16, $17, $18, $19)"
+         $12, $13, $14, $15, $16, $17, $18)"
     );
     on_tx!(tx, conn => sqlx::query(&sql)
         .bind(&w.id)
@@ -116,7 +114,6 @@ pub async fn insert(tx: &mut Tx, w: &WorkflowRow, steps: &[String]) -> Result<()
         .bind(&w.output)
         .bind(&w.error)
         .bind(w.cancel_requested)
-        .bind(w.completed_steps)
         .bind(&w.correlation_id)
         .bind(&w.idempotency_key)
         .bind(&w.request_hash)
@@ -193,12 +190,11 @@ pub async fn steps(tx: &mut Tx, id: &str) -> Result<Vec<StepRow>, DbError> {
 pub async fn update(tx: &mut Tx, w: &WorkflowRow) -> Result<(), DbError> {
     on_tx!(tx, conn => sqlx::query(
         "UPDATE workflows SET state = $1, output = $2, error = $3, cancel_requested = $4, \
-         completed_steps = $5, updated_at = $6, finished_at = $7 WHERE id = $8")
+         updated_at = $5, finished_at = $6 WHERE id = $7")
         .bind(&w.state)
         .bind(&w.output)
         .bind(&w.error)
         .bind(w.cancel_requested)
-        .bind(w.completed_steps)
         .bind(w.updated_at)
         .bind(w.finished_at)
         .bind(&w.id)

@@ -603,7 +603,6 @@ pub async fn start(
         output: None,
         error: None,
         cancel_requested: false,
-        completed_steps: 0,
         correlation_id: start.correlation_id,
         idempotency_key: idempotency.map(|(k, _)| k.to_string()),
         request_hash: idempotency.map(|(_, h)| h.to_string()),
@@ -675,7 +674,7 @@ pub async fn cancel(
         .map_err(|e| DbError::Internal(sqlx::Error::Decode(Box::new(e))))?;
     let mut steps = db::steps(tx, id).await?;
     let before = (workflow.clone(), steps.clone());
-    record_ends(&mut workflow, &mut steps, now);
+    record_ends(&mut steps, now);
     workflow.cancel_requested = true;
     let error = TaskError::new("cancelled", "the workflow was cancelled", false);
     stop(
@@ -749,7 +748,13 @@ fn set_state(step: &mut StepRow, state: StepState, error: Option<TaskError>, now
 }
 
 /// Records the steps and compensations whose task has ended.
-fn record_ends(workflow: &mut WorkflowRow, steps: &mut [StepRow], now: DateTime<Utc>) {
+fn record_ends(steps: &mut [StepRow], now: DateTime<Utc>) {
+    let mut next_seq = steps
+        .iter()
+        .filter_map(|s| s.completed_seq)
+        .max()
+        .unwrap_or(0)
+        + 1;
     for step in steps.iter_mut() {
         if state_of(step) == StepState::Running
             && let Some(task_state) = step.task_state.as_deref().and_then(TaskState::parse)
@@ -757,8 +762,8 @@ fn record_ends(workflow: &mut WorkflowRow, steps: &mut [StepRow], now: DateTime<
         {
             match task_state {
                 TaskState::Succeeded => {
-                    workflow.completed_steps += 1;
-                    step.completed_seq = Some(workflow.completed_steps);
+                    step.completed_seq = Some(next_seq);
+                    next_seq += 1;
                     step.output = step.task_result.clone();
                     set_state(step, StepState::Succeeded, None, now);
                 }
@@ -874,12 +879,12 @@ async fn advance_locked(
         .map_err(|e| DbError::Internal(sqlx::Error::Decode(Box::new(e))))?;
     let mut steps = db::steps(tx, &workflow.id).await?;
     let before = (workflow.clone(), steps.clone());
-    record_ends(&mut workflow, &mut steps, now);
+    record_ends(&mut steps, now);
     let enqueued = settle(tx, pipeline, &mut workflow, &mut steps, &spec, now).await?;
-    if (&workflow, &steps) != (&before.0, &before.1) {
+    if workflow != before.0 {
         workflow.updated_at = now;
-        save(tx, &before, &workflow, &steps).await?;
     }
+    save(tx, &before, &workflow, &steps).await?;
     if enqueued {
         tasks::notify(tx).await?;
     }
