@@ -25,6 +25,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use sqlx::types::Json;
 
+use crate::db::agents::Agent;
 use crate::db::schedules::{self as db, OccurrenceRow, ScheduleRow};
 use crate::db::{DbError, Tx, tasks, workflows as workflow_rows};
 use crate::invocations::{Actor, Invocations};
@@ -365,6 +366,14 @@ async fn fire(
     id: &str,
     now: DateTime<Utc>,
 ) -> Result<bool, DbError> {
+    // What the occurrence enqueues is resolved first: the transaction below holds
+    // SQLite's write lock and must not wait for another connection.
+    let schedule = match db::get(&pipeline.db, tenant_id, id).await {
+        Ok(schedule) if !schedule.paused && schedule.next_at <= now => schedule,
+        Ok(_) | Err(DbError::NotFound) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let work = prepare(pipeline, &schedule).await?;
     let mut tx = pipeline.db.begin(tenant_id).await?;
     let Some(schedule) = db::lock_due(&mut tx, tenant_id, id, now).await? else {
         return Ok(false);
@@ -404,7 +413,7 @@ async fn fire(
         return Ok(false);
     }
     if record.outcome == "enqueued" {
-        match enqueue(&mut tx, pipeline, &schedule, now).await? {
+        match enqueue(&mut tx, pipeline, &schedule, work, now).await? {
             Ok(Work::Task(task)) => record.task_id = Some(task),
             Ok(Work::Workflow(workflow)) => record.workflow_id = Some(workflow),
             Err(why) => {
@@ -429,57 +438,83 @@ enum Work {
     Workflow(String),
 }
 
+/// What an occurrence enqueues, resolved before its transaction.
+enum Prepared {
+    /// A run of this stored workflow (version) with this input.
+    Workflow(WorkflowSpec, i32, String, Value),
+    /// A task of this agent.
+    Task(Agent, String, Value),
+    /// Nothing: why.
+    Unavailable(String),
+}
+
+/// Resolves a schedule's target (the agent, or the stored workflow, validated).
+async fn prepare(pipeline: &Invocations, schedule: &ScheduleRow) -> Result<Prepared, DbError> {
+    let target: Target = match serde_json::from_value(schedule.target.0.clone()) {
+        Ok(target) => target,
+        Err(e) => {
+            return Ok(Prepared::Unavailable(format!(
+                "the stored target does not parse: {e}"
+            )));
+        }
+    };
+    if let Some(name) = target.workflow {
+        return match stored_workflow(pipeline, &schedule.tenant_id, &name, target.version).await {
+            Ok((spec, version)) => Ok(Prepared::Workflow(spec, version, name, target.input)),
+            Err(WorkflowError::Db(e)) => Err(e),
+            Err(e) => Ok(Prepared::Unavailable(e.to_string())),
+        };
+    }
+    let (Some(agent_name), Some(action)) = (target.agent, target.action) else {
+        return Ok(Prepared::Unavailable("the target names no agent".into()));
+    };
+    match pipeline.agent(&schedule.tenant_id, &agent_name).await {
+        Ok(agent) => Ok(Prepared::Task(agent, action, target.input)),
+        Err(DbError::NotFound) => Ok(Prepared::Unavailable(format!(
+            "agent {agent_name:?} was not found"
+        ))),
+        Err(e) => Err(e),
+    }
+}
+
 /// Enqueues an occurrence's work in `tx`, as the schedule's creator; `Err` says why it
 /// could not be (the agent or definition is gone or no longer valid).
 async fn enqueue(
     tx: &mut Tx,
     pipeline: &Invocations,
     schedule: &ScheduleRow,
+    work: Prepared,
     now: DateTime<Utc>,
 ) -> Result<Result<Work, String>, DbError> {
-    let target: Target = match serde_json::from_value(schedule.target.0.clone()) {
-        Ok(target) => target,
-        Err(e) => return Ok(Err(format!("the stored target does not parse: {e}"))),
-    };
     let actor = Actor {
         tenant_id: schedule.tenant_id.clone(),
         key_id: schedule.actor_key_id.clone(),
         ..Actor::default()
     };
     let correlation_id = Some(format!("schedule:{}", schedule.id));
-    if let Some(name) = &target.workflow {
-        let (spec, version) =
-            match stored_workflow(pipeline, &schedule.tenant_id, name, target.version).await {
-                Ok(found) => found,
-                Err(WorkflowError::Db(e)) => return Err(e),
-                Err(e) => return Ok(Err(e.to_string())),
+    let (agent, action, input) = match work {
+        Prepared::Unavailable(why) => return Ok(Err(why)),
+        Prepared::Workflow(spec, version, name, input) => {
+            let start = Start {
+                spec,
+                definition: Some((name, version)),
+                input,
+                correlation_id,
+                schedule_id: Some(schedule.id.clone()),
             };
-        let start = Start {
-            spec,
-            definition: Some((name.clone(), version)),
-            input: target.input.clone(),
-            correlation_id,
-            schedule_id: Some(schedule.id.clone()),
-        };
-        return match workflows::start(tx, pipeline, &actor, start, None).await {
-            Ok((row, _)) => Ok(Ok(Work::Workflow(row.id))),
-            Err(WorkflowError::Db(e)) => Err(e),
-            Err(e) => Ok(Err(e.to_string())),
-        };
-    }
-    let (Some(agent_name), Some(action)) = (&target.agent, &target.action) else {
-        return Ok(Err("the target names no agent".into()));
-    };
-    let agent = match pipeline.agent(&schedule.tenant_id, agent_name).await {
-        Ok(agent) => agent,
-        Err(DbError::NotFound) => return Ok(Err(format!("agent {agent_name:?} was not found"))),
-        Err(e) => return Err(e),
+            return match workflows::start(tx, pipeline, &actor, start, None).await {
+                Ok((row, _)) => Ok(Ok(Work::Workflow(row.id))),
+                Err(WorkflowError::Db(e)) => Err(e),
+                Err(e) => Ok(Err(e.to_string())),
+            };
+        }
+        Prepared::Task(agent, action, input) => (agent, action, input),
     };
     let spec = TaskSpec {
-        agent: Some(agent_name.clone()),
+        agent: Some(agent.name.clone()),
         key: None,
-        action: action.clone(),
-        input: RawValue::from_string(target.input.to_string()).expect("JSON"),
+        action,
+        input: RawValue::from_string(input.to_string()).expect("JSON"),
         priority: 0,
         run_at: None,
         limits: Default::default(),

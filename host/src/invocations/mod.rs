@@ -406,6 +406,36 @@ impl Invocations {
         Ok(agent)
     }
 
+    /// [`Invocations::agent`] for code that holds a write transaction: on a cache miss
+    /// it reads through `tx`, not the pool. (On SQLite, a transaction that holds the
+    /// write lock and waits for another connection can wait for one that waits for the
+    /// lock: the pool runs dry under load.)
+    pub async fn agent_in(
+        &self,
+        tx: &mut crate::db::Tx,
+        tenant_id: &str,
+        name: &str,
+    ) -> Result<Agent, DbError> {
+        let key = (tenant_id.to_string(), name.to_string());
+        if let Some(agent) = self.agents.get(&key) {
+            return Ok(agent);
+        }
+        let agent = agents::by_name_in(tx, tenant_id, name).await?;
+        self.agents.insert(key, agent.clone());
+        Ok(agent)
+    }
+
+    /// [`Invocations::tenant`] for code that holds a write transaction (see
+    /// [`Invocations::agent_in`]).
+    pub async fn tenant_in(&self, tx: &mut crate::db::Tx, id: &str) -> Result<Tenant, DbError> {
+        if let Some(tenant) = self.tenants.get(&id.to_string()) {
+            return Ok(tenant);
+        }
+        let tenant = crate::db::tenants::get_in(tx, id).await?;
+        self.tenants.insert(id.into(), tenant.clone());
+        Ok(tenant)
+    }
+
     /// A tenant, from the cache or the database.
     pub async fn tenant(&self, id: &str) -> Result<Tenant, DbError> {
         if let Some(tenant) = self.tenants.get(&id.to_string()) {

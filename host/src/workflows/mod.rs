@@ -583,7 +583,7 @@ pub async fn start(
         }
         return Ok((existing, false));
     }
-    let tenant = pipeline.tenant(tenant_id).await?;
+    let tenant = pipeline.tenant_in(tx, tenant_id).await?;
     if let Some(max) = tenant.policy.0.caps.max_queued_tasks {
         tasks::lock_tenant(tx, tenant_id).await?;
         let waiting = tasks::count_waiting(tx, tenant_id).await?;
@@ -1156,7 +1156,7 @@ async fn enqueue(
         .agent
         .as_deref()
         .expect("a workflow task names its agent");
-    let agent = match pipeline.agent(&workflow.tenant_id, name).await {
+    let agent = match pipeline.agent_in(tx, &workflow.tenant_id, name).await {
         Ok(agent) => agent,
         Err(DbError::NotFound) => {
             return Ok(Err(TaskError::new(

@@ -17,6 +17,7 @@ crate::on_both_backends!(
     bad_workflows_are_refused_naming_the_step_and_store_nothing,
     stored_definitions_are_versioned_and_each_run_keeps_its_version,
     a_task_that_ended_without_its_workflow_advancing_is_found_by_the_sweep,
+    another_tenants_workflows_definitions_and_schedules_are_not_found,
 );
 
 async fn app(backend: Backend) -> TestApp {
@@ -524,5 +525,118 @@ async fn a_task_that_ended_without_its_workflow_advancing_is_found_by_the_sweep(
     // Later sweeps change nothing: b was enqueued once.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(app.count("tasks").await, 2);
+    app.stop().await;
+}
+
+/// A tenant names another tenant's workflows, definitions, schedules and agents: `404`
+/// (or `400 unknown_agent`, or an empty list), and nothing of the other's changes.
+async fn another_tenants_workflows_definitions_and_schedules_are_not_found(backend: Backend) {
+    let app = app(backend).await;
+    let (_, victim) = app.tenant("victim").await;
+    let (_, attacker) = app.tenant("attacker").await;
+    for key in [&victim, &attacker] {
+        app.post("/v1/agents", key, json!({ "name": "echo" }))
+            .await
+            .ok(201);
+        app.upload("echo", key, std::fs::read(ECHO).unwrap())
+            .await
+            .ok(201);
+    }
+    app.post("/v1/agents", &victim, json!({ "name": "secret-agent" }))
+        .await
+        .ok(201);
+    let flow = json!({ "steps": [
+        { "name": "a", "agent": "echo", "action": "echo", "input": { "private": true } },
+    ]});
+    app.send(
+        Method::PUT,
+        "/v1/workflow-definitions/private-flow",
+        Some(&victim),
+        Some(flow),
+    )
+    .await
+    .ok(201);
+    let workflow = app
+        .post(
+            "/v1/workflows",
+            &victim,
+            json!({ "definition": "private-flow" }),
+        )
+        .await
+        .ok(202);
+    let id = workflow["id"].as_str().unwrap();
+    let schedule = app
+        .post(
+            "/v1/schedules",
+            &victim,
+            json!({ "cron": "0 0 1 1 *", "target": { "workflow": "private-flow" } }),
+        )
+        .await
+        .ok(201);
+    let sid = schedule["id"].as_str().unwrap();
+
+    for (method, path) in [
+        (Method::GET, format!("/v1/workflows/{id}")),
+        (Method::POST, format!("/v1/workflows/{id}/cancel")),
+        (
+            Method::GET,
+            "/v1/workflow-definitions/private-flow".to_string(),
+        ),
+        (Method::GET, format!("/v1/schedules/{sid}")),
+        (Method::POST, format!("/v1/schedules/{sid}/pause")),
+        (Method::POST, format!("/v1/schedules/{sid}/resume")),
+        (Method::DELETE, format!("/v1/schedules/{sid}")),
+    ] {
+        let body = (method == Method::POST).then(|| json!({}));
+        app.send(method.clone(), &path, Some(&attacker), body)
+            .await
+            .assert_error(404, "not_found");
+    }
+    for path in ["/v1/workflows", "/v1/workflow-definitions", "/v1/schedules"] {
+        let listed = app.get(path, &attacker).await.ok(200);
+        assert!(
+            listed["items"].as_array().unwrap().is_empty(),
+            "{path}: {listed:#}"
+        );
+    }
+    app.post(
+        "/v1/workflows",
+        &attacker,
+        json!({ "definition": "private-flow" }),
+    )
+    .await
+    .assert_error(404, "not_found");
+    app.post(
+        "/v1/workflows",
+        &attacker,
+        json!({ "steps": [{ "name": "x", "agent": "secret-agent", "action": "y" }] }),
+    )
+    .await
+    .assert_error(400, "unknown_agent");
+    app.post(
+        "/v1/schedules",
+        &attacker,
+        json!({ "cron": "* * * * *", "target": { "workflow": "private-flow" } }),
+    )
+    .await
+    .assert_error(400, "unknown_workflow");
+    // The victim's things are as they were.
+    let mine = app
+        .get(&format!("/v1/schedules/{sid}"), &victim)
+        .await
+        .ok(200);
+    assert_eq!(mine["paused"], false);
+    let mut run = Value::Null;
+    for _ in 0..20 {
+        run = app
+            .get(&format!("/v1/workflows/{id}?wait=5s"), &victim)
+            .await
+            .ok(200);
+        if run["state"] != "running" {
+            break;
+        }
+    }
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    assert_eq!(run["output"]["a"], json!({ "private": true }));
     app.stop().await;
 }
