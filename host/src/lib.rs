@@ -3,6 +3,7 @@
 //! - [`runtime`]: load agent components and run invocations under hard [`limits`].
 //! - [`invocations`]: the pipeline every run goes through (HTTP, calls, tasks).
 //! - [`server`]: `corral serve`, the control plane: [`api`] over [`db`].
+//! - [`tasks`], [`workflows`], [`schedules`]: durable work, graphs of it, and cron.
 //! - [`secrets`]: agents' secrets sealed at rest.
 //! - [`cli`]: the `corral` command line.
 
@@ -22,7 +23,9 @@ pub mod names;
 pub mod policy;
 pub mod quota;
 pub mod runtime;
+pub mod schedules;
 pub mod secrets;
 pub mod server;
 pub mod tasks;
 pub mod telemetry;
+pub mod workflows;

@@ -172,6 +172,17 @@ impl Application {
             Workers::start(state.invocations.clone(), settings, state.task_wake.clone())
         });
         let housekeeping = tokio::spawn(housekeeping::run(state.invocations.clone()));
+        // Every node moves workflows on and handles schedules' occurrences; each is
+        // transactional, so stopping one mid-way leaves nothing half-done.
+        let advancer = tokio::spawn(crate::workflows::advancer::run(
+            state.invocations.clone(),
+            state.invocations.workflow_wake.clone(),
+            config.task_poll,
+        ));
+        let ticker = tokio::spawn(crate::schedules::run(
+            state.invocations.clone(),
+            config.task_poll,
+        ));
         let retention = tokio::spawn(housekeeping::retain(state.invocations.clone()));
         // Failed authentications are audited per source and window, as windows close.
         let operator = tenants::operator(&db)
@@ -221,6 +232,8 @@ impl Application {
         // gone: the writer drains its queue, commits, and stops.
         let _ = workers.await;
         housekeeping.abort();
+        advancer.abort();
+        ticker.abort();
         retention.abort();
         flusher.abort();
         let rest = failures.take_closed(&operator, db::now(), true);

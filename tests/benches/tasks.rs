@@ -275,6 +275,7 @@ async fn bare_loop(db: &Db, tenant_id: &str, agent_id: &str, count: usize, worke
             created_at: now,
             updated_at: now,
             finished_at: None,
+            workflow_id: None,
         };
         tasks::insert(&mut tx, &row, &[]).await.unwrap();
     }

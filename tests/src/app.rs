@@ -116,6 +116,29 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut ServeConfi
         }
     };
     tweak(&mut config);
+    start(config, dir, postgres).await
+}
+
+/// Starts another node of `first`'s application: a server of its own (its own data
+/// directory, workers and tickers) on the same database, with `tweak` applied. Stopping
+/// it leaves the database to `first`.
+pub async fn spawn_node_with(first: &TestApp, tweak: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config =
+        ServeConfig::for_data_dir(dir.path().to_path_buf(), "127.0.0.1:0".parse().unwrap());
+    config.bootstrap_key = Some(ADMIN_KEY.into());
+    config.compile_worker = Some(crate::harness::corral_bin());
+    config.shutdown_grace = Duration::from_secs(5);
+    config.database_url = Some(first.database_url.clone());
+    tweak(&mut config);
+    start(config, dir, None).await
+}
+
+async fn start(
+    config: ServeConfig,
+    dir: tempfile::TempDir,
+    postgres: Option<(String, String)>,
+) -> TestApp {
     let database_url = config.database_url();
     let app = Application::build(config).await.expect("the app builds");
     let url = format!("http://127.0.0.1:{}", app.port());

@@ -612,6 +612,7 @@ fn the_api_doc_names_every_query_parameter_of_the_list_endpoints() {
         ("audit", "ListQuery", "/v1/audit?"),
         ("costs", "CostQuery", "/v1/costs?"),
         ("tasks", "ListQuery", "/v1/tasks?"),
+        ("workflows", "ListQuery", "/v1/workflows?"),
     ] {
         let file = root.join(format!("host/src/api/routes/{module}.rs"));
         let fields = struct_fields(&std::fs::read_to_string(file).unwrap(), query);

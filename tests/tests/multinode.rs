@@ -1,7 +1,8 @@
 //! Quotas hold across hosts: several real `corral serve` processes sharing one
 //! Postgres database enforce one set of concurrency, rate and budget quotas, and a
 //! host that dies holding concurrency slots gives them up when its leases expire, and a
-//! token budget over model calls is passed by no more than its documented bound.
+//! token budget over model calls is passed by no more than its documented bound; a
+//! workflow whose node is killed mid-step finishes on another node as it would have.
 
 use std::time::{Duration, Instant};
 
@@ -749,6 +750,113 @@ async fn idempotency_keys_expire_and_are_purged() {
         assert!(Instant::now() < deadline, "expired keys were never purged");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    db.close().await.unwrap();
+    drop(servers);
+    backend.cleanup().await;
+}
+
+/// A workflow as the server at `url` shows it (`Null` if it does not answer).
+async fn workflow(url: &str, id: &str) -> Value {
+    let Ok(response) = client()
+        .get(format!("{url}/v1/workflows/{id}"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+    else {
+        return Value::Null;
+    };
+    response.json().await.unwrap_or(Value::Null)
+}
+
+fn step<'a>(workflow: &'a Value, name: &str) -> &'a Value {
+    workflow["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|s| s["name"] == name))
+        .unwrap_or(&Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_workflow_whose_node_is_killed_finishes_on_another_node_as_it_would_have() {
+    let env = [
+        ("CORRAL_TASK_LEASE", "2s"),
+        ("CORRAL_TASK_POLL", "200ms"),
+        ("CORRAL_WORKERS", "4"),
+    ];
+    let (backend, mut servers, mut dirs) = servers(1, &env).await;
+    let a = servers[0].url.clone();
+    setup_agent(&a, "hostile", HOSTILE).await;
+    setup_agent(&a, "echo", ECHO).await;
+    setup_agent(&a, "text-stats", TEXT_STATS).await;
+    // first → (slow_a, slow_b in parallel) → last, with data passed along.
+    let body = json!({
+        "input": { "text": "one two three" },
+        "steps": [
+            { "name": "first", "agent": "echo", "action": "echo", "input": { "text": "$.input.text" } },
+            { "name": "slow_a", "agent": "hostile", "action": "sleep", "depends_on": ["first"],
+              "input": { "ms": 2500 } },
+            { "name": "slow_b", "agent": "hostile", "action": "sleep", "depends_on": ["first"],
+              "input": { "ms": 2500 } },
+            { "name": "last", "agent": "text-stats", "action": "stats", "depends_on": ["slow_a", "slow_b"],
+              "input": { "text": "$.steps.first.output.text" } },
+        ],
+        "output": { "words": "$.steps.last.output.words", "slept": "$.steps.slow_a.output.slept_ms" },
+    });
+    let response = client()
+        .post(format!("{a}/v1/workflows"))
+        .bearer_auth(KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Node A runs both slow steps, then dies with them under way.
+    let mut db = database(&backend).await;
+    for _ in 0..200 {
+        let (running,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM tasks WHERE state = 'running'")
+                .fetch_one(&mut db)
+                .await
+                .unwrap();
+        if running == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    servers.push(Server::start_with(&backend, dir.path(), &env).await);
+    dirs.push(dir);
+    servers[0].kill();
+    let b = servers[1].url.clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let w = workflow(&b, &id).await;
+        if w["state"] != "running" && !w.is_null() {
+            break w;
+        }
+        assert!(Instant::now() < deadline, "the workflow never ended: {w:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    assert_eq!(done["output"], json!({ "words": 3, "slept": 2500 }));
+    for name in ["slow_a", "slow_b"] {
+        let attempts = step(&done, name)["attempts"].as_array().unwrap().clone();
+        assert_eq!(attempts.len(), 2, "{name}: {attempts:#?}");
+        assert_eq!(attempts[0]["outcome"], "node_lost");
+        assert_eq!(attempts[1]["outcome"], "succeeded");
+    }
+    for name in ["first", "last"] {
+        assert_eq!(step(&done, name)["attempts"].as_array().unwrap().len(), 1);
+    }
+    // Each step enqueued once: four tasks, one per step.
+    let (tasks,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM tasks")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(tasks, 4);
     db.close().await.unwrap();
     drop(servers);
     backend.cleanup().await;

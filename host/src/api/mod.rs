@@ -183,6 +183,8 @@ pub fn router(state: AppState) -> Router {
                 .merge(routes::versions::router())
                 .merge(routes::invoke::router())
                 .merge(routes::tasks::router())
+                .merge(routes::workflows::router())
+                .merge(routes::schedules::router())
                 .merge(routes::executions::router())
                 .merge(routes::usage::router())
                 .merge(routes::audit::router())

@@ -1,5 +1,5 @@
 //! The `corral` command line: `serve` the control API, `run` and `inspect` a component
-//! locally, `agent`, `tenant` and `task` to talk to a running server, and the hidden
+//! locally, `agent`, `tenant`, `task`, `workflow` and `schedule` to talk to a running server, and the hidden
 //! `compile-worker` the host starts for each compile.
 //!
 //! Every command writes through [`output`], so a reader that goes away (`| head`) ends
@@ -15,6 +15,7 @@ mod output;
 mod run;
 mod tasks;
 pub mod units;
+mod workflows;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +67,18 @@ enum Command {
     /// Exit status: 0 built; 1 a build step failed; 2 no project, or a toolchain is
     /// missing (the message says how to install it).
     Build(build::BuildArgs),
+    /// Submit, start, define, read, wait for, list and cancel workflows on a running
+    /// server (`corral workflow submit flow.yaml --wait`).
+    ///
+    /// Exit status: 0 the request succeeded (for get, wait and submit --wait: the
+    /// workflow succeeded); 1 it failed, was compensated or cancelled; 2 bad usage, or
+    /// the server refused the request or could not be reached; 3 it has not ended.
+    Workflow(workflows::WorkflowArgs),
+    /// Create, read, list, pause, resume and delete schedules on a running server.
+    ///
+    /// Exit status: 0 the request succeeded; 2 bad usage, or the server refused the
+    /// request or could not be reached.
+    Schedule(workflows::ScheduleArgs),
     /// Show what a component is: whether it is a valid agent, its metadata, imports and exports.
     Inspect(inspect::InspectArgs),
     /// Compile a component read on stdin under caps (started by the host itself).
@@ -229,6 +242,8 @@ pub fn main() -> ExitCode {
             Command::Agent(args) => client::agent(args).await,
             Command::Tenant(args) => client::tenant(args).await,
             Command::Task(args) => tasks::task(args).await,
+            Command::Workflow(args) => workflows::workflow(args).await,
+            Command::Schedule(args) => workflows::schedule(args).await,
             Command::CompileWorker(_) => unreachable!("handled above"),
         }
     }))

@@ -159,6 +159,17 @@ pub async fn by_name(db: &Db, tenant_id: &str, name: &str) -> Result<Agent, DbEr
 }
 
 /// A tenant's live agent by id.
+/// [`by_name`] inside `tx`: a transaction that holds SQLite's write lock must not wait
+/// for a second connection of the pool.
+pub async fn by_name_in(tx: &mut Tx, tenant_id: &str, name: &str) -> Result<Agent, DbError> {
+    let sql = format!(
+        "SELECT {AGENT_COLUMNS} FROM agents WHERE tenant_id = $1 AND name = $2 AND deleted_at IS NULL"
+    );
+    on_tx!(tx, conn => sqlx::query_as::<_, Agent>(&sql).bind(tenant_id).bind(name).fetch_one(conn).await)
+        .map_err(DbError::from_fetch)
+}
+
+/// A tenant's live agent by id.
 pub async fn by_id(db: &Db, tenant_id: &str, id: &str) -> Result<Agent, DbError> {
     let sql = format!(
         "SELECT {AGENT_COLUMNS} FROM agents WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL"

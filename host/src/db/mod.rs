@@ -17,10 +17,12 @@ pub mod keys;
 pub mod kv;
 pub mod llm_calls;
 pub mod retention;
+pub mod schedules;
 pub mod tasks;
 pub mod tenants;
 pub mod text;
 pub mod usage;
+pub mod workflows;
 pub mod writer;
 
 use std::path::Path;
@@ -120,6 +122,9 @@ pub enum Wide {
     Housekeeping,
     /// Operator-tenant admins acting on another tenant (its keys, its usage).
     OperatorAdmin,
+    /// Workflow advancers and schedule tickers find the workflows and schedules to
+    /// move on, across tenants (each is then moved on in its tenant's scope).
+    Orchestration,
 }
 
 impl Wide {
@@ -131,6 +136,7 @@ impl Wide {
             Wide::TaskQueue => "task-queue",
             Wide::Housekeeping => "housekeeping",
             Wide::OperatorAdmin => "operator-admin",
+            Wide::Orchestration => "orchestration",
         }
     }
 }

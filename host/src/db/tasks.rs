@@ -83,6 +83,8 @@ pub struct TaskRow {
     pub updated_at: DateTime<Utc>,
     /// Ended.
     pub finished_at: Option<DateTime<Utc>>,
+    /// The workflow this task is a step (or compensation) of.
+    pub workflow_id: Option<String>,
 }
 
 impl TaskRow {
@@ -95,7 +97,8 @@ impl TaskRow {
 const COLUMNS: &str = "id, tenant_id, agent_id, agent_name, action, input, priority, state, run_at, limits, \
     max_attempts, backoff, retry_timeouts, wait_for_budget, attempts, deps_pending, dependants, correlation_id, \
     idempotency_key, request_hash, actor_key_id, parent_execution_id, root_execution_id, lease_owner, \
-    lease_expires_at, cancel_requested, outcome, result, error, created_at, updated_at, finished_at";
+    lease_expires_at, cancel_requested, outcome, result, error, created_at, updated_at, finished_at, \
+    workflow_id";
 
 /// One attempt as stored.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -120,7 +123,7 @@ pub struct AttemptRow {
 pub async fn insert(tx: &mut Tx, task: &TaskRow, depends_on: &[String]) -> Result<(), DbError> {
     let sql = format!(
         "INSERT INTO tasks ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
-         $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)"
+         $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33)"
     );
     on_tx!(tx, conn => sqlx::query(&sql)
         .bind(&task.id)
@@ -155,6 +158,7 @@ pub async fn insert(tx: &mut Tx, task: &TaskRow, depends_on: &[String]) -> Resul
         .bind(task.created_at)
         .bind(task.updated_at)
         .bind(task.finished_at)
+        .bind(&task.workflow_id)
         .execute(conn)
         .await
         .map(|r| r.rows_affected()))?;

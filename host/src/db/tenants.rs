@@ -81,6 +81,16 @@ pub async fn set_policy(tx: &mut Tx, id: &str, policy: &Json<TenantPolicy>) -> R
 
 /// Takes the tenant's row lock for the rest of `tx`, so plan caps are counted and
 /// checked by one transaction at a time (on SQLite, the write lock does the same).
+/// [`get`] inside `tx`.
+pub async fn get_in(tx: &mut Tx, id: &str) -> Result<Tenant, DbError> {
+    on_tx!(tx, conn => sqlx::query_as::<_, Tenant>(
+        "SELECT id, name, is_operator, created_at, policy FROM tenants WHERE id = $1")
+        .bind(id)
+        .fetch_one(conn)
+        .await)
+    .map_err(DbError::from_fetch)
+}
+
 pub async fn lock(tx: &mut Tx, id: &str) -> Result<Tenant, DbError> {
     on_tx!(tx, conn => sqlx::query("UPDATE tenants SET name = name WHERE id = $1")
         .bind(id)

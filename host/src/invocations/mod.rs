@@ -331,6 +331,8 @@ pub struct Invocations {
     pub tenants: Arc<TtlCache<String, Tenant>>,
     /// Wakes this node's task workers when a task is submitted here.
     pub task_wake: Arc<tokio::sync::Notify>,
+    /// Wakes this node's workflow advancer when a task ends here.
+    pub workflow_wake: Arc<tokio::sync::Notify>,
     /// This node's name in leases (task attempts, idempotency keys): unique per process.
     pub node: Arc<str>,
     /// Counters for `GET /metrics`.
@@ -356,6 +358,7 @@ impl Invocations {
             versions: Arc::new(TtlCache::new(Duration::from_secs(3600))),
             tenants: Arc::new(TtlCache::new(crate::cache::TTL)),
             task_wake: Arc::default(),
+            workflow_wake: Arc::default(),
             node: format!("node-{}", uuid::Uuid::new_v4().simple()).into(),
             metrics: Arc::default(),
         }
@@ -401,6 +404,36 @@ impl Invocations {
         let agent = agents::by_name(&self.db, tenant_id, name).await?;
         self.agents.insert(key, agent.clone());
         Ok(agent)
+    }
+
+    /// [`Invocations::agent`] for code that holds a write transaction: on a cache miss
+    /// it reads through `tx`, not the pool. (On SQLite, a transaction that holds the
+    /// write lock and waits for another connection can wait for one that waits for the
+    /// lock: the pool runs dry under load.)
+    pub async fn agent_in(
+        &self,
+        tx: &mut crate::db::Tx,
+        tenant_id: &str,
+        name: &str,
+    ) -> Result<Agent, DbError> {
+        let key = (tenant_id.to_string(), name.to_string());
+        if let Some(agent) = self.agents.get(&key) {
+            return Ok(agent);
+        }
+        let agent = agents::by_name_in(tx, tenant_id, name).await?;
+        self.agents.insert(key, agent.clone());
+        Ok(agent)
+    }
+
+    /// [`Invocations::tenant`] for code that holds a write transaction (see
+    /// [`Invocations::agent_in`]).
+    pub async fn tenant_in(&self, tx: &mut crate::db::Tx, id: &str) -> Result<Tenant, DbError> {
+        if let Some(tenant) = self.tenants.get(&id.to_string()) {
+            return Ok(tenant);
+        }
+        let tenant = crate::db::tenants::get_in(tx, id).await?;
+        self.tenants.insert(id.into(), tenant.clone());
+        Ok(tenant)
     }
 
     /// A tenant, from the cache or the database.

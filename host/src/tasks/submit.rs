@@ -12,7 +12,9 @@ use sha2::{Digest, Sha256};
 use sqlx::types::Json;
 
 use super::{Backoff, TaskError, TaskState};
+use crate::db::agents::Agent;
 use crate::db::tasks::{self, TaskRow};
+use crate::db::tenants::Tenant;
 use crate::db::{self, DbError};
 use crate::invocations::{Actor, Invocations};
 use crate::policy::LimitOverrides;
@@ -179,50 +181,7 @@ pub async fn submit(
             };
             agents.insert(name.clone(), agent);
         }
-        let agent = &agents[&name];
-        if spec.action.is_empty() {
-            return Err(invalid(
-                "invalid_tasks",
-                format!("{} must not be empty", at("action")),
-            ));
-        }
-        if spec.priority.abs() > MAX_PRIORITY {
-            return Err(invalid(
-                "invalid_tasks",
-                format!(
-                    "{} must be between -{MAX_PRIORITY} and {MAX_PRIORITY}",
-                    at("priority")
-                ),
-            ));
-        }
-        if let Some(n) = spec.max_attempts
-            && !(1..=MAX_ATTEMPTS).contains(&n)
-        {
-            return Err(invalid(
-                "invalid_tasks",
-                format!(
-                    "{} must be between 1 and {MAX_ATTEMPTS}",
-                    at("max_attempts")
-                ),
-            ));
-        }
-        if let Some(backoff) = &spec.backoff {
-            backoff
-                .validate()
-                .map_err(|m| invalid("invalid_tasks", format!("{}: {m}", at("backoff"))))?;
-        }
-        if spec.depends_on.len() > MAX_DEPENDENCIES {
-            return Err(invalid(
-                "invalid_tasks",
-                format!(
-                    "{} lists more than {MAX_DEPENDENCIES} tasks",
-                    at("depends_on")
-                ),
-            ));
-        }
-        spec.limits
-            .validate(&pipeline.task_limits(&tenant, agent))
-            .map_err(|m| invalid("invalid_limits", format!("{m} (the agent's task limit)")))?;
+        check(pipeline, &tenant, &agents[&name], spec, &at)?;
         if let Some(key) = &spec.key
             && keys.insert(key, i).is_some()
         {
@@ -322,40 +281,13 @@ pub async fn submit(
             None => (TaskState::Queued, None, None),
         };
         states[i] = state;
-        let row = TaskRow {
-            id: ids[i].clone(),
-            tenant_id: tenant_id.clone(),
-            agent_id: agent.id.clone(),
-            agent_name: agent.name.clone(),
-            action: spec.action.clone(),
-            input: spec.input.get().to_string(),
-            priority: spec.priority,
-            state: state.as_str().into(),
-            run_at,
-            limits: Json(spec.limits),
-            max_attempts: spec.max_attempts.unwrap_or(3) as i32,
-            backoff: Json(spec.backoff.unwrap_or_default()),
-            retry_timeouts: spec.retry_timeouts,
-            wait_for_budget: spec.wait_for_budget,
-            attempts: 0,
-            deps_pending: pending,
-            dependants: 0,
-            correlation_id: spec.correlation_id.clone(),
-            idempotency_key: key_of(i),
-            request_hash: idempotency_key.map(|_| hash.clone()),
-            actor_key_id: submitter.actor.key_id.clone(),
-            parent_execution_id: submitter.parent.as_ref().map(|p| p.0.clone()),
-            root_execution_id: submitter.parent.as_ref().map(|p| p.1.clone()),
-            lease_owner: None,
-            lease_expires_at: None,
-            cancel_requested: false,
-            outcome: failed_parent_outcome(state),
-            result: None,
-            error,
-            created_at: now,
-            updated_at: now,
-            finished_at,
-        };
+        let mut row = new_row(spec, agent, submitter, ids[i].clone(), state, run_at, now);
+        row.deps_pending = pending;
+        row.idempotency_key = key_of(i);
+        row.request_hash = idempotency_key.map(|_| hash.clone());
+        row.outcome = failed_parent_outcome(state);
+        row.error = error;
+        row.finished_at = finished_at;
         tasks::insert(&mut tx, &row, &depends_on)
             .await
             .map_err(|e| match e {
@@ -379,6 +311,114 @@ pub async fn submit(
     tasks::notify(&mut tx).await?;
     tx.commit().await?;
     Ok((rows, true))
+}
+
+/// Checks one task's fields against its agent's task limits, before anything is
+/// stored; `at` names a field (with the task's place in its batch or workflow).
+pub fn check(
+    pipeline: &Invocations,
+    tenant: &Tenant,
+    agent: &Agent,
+    spec: &TaskSpec,
+    at: &dyn Fn(&str) -> String,
+) -> Result<(), SubmitError> {
+    if spec.action.is_empty() {
+        return Err(invalid(
+            "invalid_tasks",
+            format!("{} must not be empty", at("action")),
+        ));
+    }
+    if spec.priority.abs() > MAX_PRIORITY {
+        return Err(invalid(
+            "invalid_tasks",
+            format!(
+                "{} must be between -{MAX_PRIORITY} and {MAX_PRIORITY}",
+                at("priority")
+            ),
+        ));
+    }
+    if let Some(n) = spec.max_attempts
+        && !(1..=MAX_ATTEMPTS).contains(&n)
+    {
+        return Err(invalid(
+            "invalid_tasks",
+            format!(
+                "{} must be between 1 and {MAX_ATTEMPTS}",
+                at("max_attempts")
+            ),
+        ));
+    }
+    if let Some(backoff) = &spec.backoff {
+        backoff
+            .validate()
+            .map_err(|m| invalid("invalid_tasks", format!("{}: {m}", at("backoff"))))?;
+    }
+    if spec.depends_on.len() > MAX_DEPENDENCIES {
+        return Err(invalid(
+            "invalid_tasks",
+            format!(
+                "{} lists more than {MAX_DEPENDENCIES} tasks",
+                at("depends_on")
+            ),
+        ));
+    }
+    spec.limits
+        .validate(&pipeline.task_limits(tenant, agent))
+        .map_err(|m| {
+            invalid(
+                "invalid_limits",
+                format!("{}: {m} (the agent's task limit)", at("limits")),
+            )
+        })?;
+    Ok(())
+}
+
+/// A new task's row, waiting in `state` from `run_at`, with no dependencies, no
+/// idempotency key and nothing run yet.
+pub fn new_row(
+    spec: &TaskSpec,
+    agent: &Agent,
+    submitter: &Submitter,
+    id: String,
+    state: TaskState,
+    run_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> TaskRow {
+    TaskRow {
+        id,
+        tenant_id: submitter.actor.tenant_id.clone(),
+        agent_id: agent.id.clone(),
+        agent_name: agent.name.clone(),
+        action: spec.action.clone(),
+        input: spec.input.get().to_string(),
+        priority: spec.priority,
+        state: state.as_str().into(),
+        run_at,
+        limits: Json(spec.limits),
+        max_attempts: spec.max_attempts.unwrap_or(3) as i32,
+        backoff: Json(spec.backoff.unwrap_or_default()),
+        retry_timeouts: spec.retry_timeouts,
+        wait_for_budget: spec.wait_for_budget,
+        attempts: 0,
+        deps_pending: 0,
+        dependants: 0,
+        correlation_id: spec.correlation_id.clone(),
+        idempotency_key: None,
+        request_hash: None,
+        actor_key_id: submitter.actor.key_id.clone(),
+        parent_execution_id: submitter.parent.as_ref().map(|p| p.0.clone()),
+        root_execution_id: submitter.parent.as_ref().map(|p| p.1.clone()),
+        lease_owner: None,
+        lease_expires_at: None,
+        cancel_requested: false,
+        outcome: None,
+        result: None,
+        error: None,
+        created_at: now,
+        updated_at: now,
+        finished_at: None,
+        workflow_id: None,
+    }
 }
 
 fn failed_parent_outcome(state: TaskState) -> Option<String> {

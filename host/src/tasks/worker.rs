@@ -165,9 +165,20 @@ async fn dispatch(
                             (pipeline.clone(), running.clone(), wake.clone());
                         attempts.spawn(async move {
                             let id = claimed.task.id.clone();
+                            let workflow = claimed
+                                .task
+                                .workflow_id
+                                .clone()
+                                .map(|w| (claimed.task.tenant_id.clone(), w));
                             run_attempt(&pipeline, claimed, cancelled).await;
                             running.lock().expect("running lock").remove(&id);
                             wake.notify_one();
+                            // A workflow's step: move the workflow on now (its end is
+                            // committed). If this fails or the node dies first, the
+                            // advancers' sweep does it.
+                            if let Some((tenant_id, workflow_id)) = workflow {
+                                advance_workflow(&pipeline, &tenant_id, &workflow_id).await;
+                            }
                         });
                     }
                 }
@@ -278,6 +289,18 @@ async fn listen(pool: sqlx::PgPool, wake: Arc<Notify>, stopped: watch::Receiver<
                     break;
                 }
             }
+        }
+    }
+}
+
+/// Moves a workflow on after one of its tasks' attempts ended on this node.
+async fn advance_workflow(pipeline: &Invocations, tenant_id: &str, workflow_id: &str) {
+    match crate::workflows::advance(pipeline, tenant_id, workflow_id).await {
+        Ok(true) => pipeline.task_wake.notify_one(),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(workflow = %workflow_id, error = %e, "advancing a workflow failed; the sweep will");
+            pipeline.workflow_wake.notify_one();
         }
     }
 }

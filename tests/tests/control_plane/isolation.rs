@@ -366,7 +366,7 @@ async fn victim_rows(app: &TestApp, tenant_id: &str) -> Vec<(String, i64)> {
 }
 
 /// Every table whose rows belong to a tenant (row-level security on Postgres).
-const TENANT_TABLES: [&str; 16] = [
+const TENANT_TABLES: [&str; 21] = [
     "api_keys",
     "agents",
     "agent_versions",
@@ -383,6 +383,11 @@ const TENANT_TABLES: [&str; 16] = [
     "tasks",
     "task_dependencies",
     "task_attempts",
+    "workflow_definitions",
+    "workflows",
+    "workflow_steps",
+    "schedules",
+    "schedule_occurrences",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -410,9 +415,39 @@ async fn without_a_tenant_the_application_role_sees_no_rows_on_postgres() {
     )
     .await
     .ok(202);
+    // A stored workflow, a run of it, and a schedule with one occurrence.
+    let flow = json!({ "steps": [{ "name": "a", "agent": "private", "action": "list" }] });
+    app.send(
+        Method::PUT,
+        "/v1/workflow-definitions/flow",
+        Some(&key),
+        Some(flow),
+    )
+    .await
+    .ok(201);
+    app.post("/v1/workflows", &key, json!({ "definition": "flow" }))
+        .await
+        .ok(202);
+    let schedule = app
+        .post(
+            "/v1/schedules",
+            &key,
+            json!({ "cron": "0 0 1 1 *", "target": { "workflow": "flow" } }),
+        )
+        .await
+        .ok(201);
     let Db::Postgres(login) = &app.db else {
         unreachable!()
     };
+    sqlx::query(
+        "INSERT INTO schedule_occurrences (schedule_id, occurrence_at, tenant_id, outcome, node, \
+         created_at) VALUES ($1, now(), $2, 'missed', 'test', now())",
+    )
+    .bind(schedule["id"].as_str().unwrap())
+    .bind(&v.tenant_id)
+    .execute(login)
+    .await
+    .unwrap();
     sqlx::query(
         "INSERT INTO concurrency_leases (id, scope, tenant_id, holder, expires_at) \
          VALUES ('held', 'agent:x', $1, 'test', now() + interval '1 hour')",

@@ -13,9 +13,12 @@ mod kv;
 mod models;
 mod quotas;
 mod records;
+mod schedules;
 mod task_cli;
 mod tasks;
 mod versions;
+mod workflow_cli;
+mod workflows;
 
 /// Generates `mod <test> { fn sqlite(); fn postgres(); }` for each `async fn
 /// <test>(backend)`.

@@ -11,10 +11,12 @@ pub mod keys;
 pub mod kv;
 pub mod metrics;
 pub mod openapi;
+pub mod schedules;
 pub mod tasks;
 pub mod tenants;
 pub mod usage;
 pub mod versions;
+pub mod workflows;
 
 use chrono::{DateTime, Utc};
 

@@ -1,0 +1,437 @@
+//! Workflows, their steps and stored definitions (see [`crate::workflows`]).
+//!
+//! A workflow's row is locked (`FOR UPDATE` on Postgres; SQLite's one writer does the
+//! same) by every transaction that moves it on, so two nodes advancing one workflow
+//! take turns and the second finds nothing left to do. A step's task is linked once
+//! (`workflow_steps.task_id` is unique) in the transaction that enqueues it.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+
+use super::{Db, DbError, Tx};
+use crate::tasks::TaskError;
+use crate::{in_scope, on_tx};
+
+/// One workflow as stored.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct WorkflowRow {
+    /// Its id (UUIDv7).
+    pub id: String,
+    /// The tenant.
+    pub tenant_id: String,
+    /// The stored definition it runs, if it was started by name.
+    pub definition_name: Option<String>,
+    /// That definition's version.
+    pub definition_version: Option<i32>,
+    /// The steps it runs (a [`crate::workflows::WorkflowSpec`]).
+    pub definition: Json<Value>,
+    /// Its input, as JSON text.
+    pub input: String,
+    /// Its [`crate::workflows::WorkflowState`], by name.
+    pub state: String,
+    /// Its output (JSON text), once it succeeded.
+    pub output: Option<String>,
+    /// Why it failed or was cancelled.
+    pub error: Option<Json<TaskError>>,
+    /// A caller asked to cancel it.
+    pub cancel_requested: bool,
+    /// The submitter's correlation id (its steps' tasks carry it, or the workflow's id).
+    pub correlation_id: Option<String>,
+    /// The submission's idempotency key.
+    pub idempotency_key: Option<String>,
+    /// The submission's hash, to tell a retry from a reuse of the key.
+    pub request_hash: Option<String>,
+    /// The API key that submitted it (its steps run as that key).
+    pub actor_key_id: Option<String>,
+    /// The schedule that started it, if one did.
+    pub schedule_id: Option<String>,
+    /// Submitted.
+    pub created_at: DateTime<Utc>,
+    /// Its state (or cancellation request) last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Ended.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str = "id, tenant_id, definition_name, definition_version, definition, input, state, \
+    output, error, cancel_requested, correlation_id, idempotency_key, request_hash, \
+    actor_key_id, schedule_id, created_at, updated_at, finished_at";
+
+/// One step as stored, with the states of its task and its compensation's task.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct StepRow {
+    /// The workflow.
+    pub workflow_id: String,
+    /// The step's name.
+    pub name: String,
+    /// Its place in the definition.
+    pub position: i32,
+    /// Its [`crate::workflows::StepState`], by name.
+    pub state: String,
+    /// Its task, once enqueued.
+    pub task_id: Option<String>,
+    /// Its output (JSON text), once it succeeded.
+    pub output: Option<String>,
+    /// Why it failed, was skipped or cancelled.
+    pub error: Option<Json<TaskError>>,
+    /// Its place among the steps that succeeded (1 first).
+    pub completed_seq: Option<i32>,
+    /// Its compensation's state: `pending`, `running`, `succeeded`, `failed`.
+    pub compensation_state: Option<String>,
+    /// Its compensation's task, once enqueued.
+    pub compensation_task_id: Option<String>,
+    /// When its task was enqueued.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Its task's state.
+    pub task_state: Option<String>,
+    /// Its task's result.
+    pub task_result: Option<String>,
+    /// Its task's error.
+    pub task_error: Option<Json<TaskError>>,
+    /// Its compensation task's state.
+    pub compensation_task_state: Option<String>,
+    /// Its compensation task's error.
+    pub compensation_task_error: Option<Json<TaskError>>,
+}
+
+/// Inserts a workflow and one pending row per step.
+pub async fn insert(tx: &mut Tx, w: &WorkflowRow, steps: &[String]) -> Result<(), DbError> {
+    let sql = format!(
+        "INSERT INTO workflows ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+         $12, $13, $14, $15, $16, $17, $18)"
+    );
+    on_tx!(tx, conn => sqlx::query(&sql)
+        .bind(&w.id)
+        .bind(&w.tenant_id)
+        .bind(&w.definition_name)
+        .bind(w.definition_version)
+        .bind(&w.definition)
+        .bind(&w.input)
+        .bind(&w.state)
+        .bind(&w.output)
+        .bind(&w.error)
+        .bind(w.cancel_requested)
+        .bind(&w.correlation_id)
+        .bind(&w.idempotency_key)
+        .bind(&w.request_hash)
+        .bind(&w.actor_key_id)
+        .bind(&w.schedule_id)
+        .bind(w.created_at)
+        .bind(w.updated_at)
+        .bind(w.finished_at)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected()))?;
+    for (position, name) in steps.iter().enumerate() {
+        on_tx!(tx, conn => sqlx::query(
+            "INSERT INTO workflow_steps (workflow_id, name, tenant_id, position, state) \
+             VALUES ($1, $2, $3, $4, 'pending')")
+            .bind(&w.id)
+            .bind(name)
+            .bind(&w.tenant_id)
+            .bind(position as i32)
+            .execute(conn)
+            .await
+            .map(|r| r.rows_affected()))?;
+    }
+    Ok(())
+}
+
+/// A workflow of `tenant_id`, locked until `tx` ends (Postgres; SQLite's write
+/// transaction holds the only write lock already).
+pub async fn lock(tx: &mut Tx, tenant_id: &str, id: &str) -> Result<WorkflowRow, DbError> {
+    let lock = match tx {
+        Tx::Postgres(_) => " FOR UPDATE",
+        Tx::Sqlite(_) => "",
+    };
+    let sql = format!("SELECT {COLUMNS} FROM workflows WHERE tenant_id = $1 AND id = $2{lock}");
+    on_tx!(tx, conn => sqlx::query_as::<_, WorkflowRow>(&sql)
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_one(conn)
+        .await)
+    .map_err(DbError::from_fetch)
+}
+
+/// A workflow by its idempotency key.
+pub async fn by_idempotency_key(
+    tx: &mut Tx,
+    tenant_id: &str,
+    key: &str,
+) -> Result<Option<WorkflowRow>, DbError> {
+    let sql =
+        format!("SELECT {COLUMNS} FROM workflows WHERE tenant_id = $1 AND idempotency_key = $2");
+    Ok(on_tx!(tx, conn => sqlx::query_as::<_, WorkflowRow>(&sql)
+        .bind(tenant_id)
+        .bind(key)
+        .fetch_optional(conn)
+        .await)?)
+}
+
+/// A workflow's steps in definition order, with their tasks' states.
+pub async fn steps(tx: &mut Tx, id: &str) -> Result<Vec<StepRow>, DbError> {
+    Ok(on_tx!(tx, conn => sqlx::query_as::<_, StepRow>(
+        "SELECT s.workflow_id, s.name, s.position, s.state, s.task_id, s.output, s.error, \
+         s.completed_seq, s.compensation_state, s.compensation_task_id, s.started_at, s.finished_at, \
+         t.state AS task_state, t.result AS task_result, t.error AS task_error, \
+         c.state AS compensation_task_state, c.error AS compensation_task_error \
+         FROM workflow_steps s LEFT JOIN tasks t ON t.id = s.task_id \
+         LEFT JOIN tasks c ON c.id = s.compensation_task_id \
+         WHERE s.workflow_id = $1 ORDER BY s.position")
+        .bind(id)
+        .fetch_all(conn)
+        .await)?)
+}
+
+/// Writes a workflow's state, output, error and counters.
+pub async fn update(tx: &mut Tx, w: &WorkflowRow) -> Result<(), DbError> {
+    on_tx!(tx, conn => sqlx::query(
+        "UPDATE workflows SET state = $1, output = $2, error = $3, cancel_requested = $4, \
+         updated_at = $5, finished_at = $6 WHERE id = $7")
+        .bind(&w.state)
+        .bind(&w.output)
+        .bind(&w.error)
+        .bind(w.cancel_requested)
+        .bind(w.updated_at)
+        .bind(w.finished_at)
+        .bind(&w.id)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Writes a step's state, task links, output and error.
+pub async fn update_step(tx: &mut Tx, s: &StepRow) -> Result<(), DbError> {
+    on_tx!(tx, conn => sqlx::query(
+        "UPDATE workflow_steps SET state = $1, task_id = $2, output = $3, error = $4, \
+         completed_seq = $5, compensation_state = $6, compensation_task_id = $7, started_at = $8, \
+         finished_at = $9 WHERE workflow_id = $10 AND name = $11")
+        .bind(&s.state)
+        .bind(&s.task_id)
+        .bind(&s.output)
+        .bind(&s.error)
+        .bind(s.completed_seq)
+        .bind(&s.compensation_state)
+        .bind(&s.compensation_task_id)
+        .bind(s.started_at)
+        .bind(s.finished_at)
+        .bind(&s.workflow_id)
+        .bind(&s.name)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// One workflow of `tenant_id`.
+pub async fn get(db: &Db, tenant_id: &str, id: &str) -> Result<WorkflowRow, DbError> {
+    let sql = format!("SELECT {COLUMNS} FROM workflows WHERE tenant_id = $1 AND id = $2");
+    in_scope!(db, tenant_id, conn => sqlx::query_as::<_, WorkflowRow>(&sql)
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_one(conn)
+        .await)
+    .map_err(DbError::from_fetch)
+}
+
+/// Filters for listing workflows.
+#[derive(Debug, Clone, Default)]
+pub struct WorkflowFilter {
+    /// Only this state.
+    pub state: Option<String>,
+    /// Only runs of this stored definition.
+    pub definition: Option<String>,
+    /// Only this correlation id.
+    pub correlation_id: Option<String>,
+    /// Only runs started by this schedule.
+    pub schedule_id: Option<String>,
+    /// Submitted at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Submitted before.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// A tenant's workflows, newest first, before the cursor id.
+pub async fn list(
+    db: &Db,
+    tenant_id: &str,
+    filter: &WorkflowFilter,
+    before: Option<&str>,
+    limit: i64,
+) -> Result<Vec<WorkflowRow>, DbError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM workflows WHERE tenant_id = $1 AND id < $2 \
+         AND ($3 IS NULL OR state = $3) AND ($4 IS NULL OR definition_name = $4) \
+         AND ($5 IS NULL OR correlation_id = $5) AND ($6 IS NULL OR schedule_id = $6) \
+         AND ($7 IS NULL OR created_at >= $7) AND ($8 IS NULL OR created_at < $8) \
+         ORDER BY id DESC LIMIT $9"
+    );
+    Ok(
+        in_scope!(db, tenant_id, conn => sqlx::query_as::<_, WorkflowRow>(&sql)
+        .bind(tenant_id)
+        .bind(before.unwrap_or("~"))
+        .bind(&filter.state)
+        .bind(&filter.definition)
+        .bind(&filter.correlation_id)
+        .bind(&filter.schedule_id)
+        .bind(filter.since)
+        .bind(filter.until)
+        .bind(limit)
+        .fetch_all(conn)
+        .await)?,
+    )
+}
+
+/// Workflows (with their tenants) that have a step or compensation whose task has
+/// ended but is not recorded yet: what the advancers move on, across tenants.
+pub async fn needing_advance(db: &Db, limit: i64) -> Result<Vec<(String, String)>, DbError> {
+    Ok(
+        in_scope!(db, super::Wide::Orchestration, conn => sqlx::query_as(
+        "SELECT workflow_id, tenant_id FROM ( \
+           SELECT s.workflow_id, s.tenant_id FROM workflow_steps s JOIN tasks t ON t.id = s.task_id \
+           WHERE s.state = 'running' AND t.state IN ('succeeded', 'failed', 'cancelled') \
+           UNION \
+           SELECT s.workflow_id, s.tenant_id FROM workflow_steps s \
+           JOIN tasks t ON t.id = s.compensation_task_id \
+           WHERE s.compensation_state = 'running' AND t.state IN ('succeeded', 'failed', 'cancelled') \
+         ) ended LIMIT $1")
+        .bind(limit)
+        .fetch_all(conn)
+        .await)?,
+    )
+}
+
+/// What a workflow's executions used and cost, all attempts of all its steps and
+/// compensations together.
+#[derive(Debug, Clone, Default, PartialEq, sqlx::FromRow)]
+pub struct Usage {
+    /// Executions recorded.
+    pub executions: i64,
+    /// Their cost, in picodollars.
+    pub cost_picodollars: i64,
+    /// Fuel burned.
+    pub fuel: i64,
+    /// Wall time, in microseconds.
+    pub wall_time_us: i64,
+    /// The highest peak memory of any of them.
+    pub peak_memory_bytes: i64,
+    /// Model input tokens.
+    pub input_tokens: i64,
+    /// Model output tokens.
+    pub output_tokens: i64,
+}
+
+/// What a workflow's executions used and cost.
+pub async fn usage(db: &Db, tenant_id: &str, id: &str) -> Result<Usage, DbError> {
+    Ok(in_scope!(db, tenant_id, conn => sqlx::query_as::<_, Usage>(
+        "WITH step_tasks AS ( \
+           SELECT task_id AS id FROM workflow_steps WHERE workflow_id = $2 AND task_id IS NOT NULL \
+           UNION SELECT compensation_task_id FROM workflow_steps \
+           WHERE workflow_id = $2 AND compensation_task_id IS NOT NULL), \
+         runs AS (SELECT id, cost_picodollars, fuel, wall_time_us, peak_memory_bytes FROM executions \
+           WHERE tenant_id = $1 AND task_id IN (SELECT id FROM step_tasks)) \
+         SELECT (SELECT COUNT(*) FROM runs) AS executions, \
+           CAST(COALESCE((SELECT SUM(cost_picodollars) FROM runs), 0) AS BIGINT) AS cost_picodollars, \
+           CAST(COALESCE((SELECT SUM(fuel) FROM runs), 0) AS BIGINT) AS fuel, \
+           CAST(COALESCE((SELECT SUM(wall_time_us) FROM runs), 0) AS BIGINT) AS wall_time_us, \
+           CAST(COALESCE((SELECT MAX(peak_memory_bytes) FROM runs), 0) AS BIGINT) AS peak_memory_bytes, \
+           CAST(COALESCE((SELECT SUM(input_tokens) FROM llm_calls \
+             WHERE execution_id IN (SELECT id FROM runs)), 0) AS BIGINT) AS input_tokens, \
+           CAST(COALESCE((SELECT SUM(output_tokens) FROM llm_calls \
+             WHERE execution_id IN (SELECT id FROM runs)), 0) AS BIGINT) AS output_tokens")
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_one(conn)
+        .await)?)
+}
+
+/// One stored version of a workflow definition.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct DefinitionRow {
+    /// Its name.
+    pub name: String,
+    /// Its version (1 for the first).
+    pub version: i32,
+    /// The definition (a [`crate::workflows::WorkflowSpec`]).
+    pub definition: Json<Value>,
+    /// Stored.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Stores the next version of the definition `name`; returns it.
+pub async fn put_definition(
+    tx: &mut Tx,
+    tenant_id: &str,
+    name: &str,
+    definition: &Value,
+    actor_key_id: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<DefinitionRow, DbError> {
+    let (latest,): (Option<i32>,) = on_tx!(tx, conn => sqlx::query_as(
+        "SELECT MAX(version) FROM workflow_definitions WHERE tenant_id = $1 AND name = $2")
+        .bind(tenant_id)
+        .bind(name)
+        .fetch_one(conn)
+        .await)?;
+    let row = DefinitionRow {
+        name: name.into(),
+        version: latest.unwrap_or(0) + 1,
+        definition: Json(definition.clone()),
+        created_at: now,
+    };
+    on_tx!(tx, conn => sqlx::query(
+        "INSERT INTO workflow_definitions (tenant_id, name, version, definition, actor_key_id, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(tenant_id)
+        .bind(&row.name)
+        .bind(row.version)
+        .bind(&row.definition)
+        .bind(actor_key_id)
+        .bind(row.created_at)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected()))
+    .map_err(|e| match e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            DbError::Conflict("workflow definition version")
+        }
+        e => DbError::Internal(e),
+    })?;
+    Ok(row)
+}
+
+/// A stored definition: `version`, or the latest.
+pub async fn definition(
+    tx: &mut Tx,
+    tenant_id: &str,
+    name: &str,
+    version: Option<i32>,
+) -> Result<DefinitionRow, DbError> {
+    on_tx!(tx, conn => sqlx::query_as::<_, DefinitionRow>(
+        "SELECT name, version, definition, created_at FROM workflow_definitions \
+         WHERE tenant_id = $1 AND name = $2 AND ($3 IS NULL OR version = $3) \
+         ORDER BY version DESC LIMIT 1")
+        .bind(tenant_id)
+        .bind(name)
+        .bind(version)
+        .fetch_one(conn)
+        .await)
+    .map_err(DbError::from_fetch)
+}
+
+/// The latest version of each of a tenant's definitions, by name.
+pub async fn definitions(db: &Db, tenant_id: &str) -> Result<Vec<DefinitionRow>, DbError> {
+    Ok(
+        in_scope!(db, tenant_id, conn => sqlx::query_as::<_, DefinitionRow>(
+        "SELECT d.name, d.version, d.definition, d.created_at FROM workflow_definitions d \
+         WHERE d.tenant_id = $1 AND d.version = (SELECT MAX(version) FROM workflow_definitions x \
+           WHERE x.tenant_id = d.tenant_id AND x.name = d.name) ORDER BY d.name")
+        .bind(tenant_id)
+        .fetch_all(conn)
+        .await)?,
+    )
+}

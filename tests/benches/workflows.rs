@@ -1,0 +1,301 @@
+//! Workflow benchmark: the overhead per step of running steps as a workflow against the
+//! same steps submitted as plain tasks (a batch whose tasks depend on each other with
+//! `depends_on`), in the same run, on one `corral serve` on SQLite and one on Postgres.
+//!
+//! Two shapes, each with echo steps:
+//! - **backlog**: `CHAINS` chains of `STEPS` steps submitted at once; time until every
+//!   step succeeded, per step;
+//! - **one chain**: one chain of `STEPS` steps at a time, `ROUNDS` times; time from
+//!   submission to its last step's end, per step (what a step waits for its parent).
+//!
+//! Each phase runs on a fresh database and server; plain and workflow phases alternate.
+//! Run with `./scripts/bench-workflows` (it builds the release binary first).
+//! Environment: `CHAINS` (default 200), `STEPS` (default 4), `ROUNDS` (default 20),
+//! `DATABASE_URL` (Postgres admin URL; required).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use corral_host::db::Db;
+use corral_tests::harness::corral_bin;
+use corral_tests::plugins::ECHO;
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+const KEY: &str = "crl_workflow_benchmark_bootstrap_key_0123456789abcd";
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_server(database_url: Option<&str>, data_dir: &Path) -> Server {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut command = Command::new(corral_bin());
+    command
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("CORRAL_DATA_DIR", data_dir)
+        .env("CORRAL_BOOTSTRAP_KEY", KEY)
+        .env("RUST_LOG", "error")
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    if let Some(url) = database_url {
+        command.env("DATABASE_URL", url);
+    }
+    let child = command
+        .spawn()
+        .expect("corral serve starts (build it with cargo build --release -p corral-host)");
+    let server = Server {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("{}/healthz", server.url))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "corral serve did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
+}
+
+async fn post(http: &reqwest::Client, url: &str, body: &Value) -> Value {
+    let response = http
+        .post(url)
+        .bearer_auth(KEY)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{status}: {body}");
+    body
+}
+
+/// A fresh database: Postgres (dropped after) or SQLite in the server's directory.
+enum Database {
+    Sqlite,
+    Postgres { admin: String, name: String },
+}
+
+impl Database {
+    async fn create(postgres: bool) -> Database {
+        if !postgres {
+            return Database::Sqlite;
+        }
+        let admin = std::env::var("DATABASE_URL").expect("DATABASE_URL (a Postgres admin URL)");
+        let name = format!("corral_bench_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        Database::Postgres { admin, name }
+    }
+
+    fn url(&self) -> Option<String> {
+        match self {
+            Database::Sqlite => None,
+            Database::Postgres { admin, name } => {
+                Some(format!("{}/{name}", admin.rsplit_once('/').unwrap().0))
+            }
+        }
+    }
+
+    async fn drop_it(self) {
+        if let Database::Postgres { admin, name } = self {
+            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+            let _ = sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await;
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Tasks,
+    Workflow,
+}
+
+/// One chain of `steps` echo steps, as a workflow body or a task batch.
+fn chain(mode: Mode, steps: usize, n: usize) -> (String, Value) {
+    match mode {
+        Mode::Workflow => {
+            let steps: Vec<Value> = (0..steps)
+                .map(|i| {
+                    let mut step = json!({ "name": format!("s{i}"), "agent": "echo", "action": "echo",
+                                           "input": { "chain": n, "step": i } });
+                    if i > 0 {
+                        step["depends_on"] = json!([format!("s{}", i - 1)]);
+                    }
+                    step
+                })
+                .collect();
+            ("/v1/workflows".into(), json!({ "steps": steps }))
+        }
+        Mode::Tasks => {
+            let tasks: Vec<Value> = (0..steps)
+                .map(|i| {
+                    let mut task = json!({ "agent": "echo", "key": format!("s{i}"), "action": "echo",
+                                           "input": { "chain": n, "step": i } });
+                    if i > 0 {
+                        task["depends_on"] = json!([format!("s{}", i - 1)]);
+                    }
+                    task
+                })
+                .collect();
+            ("/v1/tasks".into(), json!({ "tasks": tasks }))
+        }
+    }
+}
+
+async fn count(db: &Db, sql: &str) -> i64 {
+    let row: (i64,) =
+        corral_host::on_pool!(db, pool => sqlx::query_as(sql).fetch_one(pool).await).unwrap();
+    row.0
+}
+
+/// Runs one phase on a fresh server and database: (backlog ms per step, one-chain ms
+/// per step).
+async fn phase(
+    postgres: bool,
+    mode: Mode,
+    chains: usize,
+    steps: usize,
+    rounds: usize,
+) -> (f64, f64) {
+    let database = Database::create(postgres).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(database.url().as_deref(), dir.path()).await;
+    let http = http();
+    post(
+        &http,
+        &format!("{}/v1/agents", server.url),
+        &json!({ "name": "echo" }),
+    )
+    .await;
+    let uploaded = http
+        .post(format!("{}/v1/agents/echo/versions", server.url))
+        .bearer_auth(KEY)
+        .header("content-type", "application/wasm")
+        .body(std::fs::read(ECHO).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.status(), 201);
+    let db_url = database
+        .url()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("corral.db").display()));
+    let db = corral_tests::app::inspector(&db_url).await;
+    let done_sql = match mode {
+        Mode::Tasks => "SELECT COUNT(*) FROM tasks WHERE state = 'succeeded'",
+        Mode::Workflow => "SELECT COUNT(*) FROM workflows WHERE state = 'succeeded'",
+    };
+    let per_done = match mode {
+        Mode::Tasks => steps as i64,
+        Mode::Workflow => 1,
+    };
+
+    // One chain at a time: what each step waits for its parent.
+    let mut chain_ms = 0.0;
+    for round in 0..rounds {
+        let (path, body) = chain(mode, steps, round);
+        let before = count(&db, done_sql).await;
+        let started = Instant::now();
+        post(&http, &format!("{}{path}", server.url), &body).await;
+        while count(&db, done_sql).await < before + per_done {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        chain_ms += started.elapsed().as_secs_f64() * 1000.0;
+    }
+    let chain_ms = chain_ms / (rounds * steps) as f64;
+
+    // A backlog of chains.
+    let before = count(&db, done_sql).await;
+    let started = Instant::now();
+    let submissions: Vec<_> = (0..chains)
+        .map(|n| {
+            let (path, body) = chain(mode, steps, n);
+            let (http, url) = (http.clone(), format!("{}{path}", server.url));
+            tokio::spawn(async move { post(&http, &url, &body).await })
+        })
+        .collect();
+    for submission in submissions {
+        submission.await.unwrap();
+    }
+    let target = before + per_done * chains as i64;
+    while count(&db, done_sql).await < target {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let backlog_ms = started.elapsed().as_secs_f64() * 1000.0 / (chains * steps) as f64;
+    db.close().await;
+    drop(server);
+    database.drop_it().await;
+    (backlog_ms, chain_ms)
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let chains = env_usize("CHAINS", 200);
+    let steps = env_usize("STEPS", 4);
+    let rounds = env_usize("ROUNDS", 20);
+    println!(
+        "workflows: chains of {steps} echo steps as a workflow vs as plain tasks with depends_on \
+         (backlog: {chains} chains at once; one chain: {rounds} chains one after another)"
+    );
+    for (name, postgres) in [("SQLite", false), ("Postgres", true)] {
+        let mut tasks = Vec::new();
+        let mut workflows = Vec::new();
+        // Alternate, twice, so drift in the machine's load falls on both.
+        for _ in 0..2 {
+            tasks.push(phase(postgres, Mode::Tasks, chains, steps, rounds).await);
+            workflows.push(phase(postgres, Mode::Workflow, chains, steps, rounds).await);
+        }
+        let mean = |runs: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64| {
+            runs.iter().map(pick).sum::<f64>() / runs.len() as f64
+        };
+        let (tb, wb) = (mean(&tasks, |r| r.0), mean(&workflows, |r| r.0));
+        let (tc, wc) = (mean(&tasks, |r| r.1), mean(&workflows, |r| r.1));
+        println!(
+            "  {name:8} backlog:   tasks {tb:6.2} ms/step   workflow {wb:6.2} ms/step   ratio {:.2}",
+            wb / tb
+        );
+        println!(
+            "  {name:8} one chain: tasks {tc:6.2} ms/step   workflow {wc:6.2} ms/step   ratio {:.2}",
+            wc / tc
+        );
+    }
+}
