@@ -25,8 +25,8 @@ mod run;
 mod table;
 mod tasks;
 mod tenants;
-mod versions;
 pub mod units;
+mod versions;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
