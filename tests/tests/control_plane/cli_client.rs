@@ -300,7 +300,24 @@ async fn agents_and_versions_are_managed_and_invoked(backend: Backend) {
     );
 
     // It ran, and failed: exit status 3, the outcome and error shown.
-    corral.run(&["version", "upload", "hostile", HOSTILE]).ok();
+    let held = corral.run(&["version", "upload", "hostile", HOSTILE, "--no-activate"]);
+    held.ok();
+    assert_eq!(held.field("active"), "false");
+    corral
+        .run(&["invoke", "hostile", "fail"])
+        .refused(409, "no_active_version");
+    let held_id = held.field("id").to_string();
+    // A version named with --version runs though it is not active (and fails, as
+    // `fail` does: exit status 3).
+    let named = corral.run(&["invoke", "hostile", "fail", "--version", &held_id, "--json"]);
+    assert_eq!(named.code, Some(3), "{}", named.err);
+    assert_eq!(named.json()["outcome"], "agent_error");
+    assert_eq!(
+        corral
+            .run(&["version", "activate", "hostile", &held_id, "--json"])
+            .json()["active"],
+        true
+    );
     let failed = corral.run(&["invoke", "hostile", "fail"]);
     assert_eq!(failed.code, Some(3), "{}\n{}", failed.out, failed.err);
     assert!(failed.err.contains("agent_error"), "{}", failed.err);
