@@ -499,7 +499,27 @@ fn markdown_docs() -> Vec<(String, String)> {
 /// hidden settings are left out).
 fn settings_env_vars() -> BTreeSet<String> {
     let mut vars = BTreeSet::new();
-    for subcommand in ["serve", "run", "inspect", "agent", "tenant", "build"] {
+    for subcommand in [
+        "serve",
+        "run",
+        "inspect",
+        "agent",
+        "tenant",
+        "task",
+        "version",
+        "invoke",
+        "execution",
+        "audit",
+        "costs",
+        "usage",
+        "key",
+        "kv",
+        "config",
+        "secret",
+        "workflow",
+        "schedule",
+        "build",
+    ] {
         let out = Command::new(corral_bin())
             .args([subcommand, "--help"])
             // Whatever this shell sets, the help shows every variable.

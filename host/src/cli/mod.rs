@@ -1,20 +1,32 @@
 //! The `corral` command line: `serve` the control API, `run` and `inspect` a component
-//! locally, `agent`, `tenant`, `task`, `workflow` and `schedule` to talk to a running server, and the hidden
-//! `compile-worker` the host starts for each compile.
+//! locally, `new` and `build` agent projects, the client commands (`agent`, `version`,
+//! `invoke`, `execution`, `task`, `workflow`, `schedule`, `audit`, `costs`, `usage`, `key`,
+//! `tenant`, `kv`, `config`, `secret`, and `profile` for the servers they talk to; see
+//! `docs/CLI.md`), and the hidden `compile-worker` the host starts for each compile.
 //!
 //! Every command writes through [`output`], so a reader that goes away (`| head`) ends
 //! it quietly, and an environment variable set to the empty string counts as unset
 //! ([`ignore_empty_env`]).
 
+mod agent_config;
+mod agents;
 mod build;
 mod calls;
 mod client;
+mod executions;
 mod inspect;
+mod invoke;
+mod kv;
 mod new;
 mod output;
+mod profiles;
+mod records;
 mod run;
+mod table;
 mod tasks;
+mod tenants;
 pub mod units;
+mod versions;
 mod workflows;
 
 use std::path::PathBuf;
@@ -48,10 +60,74 @@ enum Command {
     /// (fuel_exhausted, memory_limit_exceeded, timed_out, output_too_large,
     /// log_limit_exceeded).
     Run(run::RunArgs),
-    /// Read or set an agent's policy, and read its usage, on a running server.
+    /// Create, list, show, delete, pause and resume agents, read and set their
+    /// policies, and read their usage, on a running server.
+    ///
+    /// Exit status: 0 done; 1 the server refused (its error code and message are
+    /// printed); 2 bad usage, or the server could not be reached.
     Agent(client::AgentArgs),
-    /// Read or set a tenant's policy, and read its usage, on a running server.
+    /// Upload (with progress), list and activate an agent's versions.
+    ///
+    /// Exit status: 0 done; 1 the server refused (its error code and message are
+    /// printed); 2 bad usage, or the server could not be reached.
+    Version(versions::VersionArgs),
+    /// Invoke an agent's action on a running server and print its output.
+    ///
+    /// Exit status: 0 the agent succeeded; 1 the server refused to run it (its error
+    /// code and message are printed); 2 bad usage, or the server could not be reached;
+    /// 3 it ran but did not succeed (the outcome and error are printed).
+    // `--version` names the agent's version to run here, not corral's.
+    #[command(disable_version_flag = true)]
+    Invoke(invoke::InvokeArgs),
+    /// List executions, show one with its logs and call tree, tail and follow new ones.
+    ///
+    /// Exit status: 0 done; 1 the server refused (its error code and message are
+    /// printed); 2 bad usage, or the server could not be reached.
+    Execution(executions::ExecutionArgs),
+    /// List the audit trail: every change and every refusal.
+    ///
+    /// Exit status: 0 done; 1 the server refused (its error code and message are
+    /// printed); 2 bad usage, or the server could not be reached.
+    Audit(records::AuditArgs),
+    /// Show costs by agent and day, week or month, and model spend by model.
+    ///
+    /// Exit status: 0 done; 1 the server refused (its error code and message are
+    /// printed); 2 bad usage, or the server could not be reached.
+    Costs(records::CostsArgs),
+    /// Show an agent's or a tenant's use this day and month against its quotas.
+    ///
+    /// Exit status: 0 done; 1 the server refused (its error code and message are
+    /// printed); 2 bad usage, or the server could not be reached.
+    Usage(records::UsageArgs),
+    /// Create, list and revoke API keys.
+    ///
+    /// Exit status: 0 done; 1 the server refused (its error code and message are
+    /// printed); 2 bad usage, or the server could not be reached.
+    Key(tenants::KeyArgs),
+    /// Create, list and show tenants, read or set their policies, read their usage.
+    ///
+    /// Exit status: 0 done; 1 the server refused (its error code and message are
+    /// printed); 2 bad usage, or the server could not be reached.
     Tenant(client::TenantArgs),
+    /// List, read, delete and clear an agent's key-value state.
+    ///
+    /// Exit status: 0 done; 1 the server refused (its error code and message are
+    /// printed); 2 bad usage, or the server could not be reached.
+    Kv(kv::KvArgs),
+    /// Read, set and delete an agent's config values.
+    ///
+    /// Exit status: 0 done; 1 the server refused (its error code and message are
+    /// printed); 2 bad usage, or the server could not be reached.
+    Config(agent_config::ConfigArgs),
+    /// Set (from a file or stdin, never the command line), list and delete an agent's
+    /// secrets.
+    ///
+    /// Exit status: 0 done; 1 the server refused (its error code and message are
+    /// printed); 2 bad usage, or the server could not be reached.
+    Secret(agent_config::SecretArgs),
+    /// Save, list, choose and delete profiles: servers and their keys, in
+    /// ~/.config/corral/config.toml (mode 0600).
+    Profile(profiles::ProfileArgs),
     /// Submit tasks to a running server, wait for them, show, list and cancel them.
     ///
     /// Exit status: 0 the request succeeded (for get, wait and submit --wait: the task
@@ -241,10 +317,35 @@ pub fn main() -> ExitCode {
             Command::Build(args) => build::build(args),
             Command::Agent(args) => client::agent(args).await,
             Command::Tenant(args) => client::tenant(args).await,
+            Command::Version(args) => versions::version(args).await,
+            Command::Invoke(args) => invoke::invoke(args).await,
+            Command::Execution(args) => executions::execution(args).await,
+            Command::Audit(args) => records::audit(args).await,
+            Command::Costs(args) => records::costs(args).await,
+            Command::Usage(args) => records::usage(args).await,
+            Command::Key(args) => tenants::key(args).await,
+            Command::Kv(args) => kv::kv(args).await,
+            Command::Config(args) => agent_config::config(args).await,
+            Command::Secret(args) => agent_config::secret(args).await,
+            Command::Profile(args) => profiles::profile(args),
             Command::Task(args) => tasks::task(args).await,
             Command::Workflow(args) => workflows::workflow(args).await,
             Command::Schedule(args) => workflows::schedule(args).await,
             Command::CompileWorker(_) => unreachable!("handled above"),
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        // clap's own checks (unique names and flags, valid defaults, ...), for every
+        // subcommand, which otherwise only run when that subcommand is parsed.
+        Cli::command().debug_assert();
+    }
 }

@@ -27,6 +27,7 @@ use serde_json::{Map, Value, json};
 
 use super::client::{ServerArgs, send};
 use super::output::{errln, outln};
+use super::table::Table;
 use super::units::{parse_count, parse_duration, parse_size};
 
 /// The longest the server holds a `?wait=` request (its `MAX_WAIT`).
@@ -598,42 +599,18 @@ fn print_task(task: &Value) -> io::Result<()> {
 
 /// Prints tasks as an aligned table.
 fn print_table(tasks: &[Value]) -> io::Result<()> {
-    if tasks.is_empty() {
-        errln!("no tasks");
-        return Ok(());
+    let mut table = Table::new(&["ID", "AGENT", "ACTION", "STATE", "ATTEMPTS", "CREATED"]);
+    for task in tasks {
+        table.push(vec![
+            text(&task["id"]),
+            text(&task["agent"]),
+            text(&task["action"]),
+            text(&task["state"]),
+            format!("{}/{}", task["attempt_count"], task["max_attempts"]),
+            time(&task["created_at"]),
+        ]);
     }
-    let header = ["ID", "AGENT", "ACTION", "STATE", "ATTEMPTS", "CREATED"].map(String::from);
-    let rows: Vec<[String; 6]> = tasks
-        .iter()
-        .map(|task| {
-            [
-                text(&task["id"]),
-                text(&task["agent"]),
-                text(&task["action"]),
-                text(&task["state"]),
-                format!("{}/{}", task["attempt_count"], task["max_attempts"]),
-                time(&task["created_at"]),
-            ]
-        })
-        .collect();
-    let mut widths = header.clone().map(|h| h.len());
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    for row in std::iter::once(&header).chain(&rows) {
-        let mut line = String::new();
-        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
-            if i + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<width$}  "));
-            }
-        }
-        outln!("{line}")?;
-    }
-    Ok(())
+    table.print("no tasks")
 }
 
 /// A time to the second (`2026-01-31T09:00:00Z`).

@@ -5,6 +5,7 @@ mod access;
 mod agents;
 mod calls;
 mod capabilities;
+mod cli_client;
 mod config;
 mod guests;
 mod invocations;

@@ -330,16 +330,20 @@ fn an_empty_environment_variable_counts_as_unset() {
     assert!(xdg_cache.path().join("corral/artifacts").is_dir());
 
     // An empty CORRAL_KEY is no key (rather than an empty bearer token sent to an empty
-    // CORRAL_URL).
+    // CORRAL_URL), and an empty CORRAL_PROFILE no profile: a usage error (exit 2). No
+    // profile file is read but this test's own.
+    let xdg_config = tempfile::tempdir().unwrap();
     let mut command = Command::new(corral_bin());
-    command.args(["agent", "usage", "someone"]);
+    command
+        .args(["agent", "usage", "someone"])
+        .env("XDG_CONFIG_HOME", xdg_config.path());
     for var in env_vars("agent") {
         command.env(var, "");
     }
     let out = command.output().expect("corral runs");
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out.stderr).contains("no API key: pass --key or set CORRAL_KEY"),
+        text(&out.stderr).contains("no API key: pass --key, set CORRAL_KEY"),
         "{}",
         text(&out.stderr)
     );
