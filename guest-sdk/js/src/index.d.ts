@@ -54,26 +54,26 @@ export function context(): Context;
 export const WORLD: string;
 
 export namespace kv {
-  function get(key: string): Uint8Array | undefined;
-  function getText(key: string): string | undefined;
-  function set(key: string, value: string | Uint8Array, options?: { ttlMs?: number }): void;
-  function getJson<T = Json>(key: string): T | undefined;
-  function setJson(key: string, value: unknown, options?: { ttlMs?: number }): void;
+  export function get(key: string): Uint8Array | undefined;
+  export function getText(key: string): string | undefined;
+  export function set(key: string, value: string | Uint8Array, options?: { ttlMs?: number }): void;
+  export function getJson<T = Json>(key: string): T | undefined;
+  export function setJson(key: string, value: unknown, options?: { ttlMs?: number }): void;
   export { remove as delete };
   function remove(key: string): boolean;
-  function keys(prefix?: string, page?: number): Generator<string>;
+  export function keys(prefix?: string, page?: number): Generator<string>;
 }
 
 export namespace config {
-  function get(name: string): string | undefined;
-  function get(name: string, fallback: string): string;
-  function secret(name: string): string | undefined;
+  export function get(name: string): string | undefined;
+  export function get(name: string, fallback: string): string;
+  export function secret(name: string): string | undefined;
 }
 
 export namespace agents {
-  function call<T = Json>(agent: string, action: string, input?: unknown): T;
-  function submitTask(agent: string, action: string, input?: unknown): string;
-  function waitTask<T = Json>(id: string, timeoutMs?: number): T | undefined;
+  export function call<T = Json>(agent: string, action: string, input?: unknown): T;
+  export function submitTask(agent: string, action: string, input?: unknown): string;
+  export function waitTask<T = Json>(id: string, timeoutMs?: number): T | undefined;
 }
 
 export interface HttpResponse {
@@ -84,22 +84,22 @@ export interface HttpResponse {
 }
 
 export namespace http {
-  function request(method: string, url: string, options?: { body?: string | Uint8Array; headers?: Record<string, string> }): Promise<HttpResponse>;
-  function get(url: string, options?: { headers?: Record<string, string> }): Promise<HttpResponse>;
-  function post(url: string, body: string | Uint8Array, options?: { headers?: Record<string, string> }): Promise<HttpResponse>;
+  export function request(method: string, url: string, options?: { body?: string | Uint8Array; headers?: Record<string, string> }): Promise<HttpResponse>;
+  export function get(url: string, options?: { headers?: Record<string, string> }): Promise<HttpResponse>;
+  export function post(url: string, body: string | Uint8Array, options?: { headers?: Record<string, string> }): Promise<HttpResponse>;
 }
 
 export namespace llm {
-  type Role = "system" | "user" | "assistant" | "tool";
-  interface ToolCall { id: string; name: string; arguments: string }
-  interface Message { role: Role; content: string; toolCalls: ToolCall[]; toolCallId?: string }
-  interface Tool { name: string; description: string; parameters: string }
-  interface Usage { inputTokens: number; outputTokens: number }
-  interface ChatResponse { content: string; toolCalls: ToolCall[]; finishReason: string; model: string; usage: Usage }
-  function system(content: string): Message;
-  function user(content: string): Message;
-  function assistant(content: string, toolCalls?: ToolCall[]): Message;
-  function toolResult(callId: string, content: string): Message;
-  function tool(name: string, description: string, parameters: unknown): Tool;
-  function chat(model: string, messages: Message[], options?: { tools?: Tool[]; maxTokens?: number; temperature?: number; json?: boolean }): ChatResponse;
+  export type Role = "system" | "user" | "assistant" | "tool";
+  export interface ToolCall { id: string; name: string; arguments: string }
+  export interface Message { role: Role; content: string; toolCalls: ToolCall[]; toolCallId?: string }
+  export interface Tool { name: string; description: string; parameters: string }
+  export interface Usage { inputTokens: number; outputTokens: number }
+  export interface ChatResponse { content: string; toolCalls: ToolCall[]; finishReason: string; model: string; usage: Usage }
+  export function system(content: string): Message;
+  export function user(content: string): Message;
+  export function assistant(content: string, toolCalls?: ToolCall[]): Message;
+  export function toolResult(callId: string, content: string): Message;
+  export function tool(name: string, description: string, parameters: unknown): Tool;
+  export function chat(model: string, messages: Message[], options?: { tools?: Tool[]; maxTokens?: number; temperature?: number; json?: boolean }): ChatResponse;
 }

@@ -159,6 +159,7 @@ pub struct Toolchains {
     #[serde(rename = "componentize-js")]
     pub componentize_js: String,
     pub esbuild: String,
+    pub typescript: String,
 }
 
 impl Toolchains {
@@ -194,6 +195,7 @@ pub fn project_files(name: &str, language: Language) -> Vec<(String, String)> {
             .replace("{{componentize-py}}", &pins.componentize_py)
             .replace("{{componentize-js}}", &pins.componentize_js)
             .replace("{{esbuild}}", &pins.esbuild)
+            .replace("{{typescript}}", &pins.typescript)
     };
     let specific = match language {
         Language::Rust => RUST,

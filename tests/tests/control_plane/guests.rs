@@ -112,6 +112,24 @@ fn python_and_typescript_text_stats_answer_as_the_rust_agent_does() {
     }
 }
 
+/// The TypeScript examples type-check against the SDK's declarations (esbuild, which
+/// builds them, only strips types).
+#[test]
+fn the_typescript_examples_type_check_against_the_sdk() {
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/js");
+    let out = Command::new(toolchains().join("js/node_modules/.bin/tsc"))
+        .arg("-p")
+        .arg(&plugins)
+        .output()
+        .expect("tsc runs");
+    assert!(
+        out.status.success(),
+        "tsc -p plugins/js:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn each_way_a_guest_fails_is_recorded_as_what_stopped_it() {
     for lang in LANGS {
