@@ -10,6 +10,7 @@ use corral_tests::app::{ADMIN_KEY, Backend, TestApp, spawn_app, spawn_app_with};
 use corral_tests::guests::{Lang, cache_dir, component, toolchains};
 use corral_tests::harness::corral_bin;
 use corral_tests::plugins::TEXT_STATS;
+use corral_tests::providers::{ModelServer, Provider};
 use corral_tests::upstream::Upstream;
 use serde_json::{Value, json};
 
@@ -230,6 +231,17 @@ async fn denied_capabilities_fail_at_call_time_and_granted_ones_work() {
     let url = upstream.url("/hello");
     let rule = upstream.rule();
     let call_text_stats = format!("text-stats={TEXT_STATS}");
+    // A model provider on 127.0.0.1, and a catalogue with one alias, `fast`.
+    let provider = ModelServer::start(Provider::OpenAi, "sk-guests-test").await;
+    let models_dir = tempfile::tempdir().unwrap();
+    let models = models_dir.path().join("models.json");
+    let catalogue = json!({
+        "providers": { "local": { "kind": "openai", "base_url": provider.url(), "api_key": "sk-guests-test" } },
+        "models": { "fast": { "provider": "local", "model": "fast",
+                              "input_per_million": "0.15", "output_per_million": "0.60" } },
+    });
+    std::fs::write(&models, catalogue.to_string()).unwrap();
+    let models = models.to_str().unwrap();
     for lang in LANGS {
         let probe = component(lang, "probe");
         let denied = |action: &str, input: Value| {
@@ -283,6 +295,22 @@ async fn denied_capabilities_fail_at_call_time_and_granted_ones_work() {
             output(&run(&probe, "call", call, &["--call", &call_text_stats]))["words"],
             2
         );
+
+        let ask = json!({ "model": "fast", "question": "Is this spam?" });
+        let refused = run(&probe, "ask", ask.clone(), &["--llm-config", models]);
+        assert_eq!(error_code(&refused), "llm_denied", "{lang:?}: {refused:#}");
+        let asked = run(
+            &probe,
+            "ask",
+            ask,
+            &["--llm-config", models, "--allow-model", "fast"],
+        );
+        let answer = output(&asked);
+        assert!(
+            answer["tokens"].as_u64().unwrap() > 0,
+            "{lang:?}: {answer:#}"
+        );
+        assert_eq!(asked["usage"]["llm"]["calls"], 1, "{asked:#}");
     }
     assert_eq!(
         upstream.hits().len(),
