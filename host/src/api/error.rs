@@ -51,6 +51,15 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
+    /// 400 `invalid_query`: the query parameter `name` is none of the `known` values.
+    pub fn not_one_of<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Self {
+        let known: Vec<&str> = known.into_iter().collect();
+        Self::bad_request(
+            "invalid_query",
+            format!("{name} must be one of {}", known.join(", ")),
+        )
+    }
+
     /// 401 `unauthenticated`: no key, or a key that is unknown or revoked.
     pub fn unauthenticated() -> Self {
         Self::new(

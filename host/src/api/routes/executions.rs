@@ -163,10 +163,9 @@ async fn list(
     if let Some(outcome) = &q.outcome
         && Outcome::parse(outcome).is_none()
     {
-        let known: Vec<&str> = Outcome::ALL.iter().map(|o| o.as_str()).collect();
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!("outcome must be one of {}", known.join(", ")),
+        return Err(ApiError::not_one_of(
+            "outcome",
+            Outcome::ALL.iter().map(|o| o.as_str()),
         ));
     }
     let filter = ExecutionFilter {

@@ -340,10 +340,9 @@ async fn list(
     if let Some(name) = &q.state
         && TaskState::parse(name).is_none()
     {
-        let known: Vec<&str> = TaskState::ALL.iter().map(|s| s.as_str()).collect();
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!("state must be one of {}", known.join(", ")),
+        return Err(ApiError::not_one_of(
+            "state",
+            TaskState::ALL.iter().map(|s| s.as_str()),
         ));
     }
     let filter = TaskFilter {

@@ -428,10 +428,9 @@ async fn list(
     if let Some(name) = &q.state
         && WorkflowState::parse(name).is_none()
     {
-        let known: Vec<&str> = WorkflowState::ALL.iter().map(|s| s.as_str()).collect();
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!("state must be one of {}", known.join(", ")),
+        return Err(ApiError::not_one_of(
+            "state",
+            WorkflowState::ALL.iter().map(|s| s.as_str()),
         ));
     }
     let filter = WorkflowFilter {
