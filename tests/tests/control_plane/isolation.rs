@@ -425,9 +425,18 @@ async fn without_a_tenant_the_application_role_sees_no_rows_on_postgres() {
     )
     .await
     .ok(201);
-    app.post("/v1/workflows", &key, json!({ "definition": "flow" }))
+    let run = app
+        .post("/v1/workflows", &key, json!({ "definition": "flow" }))
         .await
         .ok(202);
+    // Its step runs in the background and writes executions and attempts: let it end,
+    // so every table holds still while it is counted three ways below.
+    let run = format!("/v1/workflows/{}?wait=5s", run["id"].as_str().unwrap());
+    for _ in 0..20 {
+        if app.get(&run, &key).await.ok(200)["state"] != "running" {
+            break;
+        }
+    }
     let schedule = app
         .post(
             "/v1/schedules",
