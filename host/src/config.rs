@@ -27,6 +27,17 @@ pub struct ServeConfig {
     #[arg(long, env = "CORRAL_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// A second address serving only `GET /metrics`, without a key (for a scraper on a
+    /// private network). Unset, metrics are served on the main address only, to keys of
+    /// the operator tenant.
+    #[arg(long, env = "CORRAL_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Label the per-agent metrics (executions, fuel, charges) with agent names. Off by
+    /// default: each agent adds series.
+    #[arg(long, env = "CORRAL_METRICS_AGENT_LABELS")]
+    pub metrics_agent_labels: bool,
+
     /// Where the embedded database and the compiled-artifact cache live.
     #[arg(long, env = "CORRAL_DATA_DIR", default_value = ".corral")]
     pub data_dir: PathBuf,

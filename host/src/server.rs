@@ -33,6 +33,8 @@ use crate::tasks::worker::{WorkerSettings, Workers};
 /// A built, bound, not yet running server.
 pub struct Application {
     listener: TcpListener,
+    /// The metrics listener (`CORRAL_METRICS_LISTEN`), if one is configured.
+    metrics_listener: Option<TcpListener>,
     state: AppState,
     writer_task: tokio::task::JoinHandle<()>,
     config: ServeConfig,
@@ -115,6 +117,7 @@ impl Application {
             },
             secrets_key,
             llm,
+            metrics_agent_labels: config.metrics_agent_labels,
         };
         let clock = config
             .clock
@@ -126,8 +129,17 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
+        let metrics_listener = match config.metrics_listen {
+            Some(address) => Some(
+                TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("listening for metrics on {address}"))?,
+            ),
+            None => None,
+        };
         Ok(Application {
             listener,
+            metrics_listener,
             state,
             writer_task,
             config,
@@ -138,6 +150,12 @@ impl Application {
     /// The port actually bound (useful with port 0).
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The port the metrics listener bound, if there is one.
+    pub fn metrics_port(&self) -> Option<u16> {
+        let listener = self.metrics_listener.as_ref()?;
+        listener.local_addr().ok().map(|a| a.port())
     }
 
     /// The admin key generated at bootstrap, if this start generated one.
@@ -157,6 +175,7 @@ impl Application {
     ) -> anyhow::Result<()> {
         let Application {
             listener,
+            metrics_listener,
             state,
             writer_task,
             config,
@@ -207,6 +226,18 @@ impl Application {
                 }
             })
         };
+        let (metrics_stop_tx, metrics_stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let metrics = metrics_listener.map(|metrics_listener| {
+            let app = api::metrics_router(state.clone());
+            let limits = ListenerLimits {
+                header_timeout: config.header_timeout,
+                max_header_bytes: config.max_header_bytes as usize,
+                shutdown_grace: config.shutdown_grace,
+            };
+            tokio::spawn(listener::serve(metrics_listener, app, limits, async {
+                let _ = metrics_stop_rx.await;
+            }))
+        });
         let app = api::router(state);
         let (workers_stop_tx, workers_stop_rx) = tokio::sync::oneshot::channel::<()>();
         // Workers stop claiming at the same signal, finish within the grace period, and
@@ -226,8 +257,12 @@ impl Application {
         listener::serve(listener, app, limits, async move {
             shutdown.await;
             let _ = workers_stop_tx.send(());
+            let _ = metrics_stop_tx.send(());
         })
         .await;
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
+        }
         // Every connection (and so every AppState clone and writer handle it held) is
         // gone: the writer drains its queue, commits, and stops.
         let _ = workers.await;
@@ -245,6 +280,8 @@ impl Application {
         drop(failures_writer);
         let _ = writer_task.await;
         db.close().await;
+        // The last executions' spans are sent before the process goes.
+        crate::telemetry::flush().await;
         Ok(())
     }
 }

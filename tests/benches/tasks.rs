@@ -276,6 +276,7 @@ async fn bare_loop(db: &Db, tenant_id: &str, agent_id: &str, count: usize, worke
             updated_at: now,
             finished_at: None,
             workflow_id: None,
+            traceparent: None,
         };
         tasks::insert(&mut tx, &row, &[]).await.unwrap();
     }

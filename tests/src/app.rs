@@ -27,6 +27,9 @@ pub enum Backend {
 pub struct TestApp {
     /// `http://127.0.0.1:<port>`.
     pub url: String,
+    /// `http://127.0.0.1:<port>` of the metrics listener, when one is configured
+    /// (`metrics_listen`).
+    pub metrics_url: Option<String>,
     /// The HTTP client.
     pub http: reqwest::Client,
     /// The app's database.
@@ -142,6 +145,9 @@ async fn start(
     let database_url = config.database_url();
     let app = Application::build(config).await.expect("the app builds");
     let url = format!("http://127.0.0.1:{}", app.port());
+    let metrics_url = app
+        .metrics_port()
+        .map(|port| format!("http://127.0.0.1:{port}"));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         app.run_until_stopped(async {
@@ -153,6 +159,7 @@ async fn start(
     let db = inspector(&database_url).await;
     TestApp {
         url,
+        metrics_url,
         // A connection per request. The server answers some refusals (415, 413, 401)
         // before reading the body and then closes the connection; a pooled client
         // could send its next request on that closing connection and fail for a

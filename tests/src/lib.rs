@@ -10,6 +10,7 @@ pub mod app;
 pub mod baseline;
 pub mod guests;
 pub mod harness;
+pub mod otlp;
 pub mod process;
 pub mod providers;
 pub mod upstream;

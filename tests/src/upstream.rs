@@ -26,10 +26,19 @@ pub const HELLO: &str = "hello from upstream";
 
 type Hits = Arc<Mutex<Vec<String>>>;
 
+/// What the server received: each request's line, and the `traceparent` of each
+/// request that carried one.
+#[derive(Clone, Default)]
+struct Log {
+    hits: Hits,
+    traceparents: Hits,
+}
+
 /// A running test server. It stops when the runtime it was started on ends.
 pub struct Upstream {
     addr: SocketAddr,
     hits: Hits,
+    traceparents: Hits,
     _runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -40,12 +49,13 @@ impl Upstream {
             .await
             .expect("binding the upstream");
         let addr = listener.local_addr().expect("upstream address");
-        let hits = Hits::default();
-        let app = router(hits.clone());
+        let log = Log::default();
+        let app = router(log.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         Upstream {
             addr,
-            hits,
+            hits: log.hits,
+            traceparents: log.traceparents,
             _runtime: None,
         }
     }
@@ -83,9 +93,14 @@ impl Upstream {
     pub fn hits(&self) -> Vec<String> {
         self.hits.lock().expect("hits").clone()
     }
+
+    /// The `traceparent` header of every request that carried one, in order.
+    pub fn traceparents(&self) -> Vec<String> {
+        self.traceparents.lock().expect("traceparents").clone()
+    }
 }
 
-fn router(hits: Hits) -> Router {
+fn router(log: Log) -> Router {
     Router::new()
         .route("/hello", get(|| async { HELLO }))
         .route(
@@ -96,7 +111,7 @@ fn router(hits: Hits) -> Router {
         .route("/echo", post(|body: String| async move { body }))
         .route("/silent", get(std::future::pending::<()>))
         .route("/stall", get(stall))
-        .layer(middleware::from_fn_with_state(hits, record))
+        .layer(middleware::from_fn_with_state(log, record))
 }
 
 async fn redirect(Query(query): Query<HashMap<String, String>>) -> Response {
@@ -112,14 +127,21 @@ async fn stall() -> axum::body::Body {
     axum::body::Body::from_stream(first.chain(futures::stream::pending()))
 }
 
-async fn record(State(hits): State<Hits>, request: Request, next: Next) -> Response {
+async fn record(State(log): State<Log>, request: Request, next: Next) -> Response {
     let path = request
         .uri()
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_string();
-    hits.lock()
+    log.hits
+        .lock()
         .expect("hits")
         .push(format!("{} {path}", request.method()));
+    if let Some(traceparent) = request.headers().get("traceparent") {
+        log.traceparents
+            .lock()
+            .expect("traceparents")
+            .push(traceparent.to_str().unwrap_or_default().to_string());
+    }
     next.run(request).await
 }

@@ -197,6 +197,8 @@ pub struct RequestMeta {
     pub client_addr: Option<String>,
     /// The `User-Agent` header.
     pub user_agent: Option<String>,
+    /// `traceparent` (and `tracestate`), when valid.
+    pub trace: Option<opentelemetry::trace::SpanContext>,
 }
 
 impl RequestMeta {
@@ -215,6 +217,7 @@ impl RequestMeta {
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|ConnectInfo(addr)| addr.ip().to_string()),
             user_agent: header("user-agent").map(|ua| truncated(&ua, MAX_AUDITED_TEXT).to_string()),
+            trace: crate::telemetry::context::extract(&parts.headers),
         }
     }
 }
@@ -244,6 +247,7 @@ impl Principal {
             request_id: self.meta.request_id.clone(),
             client_addr: self.meta.client_addr.clone(),
             user_agent: self.meta.user_agent.clone(),
+            trace: self.meta.trace.clone(),
         }
     }
 

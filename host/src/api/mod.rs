@@ -1,7 +1,8 @@
 //! The HTTP control API under `/v1`: JSON in and out, API-key authentication, roles,
 //! tenant scoping, and an audit event for every change and every denial.
 //!
-//! Layers, outermost first: request id → tracing → panic catcher → timeout → routes.
+//! Layers, outermost first: request id → tracing (a `request` span per request, under
+//! the client's `traceparent`) → panic catcher → timeout → routes.
 //! Each route module has a `router()`; [`router`] nests them.
 
 pub mod auth_failures;
@@ -71,6 +72,8 @@ pub struct ApiSettings {
     pub body_timeout: Duration,
     /// How long records are kept.
     pub retention: crate::invocations::RetentionSettings,
+    /// Whether per-agent metrics carry the agent's name as a label.
+    pub metrics_agent_labels: bool,
 }
 
 /// Shared state of every handler.
@@ -129,6 +132,7 @@ impl AppState {
                 idempotency_lease: settings.idempotency_lease,
                 idempotency_ttl: settings.idempotency_ttl,
                 retention: settings.retention,
+                metrics_agent_labels: settings.metrics_agent_labels,
             },
             quotas,
         );
@@ -209,7 +213,11 @@ pub fn router(state: AppState) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
-                .layer(TraceLayer::new_for_http())
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_span)
+                        .on_response(record_status),
+                )
                 .layer(PropagateRequestIdLayer::new(request_id))
                 .layer(CatchPanicLayer::custom(|_| {
                     ApiError::internal("a handler panicked").into_response()
@@ -226,6 +234,52 @@ pub fn router(state: AppState) -> Router {
                 .layer(TimeoutLayer::new(timeout)),
         )
         .with_state(state)
+}
+
+/// The metrics listener's whole API: `GET /metrics` without a key (see
+/// `CORRAL_METRICS_LISTEN`); every other path is `404`.
+pub fn metrics_router(state: AppState) -> Router {
+    routes::metrics::unauthenticated()
+        .fallback(|| async { ApiError::not_found("this route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method",
+            )
+        })
+        .with_state(state)
+}
+
+/// The span of one request, named by its route; its parent is the client's span when
+/// the request carries a valid `traceparent` (and traces are exported).
+fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |path| path.as_str());
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format!("{} {route}", request.method()),
+        otel.kind = "server",
+        http.request.method = %request.method(),
+        http.route = route,
+        url.path = request.uri().path(),
+        request_id = request
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+        http.response.status_code = tracing::field::Empty,
+    );
+    if let Some(parent) = crate::telemetry::context::extract(request.headers()) {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let _ = span.set_parent(crate::telemetry::context::remote(&parent));
+    }
+    span
+}
+
+fn record_status<B>(response: &axum::http::Response<B>, _latency: Duration, span: &tracing::Span) {
+    span.record("http.response.status_code", response.status().as_u16());
 }
 
 /// `?limit=&cursor=` for every list.

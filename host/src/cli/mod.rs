@@ -41,6 +41,10 @@ use crate::runtime::{CompileSettings, Runtime, RuntimeConfig};
 #[derive(Debug, Parser)]
 #[command(name = "corral", version, about, propagate_version = true)]
 pub struct Cli {
+    /// How the log on stderr is written: text, or json (one object per line, for log
+    /// collectors). What is logged is chosen by RUST_LOG (default warn).
+    #[arg(long, global = true, env = "CORRAL_LOG_FORMAT", value_enum, default_value_t = crate::telemetry::LogFormat::Text)]
+    log_format: crate::telemetry::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -232,6 +236,12 @@ async fn serve(config: crate::config::ServeConfig) -> ExitCode {
         config.listen.ip(),
         app.port()
     );
+    if let Some(port) = app.metrics_port() {
+        errln!(
+            "corral metrics (no key) on http://{}:{port}/metrics",
+            config.metrics_listen.map_or(config.listen.ip(), |a| a.ip())
+        );
+    }
     match app.run_until_stopped(shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -297,7 +307,6 @@ pub fn main() -> ExitCode {
             crate::runtime::compile::run_worker(&args.engine, args.memory_bytes, args.cpu_seconds);
         return ExitCode::from(code as u8);
     }
-    crate::telemetry::init();
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build();
@@ -308,7 +317,8 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    output::status(tokio.block_on(async move {
+    crate::telemetry::init(cli.log_format, tokio.handle().clone());
+    let status = output::status(tokio.block_on(async move {
         match cli.command {
             Command::Serve(config) => Ok(serve(*config).await),
             Command::Run(args) => run::run(args).await,
@@ -333,7 +343,9 @@ pub fn main() -> ExitCode {
             Command::Schedule(args) => workflows::schedule(args).await,
             Command::CompileWorker(_) => unreachable!("handled above"),
         }
-    }))
+    }));
+    crate::telemetry::shutdown();
+    status
 }
 
 #[cfg(test)]

@@ -70,6 +70,14 @@ pub struct ExecutionRecord {
     pub root_execution_id: Option<String>,
     /// How deep in the call tree: 0 for a root.
     pub call_depth: i32,
+    /// The W3C trace it ran in (32 hex digits): the request's `traceparent`'s, its
+    /// caller's, or a new one.
+    pub trace_id: Option<String>,
+    /// Its own span in that trace (16 hex digits).
+    pub span_id: Option<String>,
+    /// The span it was asked from: the `traceparent` it was invoked with, the calling
+    /// execution's span, or the span its task was submitted from.
+    pub parent_span_id: Option<String>,
     /// What the capabilities used (`http`, `kv`, `config`, `agents`) and refused
     /// (`denials`).
     pub capabilities: Json<serde_json::Value>,
@@ -148,13 +156,14 @@ impl ExecutionRecord {
 const COLUMNS: &str = "id, tenant_id, agent_id, agent_name, version_id, version, action, outcome, error_code, error_message, \
     input_bytes, input_excerpt, output_bytes, output_excerpt, fuel, peak_memory_bytes, wall_time_us, log_bytes, logs, \
     queued_at, started_at, finished_at, cost_picodollars, correlation_id, actor_key_id, idempotency_key, \
-    parent_execution_id, root_execution_id, call_depth, capabilities, replaced_characters, record_degraded, task_id, attempt, output, input";
+    parent_execution_id, root_execution_id, call_depth, capabilities, replaced_characters, record_degraded, task_id, attempt, output, input, \
+    trace_id, span_id, parent_span_id";
 
-const COLUMN_COUNT: usize = 36;
+const COLUMN_COUNT: usize = 39;
 
 /// Inserts records (called by the group-commit writer).
 ///
-/// Postgres gets one statement of any size: 36 arrays `UNNEST`ed into rows, so the
+/// Postgres gets one statement of any size: 39 arrays `UNNEST`ed into rows, so the
 /// statement is prepared once. SQLite gets multi-row `VALUES` with anonymous `?`
 /// parameters (numbered ones cost a linear scan per bind), split into power-of-two
 /// chunks so only a handful of statement shapes are ever prepared.
@@ -164,8 +173,8 @@ pub async fn insert_batch(tx: &mut Tx, records: &[&ExecutionRecord]) -> Result<(
         Tx::Sqlite(tx) => {
             let mut rest = records;
             while !rest.is_empty() {
-                // 36 parameters a row; SQLite allows 32,766 a statement.
-                let size = prev_power_of_two(rest.len().min(1024));
+                // 39 parameters a row; SQLite allows 32,766 a statement.
+                let size = prev_power_of_two(rest.len().min(512));
                 let (chunk, tail) = rest.split_at(size);
                 insert_values(&mut **tx, chunk).await?;
                 rest = tail;
@@ -192,7 +201,8 @@ async fn insert_unnest(
          $9::text[], $10::text[], $11::bigint[], $12::text[], $13::bigint[], $14::text[], $15::bigint[], \
          $16::bigint[], $17::bigint[], $18::bigint[], $19::jsonb[], $20::timestamptz[], $21::timestamptz[], \
          $22::timestamptz[], $23::bigint[], $24::text[], $25::text[], $26::text[], \
-         $27::text[], $28::text[], $29::int4[], $30::jsonb[], $31::bigint[], $32::bool[], $33::text[], $34::int4[], $35::text[], $36::text[])"
+         $27::text[], $28::text[], $29::int4[], $30::jsonb[], $31::bigint[], $32::bool[], $33::text[], $34::int4[], $35::text[], $36::text[], \
+         $37::text[], $38::text[], $39::text[])"
     ))
     .bind(col(rows, |r| r.id.clone()))
     .bind(col(rows, |r| r.tenant_id.clone()))
@@ -230,6 +240,9 @@ async fn insert_unnest(
     .bind(col(rows, |r| r.attempt))
     .bind(col(rows, |r| r.output.clone()))
     .bind(col(rows, |r| r.input.clone()))
+    .bind(col(rows, |r| r.trace_id.clone()))
+    .bind(col(rows, |r| r.span_id.clone()))
+    .bind(col(rows, |r| r.parent_span_id.clone()))
     .execute(conn)
     .await?;
     Ok(())
@@ -282,7 +295,10 @@ async fn insert_values(
             .bind(&r.task_id)
             .bind(r.attempt)
             .bind(&r.output)
-            .bind(&r.input);
+            .bind(&r.input)
+            .bind(&r.trace_id)
+            .bind(&r.span_id)
+            .bind(&r.parent_span_id);
     }
     query.execute(conn).await?;
     Ok(())

@@ -125,6 +125,8 @@ pub enum Wide {
     /// Workflow advancers and schedule tickers find the workflows and schedules to
     /// move on, across tenants (each is then moved on in its tenant's scope).
     Orchestration,
+    /// `GET /metrics` counts every tenant's tasks by state.
+    Metrics,
 }
 
 impl Wide {
@@ -134,6 +136,7 @@ impl Wide {
             Wide::Authentication => "authentication",
             Wide::GroupCommit => "group-commit",
             Wide::TaskQueue => "task-queue",
+            Wide::Metrics => "metrics",
             Wide::Housekeeping => "housekeeping",
             Wide::OperatorAdmin => "operator-admin",
             Wide::Orchestration => "orchestration",
@@ -299,6 +302,15 @@ impl Db {
     /// Whether the database answers.
     pub async fn ping(&self) -> bool {
         on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|r| r.rows_affected()).is_ok())
+    }
+
+    /// The pool's connections: open, idle among them, and the most it opens.
+    pub fn pool_stats(&self) -> (u64, u64, u64) {
+        on_pool!(self, pool => (
+            u64::from(pool.size()),
+            pool.num_idle() as u64,
+            u64::from(pool.options().get_max_connections()),
+        ))
     }
 
     /// Closes the pool, waiting for connections to be returned.

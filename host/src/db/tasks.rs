@@ -85,6 +85,9 @@ pub struct TaskRow {
     pub finished_at: Option<DateTime<Utc>>,
     /// The workflow this task is a step (or compensation) of.
     pub workflow_id: Option<String>,
+    /// The span it was submitted from (W3C `traceparent`): its attempts continue that
+    /// trace.
+    pub traceparent: Option<String>,
 }
 
 impl TaskRow {
@@ -98,7 +101,7 @@ const COLUMNS: &str = "id, tenant_id, agent_id, agent_name, action, input, prior
     max_attempts, backoff, retry_timeouts, wait_for_budget, attempts, deps_pending, dependants, correlation_id, \
     idempotency_key, request_hash, actor_key_id, parent_execution_id, root_execution_id, lease_owner, \
     lease_expires_at, cancel_requested, outcome, result, error, created_at, updated_at, finished_at, \
-    workflow_id";
+    workflow_id, traceparent";
 
 /// One attempt as stored.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -123,7 +126,7 @@ pub struct AttemptRow {
 pub async fn insert(tx: &mut Tx, task: &TaskRow, depends_on: &[String]) -> Result<(), DbError> {
     let sql = format!(
         "INSERT INTO tasks ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
-         $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33)"
+         $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34)"
     );
     on_tx!(tx, conn => sqlx::query(&sql)
         .bind(&task.id)
@@ -159,6 +162,7 @@ pub async fn insert(tx: &mut Tx, task: &TaskRow, depends_on: &[String]) -> Resul
         .bind(task.updated_at)
         .bind(task.finished_at)
         .bind(&task.workflow_id)
+        .bind(&task.traceparent)
         .execute(conn)
         .await
         .map(|r| r.rows_affected()))?;
@@ -205,6 +209,16 @@ pub async fn states(
         found.extend(row);
     }
     Ok(found)
+}
+
+/// Every tenant's tasks, counted by state (for `GET /metrics`).
+pub async fn count_by_state(db: &Db) -> Result<Vec<(String, i64)>, DbError> {
+    Ok(
+        crate::in_scope!(db, super::Wide::Metrics, conn => sqlx::query_as(
+        "SELECT state, COUNT(*) FROM tasks GROUP BY state")
+        .fetch_all(conn)
+        .await)?,
+    )
 }
 
 /// Tasks of `tenant_id` that are waiting (queued, scheduled, blocked or retrying).

@@ -18,6 +18,7 @@
 
 use std::sync::Arc;
 
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::sync::{mpsc, oneshot};
 
 use super::audit::{self, AuditEvent};
@@ -59,6 +60,26 @@ pub enum WriteError {
 #[derive(Clone)]
 pub struct ExecutionWriter {
     jobs: mpsc::Sender<Job>,
+    metrics: CommitMetrics,
+}
+
+/// What the committers measure, for `GET /metrics`.
+#[derive(Debug, Clone)]
+pub struct CommitMetrics {
+    /// Jobs (records and lone audit appends) per group commit.
+    pub batch_size: Histogram,
+    /// How long each group commit's transaction took, from begin to commit.
+    pub seconds: Histogram,
+}
+
+impl CommitMetrics {
+    fn new() -> CommitMetrics {
+        CommitMetrics {
+            // 1 to 2048, doubling.
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            seconds: Histogram::new(crate::metrics::seconds_buckets()),
+        }
+    }
 }
 
 impl ExecutionWriter {
@@ -71,15 +92,29 @@ impl ExecutionWriter {
         };
         let (jobs, queue) = mpsc::channel(max_batch * 4);
         let queue = Arc::new(tokio::sync::Mutex::new(queue));
+        let metrics = CommitMetrics::new();
         let tasks: Vec<_> = (0..committers)
-            .map(|shard| tokio::spawn(run(db.clone(), queue.clone(), max_batch, shard)))
+            .map(|shard| {
+                tokio::spawn(run(
+                    db.clone(),
+                    queue.clone(),
+                    max_batch,
+                    shard,
+                    metrics.clone(),
+                ))
+            })
             .collect();
         let all = tokio::spawn(async move {
             for task in tasks {
                 let _ = task.await;
             }
         });
-        (ExecutionWriter { jobs }, all)
+        (ExecutionWriter { jobs, metrics }, all)
+    }
+
+    /// What the committers measure.
+    pub fn metrics(&self) -> &CommitMetrics {
+        &self.metrics
     }
 
     /// Writes `record` (completing `key` and the task attempt `task`, appending
@@ -140,6 +175,7 @@ async fn run(
     queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
     max_batch: usize,
     shard: i32,
+    metrics: CommitMetrics,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     // Take a batch while holding the queue, commit it after letting go, so the next
@@ -149,7 +185,11 @@ async fn run(
             size = batch.len(),
             "committing a batch of execution records"
         );
-        match commit(&db, &batch, shard).await {
+        metrics.batch_size.observe(batch.len() as f64);
+        let started = std::time::Instant::now();
+        let committed = commit(&db, &batch, shard).await;
+        metrics.seconds.observe(started.elapsed().as_secs_f64());
+        match committed {
             Ok(()) => {
                 for job in batch.drain(..) {
                     let _ = job.done.send(Ok(()));

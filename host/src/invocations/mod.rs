@@ -20,9 +20,12 @@ pub mod calls;
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry::trace::{SpanContext, TraceContextExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::types::Json as DbJson;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::cache::TtlCache;
 use crate::costs::{PriceModel, format_dollars};
@@ -70,6 +73,8 @@ pub struct InvocationSettings {
     pub idempotency_ttl: Duration,
     /// How long records are kept.
     pub retention: RetentionSettings,
+    /// Whether per-agent metrics carry the agent's name as a label.
+    pub metrics_agent_labels: bool,
 }
 
 /// How long the host keeps records, at most (tenants may shorten each), and how often
@@ -105,6 +110,9 @@ pub struct Actor {
     pub client_addr: Option<String>,
     /// The client's user agent.
     pub user_agent: Option<String>,
+    /// The span this was asked from (W3C trace context): the request's `traceparent`,
+    /// the calling execution's span, or the span a task was submitted from.
+    pub trace: Option<SpanContext>,
 }
 
 impl Actor {
@@ -348,6 +356,27 @@ impl Invocations {
         settings: InvocationSettings,
         quotas: Enforcer,
     ) -> Invocations {
+        let owned = vec![
+            (
+                "compile",
+                "How long compiles took",
+                Some(prometheus_client::registry::Unit::Seconds),
+                runtime.compile_seconds(),
+            ),
+            (
+                "group_commit_batch_size",
+                "Jobs (execution records, lone audit appends) per group commit",
+                None,
+                writer.metrics().batch_size.clone(),
+            ),
+            (
+                "group_commit",
+                "How long each group commit's transaction took",
+                Some(prometheus_client::registry::Unit::Seconds),
+                writer.metrics().seconds.clone(),
+            ),
+        ];
+        let metrics = crate::metrics::Metrics::new(settings.metrics_agent_labels, owned);
         Invocations {
             db,
             runtime,
@@ -360,7 +389,7 @@ impl Invocations {
             task_wake: Arc::default(),
             workflow_wake: Arc::default(),
             node: format!("node-{}", uuid::Uuid::new_v4().simple()).into(),
-            metrics: Arc::default(),
+            metrics: Arc::new(metrics),
         }
     }
 
@@ -451,10 +480,16 @@ impl Invocations {
     /// did not run, its idempotency key is released for a retry.
     pub async fn run(&self, invocation: Invocation) -> Result<Invoked, InvokeError> {
         let pipeline = self.clone();
+        // The request's span, or the calling execution's: the parent of this one's.
+        let caller = tracing::Span::current();
         let detached = tokio::spawn(async move {
             let key = invocation.idempotency_key.clone();
             let tenant_id = invocation.actor.tenant_id.clone();
-            let result = pipeline.execute(invocation).await;
+            let span = execution_span(&caller, &invocation);
+            let result = pipeline
+                .execute(invocation, &span)
+                .instrument(span.clone())
+                .await;
             if result.is_err()
                 && let Some(key) = &key
             {
@@ -471,7 +506,7 @@ impl Invocations {
         }
     }
 
-    async fn execute(&self, run: Invocation) -> Result<Invoked, InvokeError> {
+    async fn execute(&self, run: Invocation, span: &tracing::Span) -> Result<Invoked, InvokeError> {
         let (actor, agent, tenant) = (&run.actor, &run.agent, &run.tenant);
         if agent.status == "paused" {
             let mut event = actor.event("agent.invoke", "agent", Some(&agent.id));
@@ -498,6 +533,9 @@ impl Invocations {
 
         let clock = self.quotas.clock();
         let execution_id = run.execution_id.clone().unwrap_or_else(db::new_id);
+        let trace = crate::telemetry::context::of_span(span, actor.trace.as_ref());
+        span.record("execution.id", execution_id.as_str());
+        span.record("agent.version", version.version.as_str());
         let chain = match &run.chain {
             Some(parent) => parent.child(&agent.name, &execution_id),
             None => CallChain::root(&agent.name, &execution_id),
@@ -514,8 +552,9 @@ impl Invocations {
             correlation_id: run.correlation_id.clone(),
             agent_name: Some(agent.name.clone()),
             grants: agent.policy.0.grants.clone(),
-            providers: self.providers(&run, &chain),
+            providers: self.providers(&run, &chain, &trace),
             cancel: run.cancel.clone(),
+            trace: Some(trace.clone()),
         };
         let started_at = clock.now();
         let execution = if run.chain.is_some() {
@@ -531,7 +570,7 @@ impl Invocations {
         } else {
             self.settings.prices.cost_picodollars(&execution.usage)
         };
-        self.metrics.executed(&execution, cost);
+        record_end(span, &execution, cost);
         let mut rollup = execution.usage.agents.subtree;
         rollup.add(Rollup {
             executions: 1,
@@ -628,6 +667,9 @@ impl Invocations {
             idempotency_key: run.idempotency_key.clone(),
             parent_execution_id: run.chain.as_ref().map(|c| c.execution_id.clone()),
             root_execution_id: Some(chain.root_execution_id.clone()),
+            trace_id: Some(trace.trace_id().to_string()),
+            span_id: Some(trace.span_id().to_string()),
+            parent_span_id: actor.trace.as_ref().map(|p| p.span_id().to_string()),
             call_depth: (chain.agents.len() - 1) as i32,
             capabilities: DbJson(capabilities),
             replaced_characters: 0,
@@ -665,6 +707,7 @@ impl Invocations {
             response: response.clone(),
         });
         // Acknowledge only what is committed.
+        let handed = std::time::Instant::now();
         self.writer
             .write(record, completion, task, events)
             .await
@@ -672,6 +715,17 @@ impl Invocations {
                 WriteError::Stopped => InvokeError::ShuttingDown,
                 WriteError::Db(e) => InvokeError::Db(e),
             })?;
+        let timings = crate::metrics::Timings {
+            queue_wait: (started_at - run.queued_at).to_std().unwrap_or_default(),
+            commit: handed.elapsed(),
+        };
+        self.metrics.executed(
+            &agent.name,
+            execution.outcome,
+            &execution.usage,
+            cost,
+            timings,
+        );
         // Only now, with the execution charged, may its slot go to another.
         admission.release().await;
         Ok(Invoked {
@@ -765,6 +819,7 @@ impl Invocations {
             Ok(admission) => Ok(admission),
             Err(AdmitError::Db(e)) => Err(e.into()),
             Err(AdmitError::Denied(denial)) => {
+                self.metrics.quota_refused(denial.code());
                 let mut event = actor.event("agent.invoke", "agent", Some(&agent.id));
                 event.result = "denied".into();
                 // On the quota clock, so usage reports count it in the period it refused.
@@ -786,7 +841,7 @@ impl Invocations {
     }
 
     /// The capability providers of one run: each only when its grant exists.
-    fn providers(&self, run: &Invocation, chain: &CallChain) -> Providers {
+    fn providers(&self, run: &Invocation, chain: &CallChain, trace: &SpanContext) -> Providers {
         let agent = &run.agent;
         let grants = &agent.policy.0.grants;
         let token_rates: Vec<(String, u64)> = [
@@ -814,7 +869,11 @@ impl Invocations {
             agents: grants.agents.as_ref().map(|_| {
                 Arc::new(calls::PipelineCaller {
                     pipeline: self.clone(),
-                    actor: run.actor.clone(),
+                    // Its calls and tasks are asked from this execution's span.
+                    actor: Actor {
+                        trace: Some(trace.clone()),
+                        ..run.actor.clone()
+                    },
                     tenant: run.tenant.clone(),
                     chain: chain.clone(),
                     correlation_id: run.correlation_id.clone(),
@@ -845,6 +904,48 @@ impl Invocations {
             tracing::error!(error = %e, "could not record an audit event");
         }
     }
+}
+
+/// The span of one execution, under `caller` (the request's span, or the calling
+/// execution's) when traces are exported, else under the span it was asked from.
+fn execution_span(caller: &tracing::Span, run: &Invocation) -> tracing::Span {
+    let span = tracing::info_span!(
+        parent: caller,
+        "execution",
+        otel.name = %format!("execute {}", run.agent.name),
+        execution.id = tracing::field::Empty,
+        agent = %run.agent.name,
+        agent.version = tracing::field::Empty,
+        action = %run.action,
+        tenant.id = %run.tenant.id,
+        outcome = tracing::field::Empty,
+        usage.fuel = tracing::field::Empty,
+        usage.peak_memory_bytes = tracing::field::Empty,
+        usage.wall_time_us = tracing::field::Empty,
+        usage.model_tokens = tracing::field::Empty,
+        cost.picodollars = tracing::field::Empty,
+    );
+    // A task's run has no request around it: it continues the trace it was submitted
+    // in. (Set before the span is entered, as the parent must be.)
+    let caller_exported = caller.context().span().span_context().is_valid();
+    if !caller_exported && let Some(parent) = &run.actor.trace {
+        let _ = span.set_parent(crate::telemetry::context::remote(parent));
+    }
+    span
+}
+
+/// Records how an execution ended on its span.
+fn record_end(span: &tracing::Span, execution: &crate::runtime::Execution, cost: i64) {
+    let usage = &execution.usage;
+    span.record("outcome", execution.outcome.as_str());
+    span.record("usage.fuel", usage.fuel);
+    span.record("usage.peak_memory_bytes", usage.peak_memory_bytes);
+    span.record("usage.wall_time_us", usage.wall_time.as_micros() as u64);
+    span.record(
+        "usage.model_tokens",
+        usage.llm.input_tokens + usage.llm.output_tokens,
+    );
+    span.record("cost.picodollars", cost);
 }
 
 fn excerpt(text: &str) -> String {

@@ -399,11 +399,13 @@ pub struct Attempts(pub u32);
 
 impl Model {
     /// Sends `request` to this model's provider and waits for the answer, retrying
-    /// what is worth retrying, until `deadline` at the latest.
+    /// what is worth retrying, until `deadline` at the latest. Each attempt carries
+    /// `trace` (the calling execution's span) as `traceparent`.
     pub async fn chat(
         &self,
         request: &ChatRequest,
         deadline: Instant,
+        trace: Option<&opentelemetry::trace::SpanContext>,
     ) -> (Result<ChatAnswer, CallError>, Attempts) {
         let provider = &self.provider;
         let (url, body) = match provider.kind {
@@ -428,7 +430,10 @@ impl Model {
                 );
             }
             let until = deadline.min(now + provider.timeout);
-            let http = self.http_request(&url, body.clone());
+            let mut http = self.http_request(&url, body.clone());
+            if let Some(trace) = trace {
+                crate::telemetry::context::inject(trace, http.headers_mut());
+            }
             let sent =
                 tokio::time::timeout_at(until, host_request(provider.grant.clone(), http)).await;
             let (status, headers, bytes) = match sent {

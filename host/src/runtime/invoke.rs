@@ -46,6 +46,9 @@ pub struct InvokeRequest {
     pub cancel: Option<tokio::sync::watch::Receiver<bool>>,
     /// What the budgets leave for model calls; unbounded by default.
     pub llm_allowance: LlmAllowance,
+    /// The execution's span (W3C trace context), sent as `traceparent` with its
+    /// outbound HTTP requests and model calls; none by default.
+    pub trace: Option<opentelemetry::trace::SpanContext>,
 }
 
 impl InvokeRequest {
@@ -62,6 +65,7 @@ impl InvokeRequest {
             providers: Providers::default(),
             cancel: None,
             llm_allowance: LlmAllowance::default(),
+            trace: None,
         }
     }
 
@@ -177,6 +181,8 @@ impl Runtime {
         }
 
         let mut store = self.new_store(&limits, &request.grants, &request.providers)?;
+        store.data_mut().egress.trace = request.trace.clone();
+        store.data_mut().caps.llm.trace = request.trace;
         store.data_mut().caps.agents.start(started + limits.timeout);
         store
             .data_mut()

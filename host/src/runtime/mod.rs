@@ -185,6 +185,8 @@ pub struct Runtime {
     counters: Counters,
     /// One permit per pooling-allocator slot: invocations wait rather than fail.
     instances: Semaphore,
+    /// How long compiles took (for `GET /metrics`).
+    compile_seconds: prometheus_client::metrics::histogram::Histogram,
     config: RuntimeConfig,
     _ticker: Option<EpochTicker>,
 }
@@ -244,6 +246,10 @@ impl Runtime {
                 .build(),
             counters: Counters::default(),
             instances: Semaphore::new(config.engine.max_instances as usize),
+            compile_seconds: prometheus_client::metrics::histogram::Histogram::new(
+                // 10 ms to about 80 s, doubling.
+                prometheus_client::metrics::histogram::exponential_buckets(0.01, 2.0, 14),
+            ),
             config,
             _ticker: ticker,
         })
@@ -267,6 +273,19 @@ impl Runtime {
             disk_hits: self.counters.disk_hits.load(Ordering::Relaxed),
             disk_discards: self.counters.disk_discards.load(Ordering::Relaxed),
         }
+    }
+
+    /// How long compiles took: a histogram shared with `GET /metrics`.
+    pub fn compile_seconds(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.compile_seconds.clone()
+    }
+
+    /// Instance-pool slots held by running invocations (calls between agents run in
+    /// their caller's), and the pool's size.
+    pub fn instances(&self) -> (u64, u64) {
+        let size = self.config.engine.max_instances as u64;
+        let free = self.instances.available_permits() as u64;
+        (size.saturating_sub(free), size)
     }
 
     /// The sha256 of `bytes` as 64 hex digits: the key of the caches.
@@ -405,7 +424,10 @@ impl Runtime {
                 }
             }
         }
+        let started = std::time::Instant::now();
         let artifact = self.compiler.compile(bytes).await?;
+        self.compile_seconds
+            .observe(started.elapsed().as_secs_f64());
         self.counters.compiles.fetch_add(1, Ordering::Relaxed);
         #[allow(unsafe_code)]
         // SAFETY: the artifact was produced just now by our own compiler (in-process or

@@ -418,6 +418,11 @@ pub fn new_row(
         updated_at: now,
         finished_at: None,
         workflow_id: None,
+        traceparent: submitter
+            .actor
+            .trace
+            .as_ref()
+            .map(crate::telemetry::context::traceparent),
     }
 }
 

@@ -413,6 +413,10 @@ async fn prepare(
     let actor = Actor {
         tenant_id: task.tenant_id.clone(),
         key_id: task.actor_key_id.clone(),
+        trace: task
+            .traceparent
+            .as_deref()
+            .and_then(crate::telemetry::context::parse),
         ..Actor::default()
     };
     let mut invocation = Invocation::new(

@@ -53,6 +53,14 @@ pub struct ExecutionView {
     root_execution_id: Option<String>,
     /// 0 for a root; 1 for what it called; …
     call_depth: i32,
+    /// The W3C trace it ran in, its own span, and the span it was asked from (absent
+    /// for executions recorded before traces were).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    span_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent_span_id: Option<String>,
     /// Capability use and refusals.
     capabilities: serde_json::Value,
     /// Characters the database could not hold (NUL), replaced by U+FFFD in this record.
@@ -124,6 +132,9 @@ impl ExecutionView {
             parent_execution_id: r.parent_execution_id,
             root_execution_id: r.root_execution_id,
             call_depth: r.call_depth,
+            trace_id: r.trace_id,
+            span_id: r.span_id,
+            parent_span_id: r.parent_span_id,
             capabilities: r.capabilities.0,
             replaced_characters: r.replaced_characters,
             record_degraded: r.record_degraded,

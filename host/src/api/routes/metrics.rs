@@ -1,5 +1,8 @@
-//! `GET /metrics`: this process's counters in the Prometheus text format, for keys of
-//! the operator tenant (any role): they count every tenant's executions.
+//! `GET /metrics`: this process's metrics in the Prometheus text format
+//! ([`crate::metrics`]). On the main listener, for keys of the operator tenant (any
+//! role): they count every tenant's executions. On the metrics listener
+//! (`CORRAL_METRICS_LISTEN`), without a key: that address serves nothing else, and is
+//! meant for a network only the scraper reaches.
 
 use axum::Router;
 use axum::extract::State;
@@ -10,9 +13,21 @@ use axum::routing::get;
 use crate::api::extract::Principal;
 use crate::api::{ApiError, AppState};
 use crate::db::keys::Role;
+use crate::metrics::Scrape;
+
+/// The Prometheus text format's media type.
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(metrics))
+}
+
+/// The metrics listener's routes: `GET /metrics`, unauthenticated, and nothing else.
+pub fn unauthenticated() -> Router<AppState> {
+    Router::new().route(
+        "/metrics",
+        get(|State(state): State<AppState>| async move { text(&state).await }),
+    )
 }
 
 async fn metrics(
@@ -28,12 +43,33 @@ async fn metrics(
             "metrics are for keys of the operator tenant",
         ));
     }
-    let body = state.metrics.render(state.runtime.cache_stats());
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    ))
+    Ok(text(&state).await)
+}
+
+/// The metrics, with the states read now (tasks by state from a short cache).
+async fn text(state: &AppState) -> impl IntoResponse + use<> {
+    let metrics = &state.metrics;
+    let tasks = match metrics.tasks.get(&()) {
+        Some(tasks) => Some(tasks),
+        None => match crate::db::tasks::count_by_state(&state.db).await {
+            Ok(tasks) => {
+                metrics.tasks.insert((), tasks.clone());
+                Some(tasks)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not count tasks for /metrics");
+                None
+            }
+        },
+    };
+    let scrape = Scrape {
+        cache: state.runtime.cache_stats(),
+        instances: state.runtime.instances(),
+        db: state.db.pool_stats(),
+        tasks,
+    };
+    (
+        [(header::CONTENT_TYPE, TEXT_FORMAT)],
+        metrics.render(&scrape),
+    )
 }

@@ -126,6 +126,8 @@ pub struct LlmState {
     calls: Vec<LlmCall>,
     denied: u64,
     denials: Vec<Denial>,
+    /// The execution's span, sent to providers as `traceparent`.
+    pub trace: Option<opentelemetry::trace::SpanContext>,
 }
 
 impl LlmState {
@@ -140,6 +142,7 @@ impl LlmState {
             calls: Vec::new(),
             denied: 0,
             denials: Vec::new(),
+            trace: None,
         }
     }
 
@@ -566,7 +569,7 @@ impl wit::Host for HostState {
         let index = state.reserve(&model, &request);
         let started = Instant::now();
         let deadline = tokio::time::Instant::from_std(state.deadline);
-        let (result, attempts) = model.chat(&request, deadline).await;
+        let (result, attempts) = model.chat(&request, deadline, state.trace.as_ref()).await;
         let latency = started.elapsed();
         let answer = state.settle(index, &model, result, attempts, latency);
         if let (Some(meter), Some(taken)) = (meter, taken) {

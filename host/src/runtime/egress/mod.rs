@@ -82,6 +82,9 @@ pub struct Egress {
     grant: Option<Arc<HttpGrant>>,
     attempts: u64,
     ledger: Arc<Mutex<Ledger>>,
+    /// The execution's span: every admitted request carries it as `traceparent`
+    /// (replacing the guest's own), so the upstream's spans join the execution's trace.
+    pub trace: Option<opentelemetry::trace::SpanContext>,
 }
 
 impl Egress {
@@ -91,6 +94,7 @@ impl Egress {
             grant: grant.map(Arc::new),
             attempts: 0,
             ledger: Arc::default(),
+            trace: None,
         }
     }
 
@@ -276,7 +280,7 @@ fn check_resolved(
 impl WasiHttpHooks for Egress {
     fn send_request(
         &mut self,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<
@@ -289,13 +293,18 @@ impl WasiHttpHooks for Egress {
     > {
         match self.admit(request.uri()) {
             Err(denied) => Box::new(async move { Err(denied) }),
-            Ok((grant, target)) => Box::new(send_checked(
-                grant,
-                target,
-                request,
-                options,
-                self.ledger.clone(),
-            )),
+            Ok((grant, target)) => {
+                if let Some(trace) = &self.trace {
+                    crate::telemetry::context::inject(trace, request.headers_mut());
+                }
+                Box::new(send_checked(
+                    grant,
+                    target,
+                    request,
+                    options,
+                    self.ledger.clone(),
+                ))
+            }
         }
     }
 
