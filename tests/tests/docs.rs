@@ -4,8 +4,10 @@
 //! - `docs/walkthrough.sh` runs to the end, twice, and `docs/API.md` shows its commands
 //!   as they are;
 //! - the OpenAPI document the server serves (generated from the handlers: a route
-//!   registered with utoipa-axum's `routes!` cannot be missing from it) documents
-//!   routes that exist, lists every error code, and agrees with `docs/API.md`'s tables;
+//!   registered with utoipa-axum's `routes!` cannot be missing from it) passes a real
+//!   OpenAPI validator, documents routes that exist, lists every error code, agrees
+//!   with `docs/API.md`'s tables, and a TypeScript client generated from it calls the
+//!   server;
 //! - the facts the docs repeat from the code and that a test can read mechanically —
 //!   environment variables, the paths they cite, the default interruption mechanism,
 //!   the memories a component may have — match it.
@@ -15,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use corral_tests::guests::toolchains;
 use corral_tests::harness::corral_bin;
 use corral_tests::plugins::TEXT_STATS;
 use serde_json::Value;
@@ -570,6 +573,122 @@ async fn the_api_doc_lists_exactly_the_documented_operations() {
             "docs/API.md's `List executions` does not say the `{param}` parameter"
         );
     }
+}
+
+/// Runs `command`, and fails with its output unless it succeeds.
+fn run(command: &mut Command, what: &str) -> String {
+    let out = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[tokio::test]
+async fn the_served_document_passes_an_openapi_validator() {
+    let (_server, doc) = served_document().await;
+    let validator = toolchains().join("python/bin/openapi-spec-validator");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("openapi.json");
+    std::fs::write(&file, doc.to_string()).unwrap();
+    run(
+        Command::new(&validator).arg(&file),
+        "openapi-spec-validator",
+    );
+
+    // The validator does refuse a broken document: an operation without responses.
+    let mut broken = doc.clone();
+    broken["paths"]["/healthz"]["get"]["responses"] = Value::String("none".into());
+    std::fs::write(&file, broken.to_string()).unwrap();
+    let refused = Command::new(&validator).arg(&file).output().unwrap();
+    assert!(
+        !refused.status.success(),
+        "openapi-spec-validator accepted a broken document"
+    );
+}
+
+/// A TypeScript program over the client openapi-fetch makes from the generated types:
+/// it creates an agent and lists agents, and prints what it got.
+const CLIENT: &str = r#"import createClient from "openapi-fetch";
+import type { paths } from "./schema.js";
+
+declare const process: { env: Record<string, string | undefined> };
+
+const client = createClient<paths>({
+  baseUrl: process.env.CORRAL_URL,
+  headers: { Authorization: `Bearer ${process.env.CORRAL_KEY}` },
+});
+const created = await client.POST("/v1/agents", {
+  body: { name: "generated-client", description: "made by a generated client" },
+});
+if (!created.data) {
+  throw new Error(`POST /v1/agents: ${created.response.status} ${JSON.stringify(created.error)}`);
+}
+const listed = await client.GET("/v1/agents", { params: { query: { limit: 10 } } });
+if (!listed.data) {
+  throw new Error(`GET /v1/agents: ${listed.response.status} ${JSON.stringify(listed.error)}`);
+}
+const names: string[] = listed.data.items.map((agent) => agent.name);
+console.log(JSON.stringify({ status: created.response.status, id: created.data.id, names }));
+"#;
+
+#[tokio::test]
+async fn a_client_generated_from_the_document_calls_the_server() {
+    let (server, doc) = served_document().await;
+    let tools = toolchains();
+    let dir = tempfile::tempdir().unwrap();
+    let at = |name: &str| dir.path().join(name);
+    std::fs::write(at("openapi.json"), doc.to_string()).unwrap();
+    run(
+        Command::new(tools.join("openapi/node_modules/.bin/openapi-typescript"))
+            .arg(at("openapi.json"))
+            .arg("--output")
+            .arg(at("schema.d.ts")),
+        "openapi-typescript",
+    );
+    std::fs::write(at("client.ts"), CLIENT).unwrap();
+    std::fs::write(at("package.json"), r#"{"private": true, "type": "module"}"#).unwrap();
+    std::fs::write(
+        at("tsconfig.json"),
+        r#"{
+  "compilerOptions": {
+    "target": "es2022",
+    "module": "nodenext",
+    "moduleResolution": "nodenext",
+    "strict": true,
+    "lib": ["es2022", "dom"],
+    "outDir": "out"
+  },
+  "files": ["client.ts"]
+}"#,
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(tools.join("openapi/node_modules"), at("node_modules")).unwrap();
+    // The pinned compiler type-checks the program against the generated types.
+    run(
+        Command::new(tools.join("js/node_modules/.bin/tsc"))
+            .arg("-p")
+            .arg(dir.path()),
+        "tsc",
+    );
+    let printed = run(
+        Command::new("node")
+            .arg(at("out/client.js"))
+            .env("CORRAL_URL", &server.url)
+            .env("CORRAL_KEY", KEY),
+        "node out/client.js",
+    );
+    let answer: Value = serde_json::from_str(printed.trim()).expect("the client prints JSON");
+    assert_eq!(answer["status"], 201, "{answer}");
+    assert!(
+        answer["id"].as_str().is_some_and(|id| !id.is_empty()),
+        "{answer}"
+    );
+    assert_eq!(answer["names"], serde_json::json!(["generated-client"]));
 }
 
 /// The Markdown documents: `README.md`, `docs/*.md` and `migrations/README.md`, as
