@@ -9,9 +9,10 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Hard limits for one invocation. A guest that exceeds any of them is stopped there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Instructions the guest may execute, in wasmtime fuel units (about one per
@@ -22,6 +23,7 @@ pub struct Limits {
     /// Wall-clock time from instantiation to the end of the call, including time the
     /// guest spends blocked in host calls.
     #[serde(with = "duration_ms", rename = "timeout_ms")]
+    #[schema(value_type = u64)]
     pub timeout: Duration,
     /// Size of the JSON output the guest may return, in bytes.
     pub output_bytes: u64,

@@ -23,12 +23,13 @@ use std::time::Duration;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::limits::Limits;
 pub use crate::runtime::egress::{HostPattern, HostRule, RuleError, Scheme};
 
 /// An agent's policy.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentPolicy {
     /// Per-invocation limits.
@@ -57,7 +58,7 @@ impl AgentPolicy {
 
 /// Capabilities an invocation may use beyond the sandbox. Each is denied unless set;
 /// an agent's own config values need no grant: only its secrets do.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Grants {
     /// Outbound HTTP through `wasi:http/outgoing-handler`, to the hosts listed.
@@ -127,7 +128,7 @@ impl Grants {
 /// Without it every `corral:agent/kv` call fails with `denied`; with it, a `set` that
 /// would pass one of these limits fails with `limit-exceeded` and stores nothing. See
 /// docs/CAPABILITIES.md.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KvGrant {
     /// Bytes of one value.
@@ -222,7 +223,7 @@ pub fn check_config_name(name: &str) -> Result<(), String> {
 }
 
 /// Calls to other agents of the same tenant, each a full execution of its own.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentsGrant {
     /// The agents this one may call, by name; `"*"` spells out "any agent of the tenant".
@@ -286,7 +287,7 @@ impl AgentsGrant {
 /// Model calls, to the operator's model aliases listed (see docs/MODELS.md). Every call
 /// is priced and recorded; a model the operator has not configured (and priced) is
 /// refused at call time exactly like one not listed here.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LlmGrant {
     /// The model aliases the agent may call.
@@ -399,11 +400,12 @@ pub fn is_agent_name(name: &str) -> bool {
 /// Outbound HTTP to an allowlist, bounded per invocation. Requests to anything else
 /// fail in the guest with a `wasi:http` error code and are recorded as denials; see
 /// docs/RUNTIME.md for how names and addresses are checked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpGrant {
     /// Where requests may go: rules such as `https://api.example.com`,
     /// `http://127.0.0.1:8080` or `https://*.example.com:8443` (see [`HostRule`]).
+    #[schema(value_type = Vec<String>)]
     pub allow: Vec<HostRule>,
     /// How long each request may wait to connect (DNS included), for the first byte of
     /// the response, and between bytes of the response body, in milliseconds. A guest
@@ -508,7 +510,7 @@ impl HttpGrant {
 
 /// A tenant's policy: defaults every agent's limits are tightened by, quotas for all
 /// the tenant's agents together, and plan caps on what it may store.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantPolicy {
     /// Per-invocation limits for every agent of the tenant.
@@ -527,7 +529,7 @@ pub struct TenantPolicy {
 
 /// How long a tenant's records are kept, in days; each may only shorten the host's
 /// (`CORRAL_RETAIN_*`), and audit events are kept at least `CORRAL_AUDIT_FLOOR`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Retention {
     /// Executions (and their results).
@@ -594,7 +596,7 @@ pub const MAX_RATE_PER_SECOND: u64 = 1_000_000;
 pub const MAX_DOLLARS: u64 = 1_000_000;
 
 /// Quotas of one scope (an agent, or a tenant's agents together). Unset means no limit.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Quotas {
     /// Invocations running at once.
@@ -641,7 +643,7 @@ pub const MAX_TOKENS_PER_MINUTE: u64 = 100_000_000;
 
 /// `requests` per `per`, with bursts of up to `burst` (default: `requests`, at most
 /// [`MAX_RATE_PER_SECOND`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     /// Invocations allowed per period.
@@ -654,7 +656,7 @@ pub struct RateLimit {
 }
 
 /// The period of a [`RateLimit`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RatePeriod {
     /// One second.
@@ -699,7 +701,7 @@ impl RateLimit {
 
 /// Budgets per UTC calendar day and month. Fuel in fuel units; dollars as exact
 /// decimal strings (`"2.50"`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Budgets {
     /// Fuel per day.
@@ -708,19 +710,23 @@ pub struct Budgets {
     /// Fuel per month.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fuel_per_month: Option<u64>,
-    /// Dollars per day.
+    /// US dollars per UTC day, as an exact decimal string, e.g. `"2.50"` (read back as
+    /// written). A JSON number is also accepted.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         deserialize_with = "exact_dollars"
     )]
+    #[schema(value_type = Option<String>)]
     pub dollars_per_day: Option<Decimal>,
-    /// Dollars per month.
+    /// US dollars per UTC calendar month, as an exact decimal string, e.g. `"100"`. A
+    /// JSON number is also accepted.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         deserialize_with = "exact_dollars"
     )]
+    #[schema(value_type = Option<String>)]
     pub dollars_per_month: Option<Decimal>,
     /// Model tokens (input and output together) per day.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -794,7 +800,7 @@ impl Budgets {
 }
 
 /// What a tenant may store. Unset means only the host's own limits apply.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanCaps {
     /// Live agents.
@@ -852,7 +858,7 @@ fn check_count(name: &str, value: u64, max: u64) -> Result<(), String> {
 }
 
 /// Optional per-invocation limits, each tightening the one above it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitOverrides {
     /// Fuel units.

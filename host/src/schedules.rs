@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use sqlx::types::Json;
+use utoipa::ToSchema;
 
+use crate::api::ErrorCode;
 use crate::db::agents::Agent;
 use crate::db::schedules::{self as db, OccurrenceRow, ScheduleRow};
 use crate::db::{DbError, Tx, tasks, workflows as workflow_rows};
@@ -38,7 +40,7 @@ pub const LATE_AFTER: Duration = Duration::from_secs(60);
 
 /// What each occurrence enqueues: a task (`agent` and `action`) or a run of a stored
 /// workflow (`workflow`, optionally pinned to a `version`), with `input`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
     /// The agent of a task.
@@ -63,7 +65,7 @@ fn empty_object() -> Value {
 }
 
 /// What to do with a late occurrence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Missed {
     /// Run the latest late occurrence, once.
@@ -74,7 +76,7 @@ pub enum Missed {
 }
 
 /// Whether an occurrence may start while the previous one's work is under way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Overlap {
     /// Start it anyway.
@@ -105,7 +107,7 @@ impl Overlap {
 }
 
 /// A schedule as created.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleSpec {
     /// Five fields (minute hour day-of-month month day-of-week) or six (seconds first).
@@ -196,7 +198,7 @@ pub enum ScheduleError {
     #[error("{message}")]
     Invalid {
         /// The stable code.
-        code: &'static str,
+        code: ErrorCode,
         /// What is wrong.
         message: String,
     },
@@ -207,7 +209,7 @@ pub enum ScheduleError {
 
 fn invalid(message: String) -> ScheduleError {
     ScheduleError::Invalid {
-        code: "invalid_schedule",
+        code: ErrorCode::InvalidSchedule,
         message,
     }
 }
@@ -230,7 +232,7 @@ pub async fn validate(
                 Ok(_) => {}
                 Err(DbError::NotFound) => {
                     return Err(ScheduleError::Invalid {
-                        code: "unknown_agent",
+                        code: ErrorCode::UnknownAgent,
                         message: format!("target.agent {agent:?} was not found in this tenant"),
                     });
                 }
@@ -242,7 +244,7 @@ pub async fn validate(
                 .await
                 .map_err(|e| match e {
                     WorkflowError::NotFound(what) => ScheduleError::Invalid {
-                        code: "unknown_workflow",
+                        code: ErrorCode::UnknownWorkflow,
                         message: format!("target.workflow: {what} was not found"),
                     },
                     WorkflowError::Invalid { code, message } => ScheduleError::Invalid {
@@ -282,7 +284,7 @@ pub async fn stored_workflow(
     })?;
     let spec: WorkflowSpec =
         serde_json::from_value(row.definition.0).map_err(|e| WorkflowError::Invalid {
-            code: "invalid_workflow",
+            code: ErrorCode::InvalidWorkflow,
             message: e.to_string(),
         })?;
     workflows::validate(pipeline, tenant_id, &spec).await?;

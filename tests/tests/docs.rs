@@ -3,19 +3,21 @@
 //!
 //! - `docs/walkthrough.sh` runs to the end, twice, and `docs/API.md` shows its commands
 //!   as they are;
-//! - `host/openapi.json` is what the server serves, every operation it documents is
-//!   routed, and it documents exactly the operations the route modules declare (read
-//!   off `host/src/api/routes/*.rs` and the nesting in `host/src/api/mod.rs` by
-//!   [`routed_operations`]): a new route fails this test until it is documented;
+//! - the OpenAPI document the server serves (generated from the handlers: a route
+//!   registered with utoipa-axum's `routes!` cannot be missing from it) passes a real
+//!   OpenAPI validator, documents routes that exist, lists every error code, agrees
+//!   with `docs/API.md`'s tables, and a TypeScript client generated from it calls the
+//!   server;
 //! - the facts the docs repeat from the code and that a test can read mechanically —
-//!   environment variables, the paths they cite, the list endpoints' query parameters,
-//!   the default interruption mechanism, the memories a component may have — match it.
+//!   environment variables, the paths they cite, the default interruption mechanism,
+//!   the memories a component may have — match it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use corral_tests::guests::toolchains;
 use corral_tests::harness::corral_bin;
 use corral_tests::plugins::TEXT_STATS;
 use serde_json::Value;
@@ -212,199 +214,105 @@ fn concrete(path: &str) -> String {
         .replace("{secret}", "NO_SUCH_SECRET")
 }
 
-/// The index in `text` (which follows an opening parenthesis) of the parenthesis that
-/// closes it. Route code puts no parentheses in strings, so none are skipped.
-fn closing_paren(text: &str) -> usize {
-    let mut depth = 0usize;
-    for (at, c) in text.char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' if depth == 0 => return at,
-            ')' => depth -= 1,
-            _ => {}
-        }
-    }
-    panic!("unbalanced parentheses in {text:?}");
+/// The document the server serves, and that server.
+async fn served_document() -> (Server, Value) {
+    let server = Server::start().await;
+    let response = client()
+        .get(format!("{}/v1/openapi.json", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let doc: Value = response.json().await.expect("the document is JSON");
+    (server, doc)
 }
 
-/// The string literal `text` starts with (after whitespace).
-fn string_literal(text: &str) -> String {
-    let text = text.trim_start();
-    let inner = text
-        .strip_prefix('"')
-        .unwrap_or_else(|| panic!("expected a string literal, not {text:?}"));
-    inner[..inner.find('"').expect("a closed string literal")].to_string()
-}
-
-/// The names of the calls chained at the top level of `expr`: `get(show).delete(remove)`
-/// gives `get` and `delete`; `axum::routing::delete(remove)` gives `delete`.
-fn chained_calls(expr: &str) -> Vec<String> {
-    let mut calls = Vec::new();
-    let mut name = String::new();
-    let mut depth = 0usize;
-    for c in expr.chars() {
-        match c {
-            '(' => {
-                if depth == 0 {
-                    let last = name.rsplit("::").next().unwrap_or_default();
-                    calls.push(last.to_string());
-                }
-                depth += 1;
-            }
-            ')' => depth -= 1,
-            c if depth == 0 && (c.is_alphanumeric() || c == '_' || c == ':') => name.push(c),
-            _ if depth == 0 => name.clear(),
-            _ => {}
-        }
-    }
-    calls
-}
-
-/// Every operation the router serves, as `(METHOD, path)`, read off the code: each
-/// `.route("path", get(…).post(…))` in `host/src/api/routes/<module>.rs`, under the
-/// prefixes of the `.nest(…)` calls that `host/src/api/mod.rs`'s `router` merges the
-/// module into. Route code in a shape this does not read (a method router with layers,
-/// `route_service`, a nest inside a module) fails the test instead of going unseen.
-fn routed_operations() -> BTreeSet<(String, String)> {
+/// Every route module registers its routes through utoipa-axum's `routes!`, which
+/// puts each handler's operation in the document; axum's own `.route(…)` would add a
+/// route the document does not show. And the API merges every route module.
+#[test]
+fn every_route_is_registered_with_its_operation() {
     let api = workspace_root().join("host/src/api");
-    let source = std::fs::read_to_string(api.join("mod.rs")).unwrap();
-    let router = source
-        .split("pub fn router(")
+    let modules: Vec<String> = std::fs::read_to_string(api.join("routes/mod.rs"))
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.strip_prefix("pub mod "))
+        .map(|rest| rest.trim_end_matches(';').to_string())
+        .collect();
+    assert!(modules.len() > 10, "read no route modules: {modules:?}");
+    let assembly = std::fs::read_to_string(api.join("mod.rs")).unwrap();
+    let documented = assembly
+        .split("fn api_routes(")
         .nth(1)
         .and_then(|rest| rest.split("\n}\n").next())
-        .expect("host/src/api/mod.rs has `pub fn router(`");
-    let nests: Vec<(usize, usize, String)> = router
-        .match_indices(".nest(")
-        .map(|(at, call)| {
-            let args = &router[at + call.len()..];
-            (
-                at,
-                at + call.len() + closing_paren(args),
-                string_literal(args),
-            )
-        })
-        .collect();
-    let mut prefixes = BTreeMap::new();
-    for (at, _) in router.match_indices("routes::") {
-        let module = router[at + "routes::".len()..]
-            .split("::")
-            .next()
-            .unwrap()
-            .to_string();
-        let prefix: String = nests
-            .iter()
-            .filter(|(start, end, _)| (*start..*end).contains(&at))
-            .map(|(_, _, prefix)| prefix.as_str())
-            .collect();
-        prefixes.insert(module, prefix);
-    }
-    assert!(
-        prefixes.len() > 1,
-        "read no route modules off host/src/api/mod.rs"
-    );
-
-    let mut operations = BTreeSet::new();
-    for (module, prefix) in prefixes {
+        .expect("host/src/api/mod.rs has `fn api_routes(`");
+    for module in &modules {
+        assert!(
+            documented.contains(&format!("routes::{module}::router()")),
+            "api_routes does not merge routes::{module}"
+        );
         let file = api.join(format!("routes/{module}.rs"));
-        let source =
-            std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let source = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            source.contains("OpenApiRouter::new()") && source.contains("routes!("),
+            "{}: routes are registered with `OpenApiRouter::new().routes(routes!(…))`",
+            file.display()
+        );
         for shape in [
+            ".route(",
             ".route_service(",
-            ".nest(",
             ".nest_service(",
-            ".route_layer(",
+            "Router::new()",
         ] {
             assert!(
                 !source.contains(shape),
-                "{}: `{shape}` is not read by routed_operations; teach it",
+                "{}: `{shape}` adds a route the OpenAPI document does not show; use `routes!`",
                 file.display()
             );
-        }
-        for (at, call) in source.match_indices(".route(") {
-            let args = &source[at + call.len()..];
-            let args = &args[..closing_paren(args)];
-            let path = string_literal(args);
-            let (_, methods) = args.split_once(',').expect("`.route(path, methods)`");
-            let calls = chained_calls(methods);
-            assert!(
-                !calls.is_empty(),
-                "{}: no method in {methods:?}",
-                file.display()
-            );
-            for method in calls {
-                assert!(
-                    HTTP_METHODS.contains(&method.as_str()),
-                    "{}: cannot read the method router {:?}; teach routed_operations",
-                    file.display(),
-                    methods.trim()
-                );
-                operations.insert((method.to_uppercase(), format!("{prefix}{path}")));
-            }
         }
     }
-    operations
+    for shape in [".route(", ".route_service(", ".nest_service("] {
+        assert!(
+            !documented.contains(shape),
+            "api_routes: `{shape}` adds a route the OpenAPI document does not show"
+        );
+    }
 }
 
-#[test]
-fn the_routes_are_read_off_the_code() {
-    // A few operations of each shape, so the reader above cannot quietly read nothing.
-    let routed = routed_operations();
+#[tokio::test]
+async fn the_served_document_describes_routes_that_exist() {
+    let (server, doc) = served_document().await;
+    let http = client();
+
+    // OpenAPI 3.1, no dangling references.
+    assert_eq!(doc["openapi"], "3.1.0");
+    let mut dangling = Vec::new();
+    dangling_refs(&doc, &doc, &mut dangling);
+    assert!(dangling.is_empty(), "dangling $refs: {dangling:?}");
+
+    // One operation per annotated handler: none is left out of the routers.
+    let annotated: usize = std::fs::read_dir(workspace_root().join("host/src/api/routes"))
+        .unwrap()
+        .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default())
+        .map(|source| source.matches("#[utoipa::path(").count())
+        .sum();
+    assert_eq!(
+        operations(&doc).len(),
+        annotated,
+        "the document and the `#[utoipa::path]` handlers disagree"
+    );
     for (method, path) in [
         ("GET", "/healthz"),
         ("GET", "/v1/openapi.json"),
         ("POST", "/v1/agents/{name}/invoke"),
         ("DELETE", "/v1/agents/{name}/config/{key}"),
         ("PUT", "/v1/agents/{name}/secrets/{secret}"),
-        ("DELETE", "/v1/agents/{name}/secrets/{secret}"),
     ] {
         assert!(
-            routed.contains(&(method.to_string(), path.to_string())),
-            "{method} {path} not in {routed:?}"
+            doc["paths"][path][method.to_lowercase()].is_object(),
+            "{method} {path} is not in the document"
         );
     }
-    assert_eq!(
-        chained_calls("put(set).delete(remove),\n"),
-        ["put", "delete"]
-    );
-}
-
-#[tokio::test]
-async fn the_openapi_document_matches_the_server() {
-    let file = std::fs::read_to_string(workspace_root().join("host/openapi.json")).unwrap();
-    let doc: Value = serde_json::from_str(&file).expect("host/openapi.json is JSON");
-
-    let server = Server::start().await;
-    let http = client();
-    let served = http
-        .get(format!("{}/v1/openapi.json", server.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(served.status(), 200);
-    let served = served.text().await.unwrap();
-    let served: Value = serde_json::from_str(&served).expect("the served document is JSON");
-    assert!(
-        served == doc,
-        "the server serves a different document than host/openapi.json: \
-         rebuild the binary (`cargo build -p corral-host`)"
-    );
-
-    // The document itself: OpenAPI 3.1, no dangling references.
-    assert_eq!(doc["openapi"], "3.1.0");
-    let mut dangling = Vec::new();
-    dangling_refs(&doc, &doc, &mut dangling);
-    assert!(dangling.is_empty(), "dangling $refs: {dangling:?}");
-
-    // It documents exactly the routed operations.
-    let documented: BTreeSet<(String, String)> = operations(&doc)
-        .into_iter()
-        .map(|(method, path, _)| (method, path))
-        .collect();
-    let routed = routed_operations();
-    assert_eq!(
-        documented, routed,
-        "host/openapi.json and the routes disagree"
-    );
 
     // Sanity check of the probe below: an unknown route does get the fallback.
     let unknown = http
@@ -432,16 +340,21 @@ async fn the_openapi_document_matches_the_server() {
             responses.keys().any(|status| status.starts_with('2')),
             "{name} documents no success response"
         );
+        assert!(
+            responses.contains_key("default"),
+            "{name} documents no default response"
+        );
         let public = PUBLIC.contains(&path.as_str());
         assert_eq!(
             responses.contains_key("401"),
             !public,
             "{name}: every operation but {PUBLIC:?} documents 401"
         );
+        // `[{}]`: no key needed; without `security`, the document's `apiKey` applies.
         assert_eq!(
-            operation.get("security") == Some(&Value::Array(Vec::new())),
+            operation.get("security") == Some(&serde_json::json!([{}])),
             public,
-            "{name}: exactly the public operations have `security: []`"
+            "{name}: exactly the public operations need no key"
         );
 
         // The route exists: with the admin key, the server answers something other
@@ -473,6 +386,309 @@ async fn the_openapi_document_matches_the_server() {
             assert_eq!(anonymous.status(), 401, "{name} answers without a key");
         }
     }
+}
+
+/// The error codes a response's description lists (`… Codes: `a`, `b`.`).
+fn listed_codes(description: &str) -> BTreeSet<String> {
+    description
+        .split("Codes:")
+        .skip(1)
+        .flat_map(|list| list.split('`').skip(1).step_by(2))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every response object of the document: the shared ones and each operation's own.
+fn responses(doc: &Value) -> Vec<&Value> {
+    let shared = doc["components"]["responses"]
+        .as_object()
+        .into_iter()
+        .flat_map(|map| map.values());
+    let own = operations(doc)
+        .into_iter()
+        .flat_map(|(_, _, operation)| operation["responses"].as_object())
+        .flat_map(|map| map.values());
+    shared.chain(own).collect()
+}
+
+/// The codes of `docs/API.md`'s `### Error codes` table.
+fn api_doc_error_codes() -> BTreeSet<String> {
+    let doc = std::fs::read_to_string(workspace_root().join("docs/API.md")).unwrap();
+    let table = doc
+        .split("### Error codes")
+        .nth(1)
+        .and_then(|rest| rest.split("\n### ").next())
+        .expect("docs/API.md has a `### Error codes` section");
+    table
+        .lines()
+        .filter(|line| line.starts_with("| ") && line.contains('`'))
+        .filter_map(|line| line.split('|').nth(2))
+        .flat_map(|cell| cell.split('`').skip(1).step_by(2))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_document_lists_every_error_code_and_each_response_names_its_own() {
+    let (_server, doc) = served_document().await;
+    let schema = &doc["components"]["schemas"]["ErrorCode"];
+    let codes: BTreeSet<String> = schema["enum"]
+        .as_array()
+        .expect("ErrorCode is an enum of strings")
+        .iter()
+        .map(|code| code.as_str().unwrap().to_string())
+        .collect();
+    assert!(codes.contains("not_found") && codes.len() > 40, "{codes:?}");
+    let detail = doc["components"]["schemas"]["ErrorDetail"].to_string();
+    assert!(
+        detail.contains("#/components/schemas/ErrorCode"),
+        "an error's `code` is an ErrorCode: {detail}"
+    );
+
+    let mut documented = BTreeSet::new();
+    for response in responses(&doc) {
+        let description = response["description"].as_str().unwrap_or_default();
+        let listed = listed_codes(description);
+        let unknown: Vec<&String> = listed.difference(&codes).collect();
+        assert!(
+            unknown.is_empty(),
+            "a response lists codes that are no ErrorCode: {unknown:?}\n{description}"
+        );
+        documented.extend(listed);
+    }
+    let unlisted: Vec<&String> = codes.difference(&documented).collect();
+    assert!(
+        unlisted.is_empty(),
+        "no response of the document says when these codes are answered: {unlisted:?}"
+    );
+    assert_eq!(
+        api_doc_error_codes(),
+        codes,
+        "docs/API.md's error codes and the document's ErrorCode disagree"
+    );
+}
+
+/// Paging is the same everywhere and said once, not in the endpoint table.
+const PAGING: &[&str] = &["limit", "cursor"];
+
+/// The query parameters the document gives an operation.
+fn query_parameters(operation: &Value) -> BTreeSet<String> {
+    operation["parameters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["in"] == "query")
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The three-digit statuses in a table cell.
+fn statuses(cell: &str) -> BTreeSet<String> {
+    cell.split(|c: char| !c.is_ascii_digit())
+        .filter(|word| word.len() == 3)
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_api_doc_lists_exactly_the_documented_operations() {
+    let (_server, doc) = served_document().await;
+    let api = std::fs::read_to_string(workspace_root().join("docs/API.md")).unwrap();
+    let table = api
+        .split("### Endpoints")
+        .nth(1)
+        .and_then(|rest| rest.split("\n### ").next())
+        .expect("docs/API.md has a `### Endpoints` section");
+    let mut listed = BTreeSet::new();
+    for row in table.lines().filter(|line| line.starts_with("| ")) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let method = cells[1];
+        if !HTTP_METHODS.contains(&method.to_lowercase().as_str()) {
+            continue; // the header
+        }
+        let target = cells[2].trim_matches('`');
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let name = format!("{method} {path}");
+        let operation = &doc["paths"][path][method.to_lowercase()];
+        assert!(
+            operation.is_object(),
+            "docs/API.md lists {name}, which the document does not"
+        );
+        listed.insert((method.to_string(), path.to_string()));
+
+        // Its filters: each one the document gives, paging aside.
+        let named: BTreeSet<String> = query
+            .split('&')
+            .map(|param| param.trim_end_matches('=').to_string())
+            .filter(|param| !param.is_empty())
+            .collect();
+        let documented = query_parameters(operation);
+        let filters: BTreeSet<String> = documented
+            .iter()
+            .filter(|p| !PAGING.contains(&p.as_str()))
+            .cloned()
+            .collect();
+        assert!(
+            named.is_subset(&documented) && filters.is_subset(&named),
+            "docs/API.md's row for {name} names {named:?}; the document has {documented:?}"
+        );
+
+        // Its statuses.
+        let responses = operation["responses"].as_object().unwrap();
+        let successes: BTreeSet<String> = responses
+            .keys()
+            .filter(|status| status.starts_with('2'))
+            .cloned()
+            .collect();
+        assert_eq!(
+            statuses(cells[4]),
+            successes,
+            "docs/API.md's success statuses for {name}"
+        );
+        for status in statuses(cells[5]) {
+            assert!(
+                responses.contains_key(&status),
+                "docs/API.md says {name} may answer {status}; the document does not"
+            );
+        }
+    }
+    let documented: BTreeSet<(String, String)> = operations(&doc)
+        .into_iter()
+        .map(|(method, path, _)| (method, path))
+        .collect();
+    assert_eq!(
+        listed, documented,
+        "docs/API.md's endpoint table and the document disagree"
+    );
+
+    // The walkthrough's executions step says every parameter, paging included.
+    let prose = api
+        .split("### 5. List executions")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/API.md has a `### 5. List executions` section");
+    for param in query_parameters(&doc["paths"]["/v1/executions"]["get"]) {
+        assert!(
+            prose.contains(&format!("`{param}`")),
+            "docs/API.md's `List executions` does not say the `{param}` parameter"
+        );
+    }
+}
+
+/// Runs `command`, and fails with its output unless it succeeds.
+fn run(command: &mut Command, what: &str) -> String {
+    let out = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[tokio::test]
+async fn the_served_document_passes_an_openapi_validator() {
+    let (_server, doc) = served_document().await;
+    let validator = toolchains().join("python/bin/openapi-spec-validator");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("openapi.json");
+    std::fs::write(&file, doc.to_string()).unwrap();
+    run(
+        Command::new(&validator).arg(&file),
+        "openapi-spec-validator",
+    );
+
+    // The validator does refuse a broken document: an operation without responses.
+    let mut broken = doc.clone();
+    broken["paths"]["/healthz"]["get"]["responses"] = Value::String("none".into());
+    std::fs::write(&file, broken.to_string()).unwrap();
+    let refused = Command::new(&validator).arg(&file).output().unwrap();
+    assert!(
+        !refused.status.success(),
+        "openapi-spec-validator accepted a broken document"
+    );
+}
+
+/// A TypeScript program over the client openapi-fetch makes from the generated types:
+/// it creates an agent and lists agents, and prints what it got.
+const CLIENT: &str = r#"import createClient from "openapi-fetch";
+import type { paths } from "./schema.js";
+
+declare const process: { env: Record<string, string | undefined> };
+
+const client = createClient<paths>({
+  baseUrl: process.env.CORRAL_URL,
+  headers: { Authorization: `Bearer ${process.env.CORRAL_KEY}` },
+});
+const created = await client.POST("/v1/agents", {
+  body: { name: "generated-client", description: "made by a generated client" },
+});
+if (!created.data) {
+  throw new Error(`POST /v1/agents: ${created.response.status} ${JSON.stringify(created.error)}`);
+}
+const listed = await client.GET("/v1/agents", { params: { query: { limit: 10 } } });
+if (!listed.data) {
+  throw new Error(`GET /v1/agents: ${listed.response.status} ${JSON.stringify(listed.error)}`);
+}
+const names: string[] = listed.data.items.map((agent) => agent.name);
+console.log(JSON.stringify({ status: created.response.status, id: created.data.id, names }));
+"#;
+
+#[tokio::test]
+async fn a_client_generated_from_the_document_calls_the_server() {
+    let (server, doc) = served_document().await;
+    let tools = toolchains();
+    let dir = tempfile::tempdir().unwrap();
+    let at = |name: &str| dir.path().join(name);
+    std::fs::write(at("openapi.json"), doc.to_string()).unwrap();
+    run(
+        Command::new(tools.join("openapi/node_modules/.bin/openapi-typescript"))
+            .arg(at("openapi.json"))
+            .arg("--output")
+            .arg(at("schema.d.ts")),
+        "openapi-typescript",
+    );
+    std::fs::write(at("client.ts"), CLIENT).unwrap();
+    std::fs::write(at("package.json"), r#"{"private": true, "type": "module"}"#).unwrap();
+    std::fs::write(
+        at("tsconfig.json"),
+        r#"{
+  "compilerOptions": {
+    "target": "es2022",
+    "module": "nodenext",
+    "moduleResolution": "nodenext",
+    "strict": true,
+    "lib": ["es2022", "dom"],
+    "outDir": "out"
+  },
+  "files": ["client.ts"]
+}"#,
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(tools.join("openapi/node_modules"), at("node_modules")).unwrap();
+    // The pinned compiler type-checks the program against the generated types.
+    run(
+        Command::new(tools.join("js/node_modules/.bin/tsc"))
+            .arg("-p")
+            .arg(dir.path()),
+        "tsc",
+    );
+    let printed = run(
+        Command::new("node")
+            .arg(at("out/client.js"))
+            .env("CORRAL_URL", &server.url)
+            .env("CORRAL_KEY", KEY),
+        "node out/client.js",
+    );
+    let answer: Value = serde_json::from_str(printed.trim()).expect("the client prints JSON");
+    assert_eq!(answer["status"], 201, "{answer}");
+    assert!(
+        answer["id"].as_str().is_some_and(|id| !id.is_empty()),
+        "{answer}"
+    );
+    assert_eq!(answer["names"], serde_json::json!(["generated-client"]));
 }
 
 /// The Markdown documents: `README.md`, `docs/*.md` and `migrations/README.md`, as
@@ -603,79 +819,6 @@ fn the_paths_the_docs_cite_exist() {
         for (cited, full) in spans.chain(links) {
             assert!(full.exists(), "{path} cites {cited}, which does not exist");
         }
-    }
-}
-
-/// The fields of `struct name` in `source`.
-fn struct_fields(source: &str, name: &str) -> Vec<String> {
-    let body = source
-        .split(&format!("struct {name} {{"))
-        .nth(1)
-        .and_then(|rest| rest.split("\n}").next())
-        .unwrap_or_else(|| panic!("no struct {name}"));
-    body.lines()
-        .map(str::trim)
-        .filter(|line| !line.starts_with("//") && !line.starts_with("#["))
-        .filter_map(|line| line.split_once(':'))
-        .map(|(field, _)| field.trim_start_matches("pub ").trim().to_string())
-        .collect()
-}
-
-#[test]
-fn the_api_doc_names_every_query_parameter_of_the_list_endpoints() {
-    let root = workspace_root();
-    let doc = std::fs::read_to_string(root.join("docs/API.md")).unwrap();
-    // Paging is the same everywhere and said once per section, not in the table.
-    const PAGING: &[&str] = &["limit", "cursor"];
-    for (module, query, endpoint) in [
-        ("executions", "ListQuery", "/v1/executions?"),
-        ("audit", "ListQuery", "/v1/audit?"),
-        ("costs", "CostQuery", "/v1/costs?"),
-        ("tasks", "ListQuery", "/v1/tasks?"),
-        ("workflows", "ListQuery", "/v1/workflows?"),
-    ] {
-        let file = root.join(format!("host/src/api/routes/{module}.rs"));
-        let fields = struct_fields(&std::fs::read_to_string(file).unwrap(), query);
-        assert!(!fields.is_empty(), "{module}.rs: {query} has no fields");
-        // The endpoint table: `GET | /v1/executions?agent=&…`.
-        let row = doc
-            .lines()
-            .find(|line| line.contains(&format!("`{endpoint}")))
-            .unwrap_or_else(|| panic!("docs/API.md has no row for {endpoint}"));
-        let listed: BTreeSet<&str> = row
-            .split(endpoint)
-            .nth(1)
-            .and_then(|rest| rest.split('`').next())
-            .unwrap()
-            .split('&')
-            .map(|param| param.trim_end_matches('='))
-            .collect();
-        let filters: BTreeSet<&str> = fields
-            .iter()
-            .map(String::as_str)
-            .filter(|f| !PAGING.contains(f))
-            .collect();
-        assert_eq!(
-            listed, filters,
-            "docs/API.md's row for {endpoint} and {module}.rs's {query} disagree"
-        );
-    }
-
-    // The walkthrough's executions step says every parameter, paging included.
-    let fields = struct_fields(
-        &std::fs::read_to_string(root.join("host/src/api/routes/executions.rs")).unwrap(),
-        "ListQuery",
-    );
-    let prose = doc
-        .split("### 5. List executions")
-        .nth(1)
-        .and_then(|rest| rest.split("```").next())
-        .expect("docs/API.md has a `### 5. List executions` section");
-    for field in fields {
-        assert!(
-            prose.contains(&format!("`{field}`")),
-            "docs/API.md's `List executions` does not say the `{field}` parameter"
-        );
     }
 }
 

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::AppState;
 use super::auth_failures::Failure;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use crate::db::audit::AuditEvent;
 use crate::db::keys::{self, ApiKey, Role};
 use crate::db::{self, agents};
@@ -26,7 +26,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         if !is_json(req.headers()) {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 "send JSON with `Content-Type: application/json`",
             ));
         }
@@ -38,7 +38,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         }
         axum::Json::<T>::from_bytes(&bytes)
             .map(|axum::Json(value)| ApiJson(value))
-            .map_err(|rejection| ApiError::bad_request("invalid_json", rejection.body_text()))
+            .map_err(|rejection| {
+                ApiError::bad_request(ErrorCode::InvalidJson, rejection.body_text())
+            })
     }
 }
 
@@ -50,13 +52,13 @@ pub fn body_error(rejection: axum::extract::rejection::BytesRejection) -> ApiErr
         BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+                ErrorCode::PayloadTooLarge,
                 "the request body is too large",
             )
         }
         _ => ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
-            "body_timeout",
+            ErrorCode::BodyTimeout,
             "the request body was not sent in time",
         ),
     }
@@ -96,7 +98,7 @@ fn has_nul_escape(json: &[u8]) -> bool {
 /// `400 invalid_text` for a NUL character in `place`.
 pub fn nul_refused(place: &str) -> ApiError {
     ApiError::bad_request(
-        "invalid_text",
+        ErrorCode::InvalidText,
         format!(
             "{place} contains the NUL character (U+0000), which Corral does not accept in text"
         ),
@@ -134,7 +136,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| ApiQuery(q.0))
-            .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+            .map_err(|e| ApiError::bad_request(ErrorCode::InvalidQuery, e.body_text()))
     }
 }
 
@@ -149,7 +151,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| ApiPath(p.0))
-            .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))
+            .map_err(|e| ApiError::bad_request(ErrorCode::InvalidPath, e.body_text()))
     }
 }
 
@@ -164,7 +166,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ApiId {
         let ApiPath(id) = ApiPath::<String>::from_request_parts(parts, state).await?;
         if uuid::Uuid::try_parse(&id).is_err() {
             return Err(ApiError::bad_request(
-                "invalid_id",
+                ErrorCode::InvalidId,
                 format!("{:?} is not an id (ids are UUIDs)", truncated(&id, 64)),
             ));
         }
@@ -354,7 +356,7 @@ impl FromRequestParts<AppState> for Principal {
             failure(None)(false);
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "unauthenticated",
+                ErrorCode::Unauthenticated,
                 "send exactly one `Authorization: Bearer <key>` header",
             ));
         }
@@ -379,7 +381,7 @@ impl FromRequestParts<AppState> for Principal {
                         retry_after: Some(wait),
                         ..ApiError::new(
                             StatusCode::TOO_MANY_REQUESTS,
-                            "too_many_auth_failures",
+                            ErrorCode::TooManyAuthFailures,
                             "too many requests from this address failed to authenticate; wait and retry with a valid key",
                         )
                     });

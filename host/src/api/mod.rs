@@ -24,6 +24,8 @@ use tower::timeout::TimeoutLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
 
 use self::auth_failures::{AuthFailureSettings, AuthFailures};
 use crate::cache::{self, TtlCache};
@@ -39,7 +41,7 @@ use crate::quota::Enforcer;
 use crate::runtime::Runtime;
 use crate::secrets::SecretsKey;
 
-pub use self::error::ApiError;
+pub use self::error::{ApiError, ErrorCode};
 
 /// What the API needs from the server's configuration.
 #[derive(Debug, Clone)]
@@ -168,20 +170,15 @@ impl AppState {
     }
 }
 
-/// The whole API.
-pub fn router(state: AppState) -> Router {
-    let request_id = HeaderName::from_static("x-request-id");
-    let timeout = state.settings.request_timeout;
-    // For the JSON extractors only: uploads read the raw body, which this does not
-    // limit, under `max_upload_bytes` of their own.
-    let body_limit = state.settings.max_body_bytes;
-    Router::new()
+/// Every route, each with its OpenAPI operation.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(routes::openapi::ApiDoc::openapi())
         .merge(routes::health::router())
         .merge(routes::metrics::router())
         .merge(routes::openapi::router())
         .nest(
             "/v1",
-            Router::new()
+            OpenApiRouter::new()
                 .merge(routes::agents::router())
                 .merge(routes::config::router())
                 .merge(routes::versions::router())
@@ -197,11 +194,29 @@ pub fn router(state: AppState) -> Router {
                 .merge(routes::keys::router())
                 .merge(routes::kv::router()),
         )
+}
+
+/// The OpenAPI document of the whole API, generated from its routes.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut document = api_routes().into_openapi();
+    utoipa::Modify::modify(&routes::openapi::Conventions, &mut document);
+    document
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let timeout = state.settings.request_timeout;
+    // For the JSON extractors only: uploads read the raw body, which this does not
+    // limit, under `max_upload_bytes` of their own.
+    let body_limit = state.settings.max_body_bytes;
+    let (routes, _) = api_routes().split_for_parts();
+    routes
         .fallback(|| async { ApiError::not_found("this route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 "this route does not take that method",
             )
         })
@@ -226,7 +241,7 @@ pub fn router(state: AppState) -> Router {
                     move |_: tower::BoxError| async move {
                         ApiError::new(
                             StatusCode::REQUEST_TIMEOUT,
-                            "request_timeout",
+                            ErrorCode::RequestTimeout,
                             format!("the request took longer than {timeout:?}"),
                         )
                     },
@@ -283,10 +298,12 @@ fn record_status<B>(response: &axum::http::Response<B>, _latency: Duration, span
 }
 
 /// `?limit=&cursor=` for every list.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct Page {
-    /// Items per page, 1 to 200 (default 50).
+    /// Items per page, 1 to 200 (default 50). Outside that range: `400 invalid_query`.
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -299,7 +316,7 @@ impl Page {
             None => Ok(50),
             Some(n) if (1..=200).contains(&n) => Ok(n),
             Some(n) => Err(ApiError::bad_request(
-                "invalid_query",
+                ErrorCode::InvalidQuery,
                 format!("limit must be between 1 and 200, not {n}"),
             )),
         }
@@ -307,7 +324,7 @@ impl Page {
 }
 
 /// A page of results. `next_cursor` is absent on the last page.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Paged<T> {
     /// The items.
     pub items: Vec<T>,

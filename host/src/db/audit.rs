@@ -4,12 +4,13 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::types::Json;
+use utoipa::ToSchema;
 
 use super::{Db, DbError, Tx};
 use crate::{in_scope, on_tx};
 
 /// One audit event.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, ToSchema)]
 pub struct AuditEvent {
     /// Its id (time-ordered).
     pub id: String,
@@ -26,8 +27,10 @@ pub struct AuditEvent {
     /// The resource's id or name, if any.
     pub resource_id: Option<String>,
     /// The resource before the change.
+    #[schema(value_type = Option<serde_json::Value>)]
     pub before: Option<Json<serde_json::Value>>,
     /// The resource after the change.
+    #[schema(value_type = Option<serde_json::Value>)]
     pub after: Option<Json<serde_json::Value>>,
     /// `ok`, `denied` or `failed`.
     pub result: String,

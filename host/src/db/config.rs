@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::{Db, DbError, Tx};
 use crate::runtime::capabilities::config::{ConfigSource, Unavailable};
@@ -21,7 +22,7 @@ pub const MAX_ENTRIES: usize = 256;
 pub const MAX_VALUE_BYTES: usize = 64 << 10;
 
 /// A secret as it may be shown: its name and when it was last set.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, ToSchema)]
 pub struct SecretInfo {
     /// Its name.
     pub name: String,

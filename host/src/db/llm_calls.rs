@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::executions::ExecutionRecord;
 use super::{Db, DbError, Tx};
@@ -46,7 +47,7 @@ pub async fn insert_batch(tx: &mut Tx, records: &[&ExecutionRecord]) -> Result<(
 }
 
 /// One stored model call.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, ToSchema)]
 pub struct LlmCallRow {
     /// Its place among its execution's calls, from 0.
     pub seq: i32,

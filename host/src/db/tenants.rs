@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use sqlx::types::Json;
 
@@ -11,7 +12,7 @@ use crate::policy::TenantPolicy;
 use crate::{on_pool, on_tx};
 
 /// A tenant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, ToSchema)]
 pub struct Tenant {
     /// Its id.
     pub id: String,
@@ -22,6 +23,7 @@ pub struct Tenant {
     /// When it was created.
     pub created_at: DateTime<Utc>,
     /// Limits and quotas for all its agents, and its plan caps.
+    #[schema(value_type = TenantPolicy)]
     pub policy: Json<TenantPolicy>,
 }
 

@@ -176,7 +176,9 @@ impl PipelineCaller {
             Err(e @ SubmitError::QueueFull { .. }) => {
                 Err(refused("queue_full", e.to_string(), true))
             }
-            Err(SubmitError::Invalid { code, message }) => Err(refused(code, message, false)),
+            Err(SubmitError::Invalid { code, message }) => {
+                Err(refused(code.as_str(), message, false))
+            }
             Err(e) => {
                 tracing::error!(error = %e, "an agent's task submission failed");
                 Err(refused(
@@ -250,7 +252,7 @@ pub fn call_error(error: InvokeError) -> CallError {
             };
             refused(code, refusal.to_string(), false)
         }
-        InvokeError::Quota(denial) => refused(denial.code(), denial.message(), true),
+        InvokeError::Quota(denial) => refused(denial.code().as_str(), denial.message(), true),
         InvokeError::ShuttingDown => refused("unavailable", "the server is shutting down", true),
         InvokeError::Host(e) => {
             tracing::error!(error = %e, "a call between agents failed to run");

@@ -26,6 +26,7 @@ use serde_json::Value;
 use sqlx::types::Json as DbJson;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use utoipa::ToSchema;
 
 use crate::cache::TtlCache;
 use crate::costs::{PriceModel, format_dollars};
@@ -263,7 +264,8 @@ impl From<DbError> for InvokeError {
 
 /// The receipt of an invocation that ran: what the invoke route answers and what an
 /// idempotent retry gets back.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = InvokeResponse)]
 pub struct Receipt {
     /// The execution's id.
     pub execution_id: String,

@@ -29,6 +29,7 @@ use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use sqlx::PgPool;
 
 use self::clock::Clock;
+use crate::api::ErrorCode;
 use crate::costs::picodollars;
 use crate::db::usage::{self, Consumption};
 use crate::db::{Db, DbError};
@@ -73,11 +74,11 @@ pub enum Denial {
 
 impl Denial {
     /// The API error code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Denial::RateLimited { .. } => "rate_limited",
-            Denial::ConcurrencyLimited { .. } => "concurrency_limited",
-            Denial::BudgetExhausted { .. } => "budget_exhausted",
+            Denial::RateLimited { .. } => ErrorCode::RateLimited,
+            Denial::ConcurrencyLimited { .. } => ErrorCode::ConcurrencyLimited,
+            Denial::BudgetExhausted { .. } => ErrorCode::BudgetExhausted,
         }
     }
 
@@ -411,11 +412,13 @@ impl Enforcer {
             return Ok(());
         };
         let retry_after = Duration::from_millis(retry_ms.max(0) as u64);
-        Err(AdmitError::Denied(if reason == "rate_limited" {
-            Denial::RateLimited { scope, retry_after }
-        } else {
-            Denial::ConcurrencyLimited { scope, retry_after }
-        }))
+        Err(AdmitError::Denied(
+            if reason == ErrorCode::RateLimited.as_str() {
+                Denial::RateLimited { scope, retry_after }
+            } else {
+                Denial::ConcurrencyLimited { scope, retry_after }
+            },
+        ))
     }
 
     fn admit_local(&self, scopes: &[Scope<'_>], now: DateTime<Utc>) -> Result<Release, AdmitError> {

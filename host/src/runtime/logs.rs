@@ -10,13 +10,14 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 
 use super::bindings::Level;
 
 /// Where a log entry came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LogSource {
     /// The `corral:agent/logging` interface.
@@ -28,7 +29,7 @@ pub enum LogSource {
 }
 
 /// A log line's severity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LogLevel {
     /// Very detailed tracing.
@@ -57,7 +58,7 @@ impl From<Level> for LogLevel {
 
 /// One captured log entry. Stdout and stderr arrive as the guest wrote them (Rust's
 /// stdout is line-buffered, so usually one line per entry).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct LogEntry {
     /// Severity: `info` for stdout, `warn` for stderr.
     pub level: LogLevel,

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::capabilities::agents::AgentsUsage;
 use super::capabilities::config::ConfigUsage;
@@ -13,7 +14,7 @@ use super::capabilities::kv::KvUsage;
 use super::logs::LogEntry;
 
 /// How an invocation ended. Stable snake_case names, used by the CLI, API and database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The agent returned output.
@@ -87,7 +88,7 @@ impl std::fmt::Display for Outcome {
 }
 
 /// Resources one invocation consumed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Usage {
     /// Fuel units consumed (about one per wasm instruction).
     pub fuel: u64,
@@ -95,6 +96,7 @@ pub struct Usage {
     pub peak_memory_bytes: u64,
     /// Wall time from the start of instantiation to the end of the call.
     #[serde(with = "micros", rename = "wall_time_us")]
+    #[schema(value_type = u64)]
     pub wall_time: Duration,
     /// Bytes of log messages captured.
     pub log_bytes: u64,
@@ -118,7 +120,7 @@ pub struct Usage {
 }
 
 /// What one invocation's outbound HTTP requests used.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct HttpUsage {
     /// Requests that passed every check and were sent (or tried to connect).
     pub requests: u64,
@@ -133,7 +135,7 @@ pub struct HttpUsage {
 }
 
 /// Why a capability request was refused. Stable snake_case names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DenialReason {
     /// The invocation has no grant for the capability.
@@ -169,7 +171,7 @@ impl DenialReason {
 }
 
 /// One refused capability request, kept for the audit trail.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Denial {
     /// The capability, e.g. `http`.
     pub capability: String,
@@ -197,7 +199,7 @@ mod micros {
 }
 
 /// Why an invocation did not succeed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ExecutionError {
     /// For `agent_error` and `invalid_input` from the agent: the agent's code. For
     /// `trapped`: the trap kind (`unreachable`, `stack_overflow`, …). Otherwise the outcome.

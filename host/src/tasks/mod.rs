@@ -21,11 +21,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::runtime::{ExecutionError, Outcome};
 
 /// Where a task is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
     /// Waiting for a worker; may start now.
@@ -90,7 +91,7 @@ impl TaskState {
 /// Exponential backoff with jitter between attempts: the n-th retry waits a random
 /// time between half and all of `min(cap, base × 2ⁿ⁻¹)` ("equal jitter"), so retries of
 /// many tasks that failed together spread out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Backoff {
     /// The first retry's delay, in milliseconds (default 1000).
@@ -195,7 +196,7 @@ pub fn retryable(
 }
 
 /// A task's error, as stored and shown.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TaskError {
     /// A stable code: the execution's error code, or the host's (`node_lost`,
     /// `host_failure`, `budget_exhausted`, `dependency_failed`, `cancelled`, …).

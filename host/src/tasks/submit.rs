@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use sqlx::types::Json;
+use utoipa::ToSchema;
 
 use super::{Backoff, TaskError, TaskState};
+use crate::api::ErrorCode;
 use crate::db::agents::Agent;
 use crate::db::tasks::{self, TaskRow};
 use crate::db::tenants::Tenant;
@@ -29,7 +31,7 @@ pub const MAX_PRIORITY: i32 = 1000;
 pub const MAX_DEPENDENCIES: usize = 100;
 
 /// A task as submitted.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
     /// The agent (in a batch; the path names it for a single submission).
@@ -42,6 +44,7 @@ pub struct TaskSpec {
     pub action: String,
     /// The input (default `{}`), passed to the guest exactly as sent.
     #[serde(default = "empty_object")]
+    #[schema(value_type = serde_json::Value)]
     pub input: Box<RawValue>,
     /// Higher runs first (default 0).
     #[serde(default)]
@@ -87,7 +90,7 @@ pub enum SubmitError {
     #[error("{message}")]
     Invalid {
         /// The stable code.
-        code: &'static str,
+        code: ErrorCode,
         /// What is wrong, naming the field.
         message: String,
     },
@@ -113,7 +116,7 @@ pub enum SubmitError {
     Db(#[from] DbError),
 }
 
-fn invalid(code: &'static str, message: String) -> SubmitError {
+fn invalid(code: ErrorCode, message: String) -> SubmitError {
     SubmitError::Invalid { code, message }
 }
 
@@ -139,7 +142,7 @@ pub async fn submit(
     let tenant_id = &submitter.actor.tenant_id;
     if specs.is_empty() || specs.len() > MAX_BATCH {
         return Err(invalid(
-            "invalid_tasks",
+            ErrorCode::InvalidTasks,
             format!("a batch has 1 to {MAX_BATCH} tasks, not {}", specs.len()),
         ));
     }
@@ -169,10 +172,12 @@ pub async fn submit(
                 format!("tasks[{i}].{field}")
             }
         };
-        let name = spec
-            .agent
-            .clone()
-            .ok_or_else(|| invalid("invalid_tasks", format!("{} is required", at("agent"))))?;
+        let name = spec.agent.clone().ok_or_else(|| {
+            invalid(
+                ErrorCode::InvalidTasks,
+                format!("{} is required", at("agent")),
+            )
+        })?;
         if !agents.contains_key(&name) {
             let agent = match pipeline.agent(tenant_id, &name).await {
                 Ok(agent) => agent,
@@ -186,7 +191,7 @@ pub async fn submit(
             && keys.insert(key, i).is_some()
         {
             return Err(invalid(
-                "invalid_tasks",
+                ErrorCode::InvalidTasks,
                 format!("{} {key:?} is used twice", at("key")),
             ));
         }
@@ -231,7 +236,7 @@ pub async fn submit(
         .collect();
     if let Some(missing) = existing.iter().find(|id| !parents.contains_key(*id)) {
         return Err(invalid(
-            "invalid_dependency",
+            ErrorCode::InvalidDependency,
             format!(
                 "depends_on names {missing:?}, which is not a task of this tenant nor a key of this batch"
             ),
@@ -324,13 +329,13 @@ pub fn check(
 ) -> Result<(), SubmitError> {
     if spec.action.is_empty() {
         return Err(invalid(
-            "invalid_tasks",
+            ErrorCode::InvalidTasks,
             format!("{} must not be empty", at("action")),
         ));
     }
     if spec.priority.abs() > MAX_PRIORITY {
         return Err(invalid(
-            "invalid_tasks",
+            ErrorCode::InvalidTasks,
             format!(
                 "{} must be between -{MAX_PRIORITY} and {MAX_PRIORITY}",
                 at("priority")
@@ -341,7 +346,7 @@ pub fn check(
         && !(1..=MAX_ATTEMPTS).contains(&n)
     {
         return Err(invalid(
-            "invalid_tasks",
+            ErrorCode::InvalidTasks,
             format!(
                 "{} must be between 1 and {MAX_ATTEMPTS}",
                 at("max_attempts")
@@ -351,11 +356,11 @@ pub fn check(
     if let Some(backoff) = &spec.backoff {
         backoff
             .validate()
-            .map_err(|m| invalid("invalid_tasks", format!("{}: {m}", at("backoff"))))?;
+            .map_err(|m| invalid(ErrorCode::InvalidTasks, format!("{}: {m}", at("backoff"))))?;
     }
     if spec.depends_on.len() > MAX_DEPENDENCIES {
         return Err(invalid(
-            "invalid_tasks",
+            ErrorCode::InvalidTasks,
             format!(
                 "{} lists more than {MAX_DEPENDENCIES} tasks",
                 at("depends_on")
@@ -366,7 +371,7 @@ pub fn check(
         .validate(&pipeline.task_limits(tenant, agent))
         .map_err(|m| {
             invalid(
-                "invalid_limits",
+                ErrorCode::InvalidLimits,
                 format!("{}: {m} (the agent's task limit)", at("limits")),
             )
         })?;
@@ -481,7 +486,7 @@ fn parents_first(
                     })
                     .collect();
                 invalid(
-                    "dependency_cycle",
+                    ErrorCode::DependencyCycle,
                     format!(
                         "the batch's dependencies form a cycle: {}",
                         names.join(" → ")

@@ -29,9 +29,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use sqlx::types::Json;
+use utoipa::ToSchema;
 
 use self::expr::Expr;
 use self::path::{Data, template_steps};
+use crate::api::ErrorCode;
 use crate::db::tasks::{self, TaskRow};
 use crate::db::workflows::{self as db, StepRow, WorkflowRow};
 use crate::db::{DbError, Tx};
@@ -44,7 +46,7 @@ use crate::tasks::{Backoff, TaskError, TaskState};
 pub const MAX_STEPS: usize = 200;
 
 /// Where a workflow is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkflowState {
     /// Steps run or wait.
@@ -96,7 +98,7 @@ impl WorkflowState {
 }
 
 /// Where a step is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StepState {
     /// Waiting for the steps it depends on.
@@ -142,7 +144,7 @@ impl StepState {
 }
 
 /// A workflow's steps, as submitted or stored by name.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkflowSpec {
     /// The steps, in any order (a step may depend on a later one).
@@ -157,7 +159,7 @@ pub struct WorkflowSpec {
 }
 
 /// One step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepSpec {
     /// Unique within the workflow: letters, digits, `_` and `-`, at most 64.
@@ -199,7 +201,7 @@ pub struct StepSpec {
 }
 
 /// A step's compensation: one task, run after the workflow failed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Compensation {
     /// The agent.
@@ -230,7 +232,7 @@ pub enum WorkflowError {
     #[error("{message}")]
     Invalid {
         /// The stable code.
-        code: &'static str,
+        code: ErrorCode,
         /// What is wrong.
         message: String,
     },
@@ -259,7 +261,7 @@ pub enum WorkflowError {
     Db(#[from] DbError),
 }
 
-fn invalid(code: &'static str, message: String) -> WorkflowError {
+fn invalid(code: ErrorCode, message: String) -> WorkflowError {
     WorkflowError::Invalid { code, message }
 }
 
@@ -267,9 +269,10 @@ impl From<SubmitError> for WorkflowError {
     fn from(e: SubmitError) -> Self {
         match e {
             SubmitError::Invalid { code, message } => invalid(code, message),
-            SubmitError::AgentNotFound(name) => {
-                invalid("unknown_agent", format!("agent {name:?} was not found"))
-            }
+            SubmitError::AgentNotFound(name) => invalid(
+                ErrorCode::UnknownAgent,
+                format!("agent {name:?} was not found"),
+            ),
             SubmitError::QueueFull { max, waiting } => WorkflowError::QueueFull { max, waiting },
             SubmitError::KeyReused => WorkflowError::KeyReused,
             SubmitError::InProgress => WorkflowError::InProgress,
@@ -297,7 +300,7 @@ pub async fn validate(
 ) -> Result<(), WorkflowError> {
     if spec.steps.is_empty() || spec.steps.len() > MAX_STEPS {
         return Err(invalid(
-            "invalid_workflow",
+            ErrorCode::InvalidWorkflow,
             format!(
                 "a workflow has 1 to {MAX_STEPS} steps, not {}",
                 spec.steps.len()
@@ -308,7 +311,7 @@ pub async fn validate(
     for (i, step) in spec.steps.iter().enumerate() {
         if !valid_name(&step.name) {
             return Err(invalid(
-                "invalid_workflow",
+                ErrorCode::InvalidWorkflow,
                 format!(
                     "steps[{i}].name {:?} must be 1 to 64 letters, digits, `_` or `-`",
                     step.name
@@ -317,7 +320,7 @@ pub async fn validate(
         }
         if index.insert(&step.name, i).is_some() {
             return Err(invalid(
-                "invalid_workflow",
+                ErrorCode::InvalidWorkflow,
                 format!("step {:?} is named twice", step.name),
             ));
         }
@@ -326,7 +329,7 @@ pub async fn validate(
         for parent in &step.depends_on {
             if !index.contains_key(parent.as_str()) {
                 return Err(invalid(
-                    "unknown_step",
+                    ErrorCode::UnknownStep,
                     format!(
                         "step {:?} depends on {parent:?}, which is not a step of this workflow",
                         step.name
@@ -352,7 +355,7 @@ pub async fn validate(
         for read in steps {
             let Some(&j) = index.get(read.as_str()) else {
                 return Err(invalid(
-                    "invalid_reference",
+                    ErrorCode::InvalidReference,
                     format!(
                         "step {:?}: {field} reads step {read:?}, which is not a step of this workflow",
                         step.name
@@ -361,7 +364,7 @@ pub async fn validate(
             };
             if !ancestors[i].contains(&j) && own != Some(j) {
                 return Err(invalid(
-                    "invalid_reference",
+                    ErrorCode::InvalidReference,
                     format!(
                         "step {:?}: {field} reads step {read:?}, which it does not depend on (directly or not)",
                         step.name
@@ -375,12 +378,20 @@ pub async fn validate(
     let mut agents = HashMap::new();
     for step in &spec.steps {
         let name = &step.name;
-        let steps = template_steps(&step.input)
-            .map_err(|e| invalid("invalid_reference", format!("step {name:?}: input: {e}")))?;
+        let steps = template_steps(&step.input).map_err(|e| {
+            invalid(
+                ErrorCode::InvalidReference,
+                format!("step {name:?}: input: {e}"),
+            )
+        })?;
         reads(step, "input", steps, None)?;
         if let Some(when) = &step.when {
-            let condition = Expr::parse(when)
-                .map_err(|e| invalid("invalid_condition", format!("step {name:?}: when: {e}")))?;
+            let condition = Expr::parse(when).map_err(|e| {
+                invalid(
+                    ErrorCode::InvalidCondition,
+                    format!("step {name:?}: when: {e}"),
+                )
+            })?;
             let steps = condition
                 .paths()
                 .into_iter()
@@ -400,7 +411,7 @@ pub async fn validate(
         if let Some(compensation) = &step.compensate {
             let steps = template_steps(&compensation.input).map_err(|e| {
                 invalid(
-                    "invalid_reference",
+                    ErrorCode::InvalidReference,
                     format!("step {name:?}: compensate.input: {e}"),
                 )
             })?;
@@ -419,11 +430,11 @@ pub async fn validate(
     }
     if let Some(output) = &spec.output {
         for read in template_steps(output)
-            .map_err(|e| invalid("invalid_reference", format!("output: {e}")))?
+            .map_err(|e| invalid(ErrorCode::InvalidReference, format!("output: {e}")))?
         {
             if !index.contains_key(read.as_str()) {
                 return Err(invalid(
-                    "invalid_reference",
+                    ErrorCode::InvalidReference,
                     format!("output reads step {read:?}, which is not a step of this workflow"),
                 ));
             }
@@ -448,7 +459,7 @@ async fn agent_of(
             Ok(agent)
         }
         Err(DbError::NotFound) => Err(invalid(
-            "unknown_agent",
+            ErrorCode::UnknownAgent,
             format!("step {step:?}: agent {name:?} was not found in this tenant"),
         )),
         Err(e) => Err(e.into()),
@@ -496,7 +507,7 @@ fn parents_first(
             visit(i, spec, index, &mut marks, &mut Vec::new(), &mut order).map_err(|cycle| {
                 let names: Vec<&str> = cycle.iter().map(|&i| spec.steps[i].name.as_str()).collect();
                 invalid(
-                    "workflow_cycle",
+                    ErrorCode::WorkflowCycle,
                     format!(
                         "step {:?} depends on itself: {}",
                         names[0],
@@ -1223,7 +1234,7 @@ mod tests {
         let Err(WorkflowError::Invalid { code, message }) = order_of(&cyclic) else {
             panic!("a cycle is refused")
         };
-        assert_eq!(code, "workflow_cycle");
+        assert_eq!(code, ErrorCode::WorkflowCycle);
         assert!(message.contains("a → c → b → a"), "{message}");
     }
 }

@@ -1,13 +1,16 @@
 //! Agents: create, list, get, update policy, pause, resume, delete (with the agent's
 //! config values and secrets).
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json as DbJson;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::api::error::{ErrorBody, ErrorCode, responses};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery, Principal};
 use crate::api::{ApiError, AppState, Page, Paged};
 use crate::db::agents::{self, Agent, AgentChange};
@@ -15,23 +18,27 @@ use crate::db::keys::Role;
 use crate::db::{self, DbError, audit, config, tenants};
 use crate::policy::AgentPolicy;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/agents", post(create).get(list))
-        .route("/agents/{name}", get(show).delete(remove))
-        .route("/agents/{name}/policy", put(update_policy))
-        .route("/agents/{name}/pause", post(pause))
-        .route("/agents/{name}/resume", post(resume))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(show, remove))
+        .routes(routes!(update_policy))
+        .routes(routes!(pause))
+        .routes(routes!(resume))
 }
 
 /// An agent as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Agent)]
 pub struct AgentView {
+    /// The agent's id (UUIDv7).
     id: String,
     name: String,
     description: String,
+    /// A paused agent refuses invocations with `409 agent_paused`.
     status: String,
     policy: AgentPolicy,
+    /// The version invocations run by default; null until a version is uploaded.
     active_version_id: Option<String>,
     created_at: chrono::DateTime<chrono::Utc>,
     updated_at: chrono::DateTime<chrono::Utc>,
@@ -85,11 +92,11 @@ pub async fn plan_limit(
     let mut event = principal.event(action, "tenant", Some(principal.tenant_id()));
     event.result = "denied".into();
     event.after = Some(DbJson(
-        serde_json::json!({ "code": "plan_limit_reached", "cap": cap, "max": max }),
+        serde_json::json!({ "code": ErrorCode::PlanLimitReached, "cap": cap, "max": max }),
     ));
     state.audit_alone(event).await;
     ApiError::conflict(
-        "plan_limit_reached",
+        ErrorCode::PlanLimitReached,
         format!("the tenant's plan allows {cap} = {max}, and this would exceed it"),
     )
 }
@@ -101,12 +108,17 @@ pub fn forget(state: &AppState, principal: &Principal, name: &str) {
         .remove(&(principal.tenant_id().to_string(), name.to_string()));
 }
 
-#[derive(Debug, Deserialize)]
+/// A new agent.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateAgent {
+    /// 1 to 64 characters: lowercase letters, digits, `-` and `_`, starting with a
+    /// letter. Unique among the tenant's live agents.
     name: String,
     #[serde(default)]
     description: String,
+    /// Limits and quotas. Setting a policy needs the `admin` role. Default: no limits
+    /// beyond the host's and the tenant's.
     policy: Option<AgentPolicy>,
 }
 
@@ -115,12 +127,35 @@ fn check_name(name: &str) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::bad_request(
-            "invalid_name",
+            ErrorCode::InvalidName,
             "an agent name is 1 to 64 characters: lowercase letters, digits, '-' and '_', starting with a letter",
         ))
     }
 }
 
+/// Create an agent
+///
+/// **Role:** developer (admin to set `policy`).
+///
+/// Creates an agent with no versions; upload one with `POST
+/// /v1/agents/{name}/versions`. If the tenant's plan caps live agents
+/// (`caps.max_agents`) and it has that many, the agent is not created: `409
+/// plan_limit_reached`, recorded in the audit trail as a denial.
+#[utoipa::path(
+    post,
+    path = "/agents",
+    operation_id = "createAgent",
+    tag = "agents",
+    request_body(content = CreateAgent, content_type = "application/json", description = "The agent."),
+    responses(
+        (status = 201, description = "The new agent.", body = AgentView),
+        (status = 400, description = "The request body is invalid. Codes: `invalid_json`, `invalid_name`, `invalid_policy`.", body = ErrorBody),
+        (status = 403, response = responses::Forbidden),
+        (status = 409, description = "A live agent of this name exists in the tenant (`agent_exists`), or the tenant's plan allows no more live agents (`plan_limit_reached`; the message names the cap). Codes: `agent_exists`, `plan_limit_reached`.", body = ErrorBody),
+        (status = 413, description = "The body is larger than `CORRAL_MAX_BODY`. Codes: `payload_too_large`.", body = ErrorBody),
+        (status = 415, description = "The body was not sent as `Content-Type: application/json`. Codes: `unsupported_media_type`.", body = ErrorBody),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -173,7 +208,7 @@ async fn create(
         return Err(plan_limit(&state, &principal, "agent.create", "max_agents", max).await);
     }
     agents::insert(&mut tx, &agent).await.map_err(|e| match e {
-        DbError::Conflict(m) => ApiError::conflict("agent_exists", m),
+        DbError::Conflict(m) => ApiError::conflict(ErrorCode::AgentExists, m),
         e => e.into(),
     })?;
     audit::append(&mut tx, &event).await?;
@@ -181,6 +216,24 @@ async fn create(
     Ok((StatusCode::CREATED, Json(AgentView::from(&agent))))
 }
 
+/// List agents
+///
+/// **Role:** viewer.
+///
+/// The caller's tenant's live agents, oldest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/agents",
+    operation_id = "listAgents",
+    tag = "agents",
+    params(
+        Page,
+    ),
+    responses(
+        (status = 200, description = "A page of agents.", body = Paged<AgentView>),
+        (status = 400, response = responses::InvalidQuery),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -204,6 +257,25 @@ async fn list(
     }))
 }
 
+/// Get an agent
+///
+/// **Role:** viewer.
+///
+/// One agent of the caller's tenant.
+#[utoipa::path(
+    get,
+    path = "/agents/{name}",
+    operation_id = "getAgent",
+    tag = "agents",
+    params(
+        ("name" = String, Path, description = "The agent's name."),
+    ),
+    responses(
+        (status = 200, description = "The agent.", body = AgentView),
+        (status = 400, response = responses::InvalidPath),
+        (status = 404, response = responses::AgentNotFound),
+    )
+)]
 async fn show(
     State(state): State<AppState>,
     principal: Principal,
@@ -243,6 +315,33 @@ async fn change(
     Ok(Json(AgentView::from(&agent)))
 }
 
+/// Replace an agent's policy
+///
+/// **Role:** admin.
+///
+/// Replaces the policy: limits and quotas (a field left out is unset). Limits may only
+/// tighten the host's (`CORRAL_FUEL`, `CORRAL_MEMORY`, `CORRAL_TIMEOUT`,
+/// `CORRAL_MAX_OUTPUT`, `CORRAL_MAX_LOGS`); quotas apply to this agent's invocations,
+/// on top of its tenant's. The change is recorded in the audit trail
+/// (`agent.update_policy`).
+#[utoipa::path(
+    put,
+    path = "/agents/{name}/policy",
+    operation_id = "updateAgentPolicy",
+    tag = "agents",
+    params(
+        ("name" = String, Path, description = "The agent's name."),
+    ),
+    request_body(content = AgentPolicy, content_type = "application/json", description = "The new policy."),
+    responses(
+        (status = 200, description = "The agent with its new policy.", body = AgentView),
+        (status = 400, description = "The path or body is invalid: not UTF-8 (`invalid_path`); not JSON, an unknown field or a wrong type (`invalid_json`); a value that is zero or above its ceiling (`invalid_policy`). Codes: `invalid_path`, `invalid_json`, `invalid_policy`.", body = ErrorBody),
+        (status = 403, response = responses::Forbidden),
+        (status = 404, response = responses::AgentNotFound),
+        (status = 413, description = "The body is larger than `CORRAL_MAX_BODY`. Codes: `payload_too_large`.", body = ErrorBody),
+        (status = 415, description = "The body was not sent as `Content-Type: application/json`. Codes: `unsupported_media_type`.", body = ErrorBody),
+    )
+)]
 async fn update_policy(
     State(state): State<AppState>,
     principal: Principal,
@@ -264,6 +363,28 @@ async fn update_policy(
     .await
 }
 
+/// Pause an agent
+///
+/// **Role:** developer.
+///
+/// Pauses the agent: invocations are refused with `409 agent_paused` (and recorded as
+/// denials) until it is resumed; its tasks wait, and none is started, until then.
+/// Pausing a paused agent changes nothing but `updated_at`.
+#[utoipa::path(
+    post,
+    path = "/agents/{name}/pause",
+    operation_id = "pauseAgent",
+    tag = "agents",
+    params(
+        ("name" = String, Path, description = "The agent's name."),
+    ),
+    responses(
+        (status = 200, description = "The paused agent.", body = AgentView),
+        (status = 400, response = responses::InvalidPath),
+        (status = 403, response = responses::Forbidden),
+        (status = 404, response = responses::AgentNotFound),
+    )
+)]
 async fn pause(
     State(state): State<AppState>,
     principal: Principal,
@@ -282,6 +403,26 @@ async fn pause(
     .await
 }
 
+/// Resume an agent
+///
+/// **Role:** developer.
+///
+/// Makes a paused agent invocable again.
+#[utoipa::path(
+    post,
+    path = "/agents/{name}/resume",
+    operation_id = "resumeAgent",
+    tag = "agents",
+    params(
+        ("name" = String, Path, description = "The agent's name."),
+    ),
+    responses(
+        (status = 200, description = "The active agent.", body = AgentView),
+        (status = 400, response = responses::InvalidPath),
+        (status = 403, response = responses::Forbidden),
+        (status = 404, response = responses::AgentNotFound),
+    )
+)]
 async fn resume(
     State(state): State<AppState>,
     principal: Principal,
@@ -300,6 +441,27 @@ async fn resume(
     .await
 }
 
+/// Delete an agent
+///
+/// **Role:** admin.
+///
+/// Deletes the agent (softly: its executions and audit events stay, and the name
+/// becomes free).
+#[utoipa::path(
+    delete,
+    path = "/agents/{name}",
+    operation_id = "deleteAgent",
+    tag = "agents",
+    params(
+        ("name" = String, Path, description = "The agent's name."),
+    ),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, response = responses::InvalidPath),
+        (status = 403, response = responses::Forbidden),
+        (status = 404, response = responses::AgentNotFound),
+    )
+)]
 async fn remove(
     State(state): State<AppState>,
     principal: Principal,
@@ -325,7 +487,7 @@ async fn remove(
 fn validate_policy(state: &AppState, policy: &AgentPolicy) -> Result<(), ApiError> {
     policy
         .validate(&state.settings.limits)
-        .map_err(|m| ApiError::bad_request("invalid_policy", m))?;
+        .map_err(|m| ApiError::bad_request(ErrorCode::InvalidPolicy, m))?;
     if let Some(grant) = &policy.grants.llm {
         let configured = |alias: &str| {
             state
@@ -336,7 +498,7 @@ fn validate_policy(state: &AppState, policy: &AgentPolicy) -> Result<(), ApiErro
         };
         if let Some(unknown) = grant.models.iter().find(|m| !configured(m)) {
             return Err(ApiError::bad_request(
-                "invalid_policy",
+                ErrorCode::InvalidPolicy,
                 format!(
                     "grants.llm.models: no model {unknown:?} is configured on this host (CORRAL_LLM_CONFIG)"
                 ),

@@ -1,57 +1,73 @@
 //! `GET /v1/costs`: cost aggregated by agent and by day, week or month, and model spend
 //! by model alias.
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{Duration, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::parse_time;
+use crate::api::error::{ErrorCode, responses};
 use crate::api::extract::{ApiQuery, Principal};
 use crate::api::{ApiError, AppState};
 use crate::costs::format_dollars;
 use crate::db::executions::{self, Period};
 use crate::db::keys::Role;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/costs", get(costs))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(costs))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct CostQuery {
-    /// `day` (default), `week` or `month`.
+    /// Bucket size: `day` (default), `week` or `month`.
+    #[param(pattern = "^(day|week|month)$")]
     period: Option<String>,
-    /// Start (inclusive), RFC 3339; default 30 days ago.
+    /// Start (inclusive), RFC 3339. Default: 30 days before `until`.
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
     since: Option<String>,
-    /// End (exclusive), RFC 3339; default now.
+    /// End (exclusive), RFC 3339. Default: now. Must be after `since`.
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
     until: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct CostBucket {
+    /// The agent's name.
     agent: String,
+    /// The UTC day, the Monday of the ISO week, or the first day of the month.
     period_start: String,
+    /// Executions in the bucket.
     executions: i64,
+    /// Fuel consumed.
     fuel: i64,
+    /// Wall time, in microseconds.
     wall_time_us: i64,
+    /// US dollars as an exact decimal string with 12 places, e.g. `0.000000116451`.
     cost: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct CostReport {
     period: &'static str,
     since: chrono::DateTime<Utc>,
     until: chrono::DateTime<Utc>,
+    /// US dollars as an exact decimal string with 12 places, e.g. `0.000000116451`.
     total_cost: String,
+    /// Executions in the range.
     total_executions: i64,
+    /// By period start, then agent name.
     buckets: Vec<CostBucket>,
     /// Model calls in the range, by alias (their cost is part of the buckets' costs).
     models: Vec<ModelBucket>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct ModelBucket {
     model: String,
     calls: i64,
@@ -60,6 +76,25 @@ struct ModelBucket {
     cost: String,
 }
 
+/// Cost report
+///
+/// **Role:** viewer.
+///
+/// Cost of the caller's tenant's executions (by `finished_at`) summed by agent and UTC
+/// day, ISO week (from Monday) or calendar month.
+#[utoipa::path(
+    get,
+    path = "/costs",
+    operation_id = "getCosts",
+    tag = "costs",
+    params(
+        CostQuery,
+    ),
+    responses(
+        (status = 200, description = "The report.", body = CostReport),
+        (status = 400, response = responses::InvalidQuery),
+    )
+)]
 async fn costs(
     State(state): State<AppState>,
     principal: Principal,
@@ -74,7 +109,7 @@ async fn costs(
         "month" => (Period::Month, "month"),
         other => {
             return Err(ApiError::bad_request(
-                "invalid_query",
+                ErrorCode::InvalidQuery,
                 format!("period must be day, week or month, not {other:?}"),
             ));
         }
@@ -83,7 +118,7 @@ async fn costs(
     let since = parse_time("since", q.since.as_deref())?.unwrap_or(until - Duration::days(30));
     if since >= until {
         return Err(ApiError::bad_request(
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             "since must be before until",
         ));
     }

@@ -1,11 +1,14 @@
 //! Executions: list with filters and cursor pagination; get one with its logs.
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::parse_time;
+use crate::api::error::{ErrorBody, responses};
 use crate::api::extract::{ApiId, ApiQuery, Principal};
 use crate::api::{ApiError, AppState, Page, Paged};
 use crate::costs::format_dollars;
@@ -14,16 +17,19 @@ use crate::db::executions::{self, ExecutionFilter, ExecutionRecord};
 use crate::db::keys::Role;
 use crate::runtime::{LogEntry, Outcome};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/executions", get(list))
-        .route("/executions/{id}", get(show))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(show))
 }
 
 /// An execution as the API shows it. Logs only appear on the single-execution view.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Execution)]
 pub struct ExecutionView {
+    /// The execution's id (UUIDv7).
     id: String,
+    /// The agent's name at the time.
     agent: String,
     agent_id: String,
     version: String,
@@ -32,19 +38,29 @@ pub struct ExecutionView {
     outcome: String,
     error_code: Option<String>,
     error_message: Option<String>,
+    /// Size of the input JSON.
     input_bytes: i64,
+    /// The first 1 KiB of the input.
     input_excerpt: String,
+    /// Size of the output.
     output_bytes: i64,
+    /// The first 1 KiB of the output, if any.
     output_excerpt: Option<String>,
+    /// Fuel consumed.
     fuel: i64,
+    /// Peak linear memory.
     peak_memory_bytes: i64,
+    /// Wall time, in microseconds.
     wall_time_us: i64,
+    /// Bytes logged.
     log_bytes: i64,
+    /// US dollars as an exact decimal string with 12 places, e.g. `0.000000116451`.
     cost: String,
     queued_at: chrono::DateTime<chrono::Utc>,
     started_at: chrono::DateTime<chrono::Utc>,
     finished_at: chrono::DateTime<chrono::Utc>,
     correlation_id: Option<String>,
+    /// The API key that invoked it.
     actor_key_id: Option<String>,
     /// The execution that called this one (absent for a root).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -87,7 +103,8 @@ pub struct ExecutionView {
 }
 
 /// One model call of an execution.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = LlmCall)]
 struct LlmCallView {
     #[serde(flatten)]
     row: crate::db::llm_calls::LlmCallRow,
@@ -144,20 +161,53 @@ impl ExecutionView {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only this agent's (by name; deleted agents' history included). An unknown name
+    /// gives an empty page.
     agent: Option<String>,
+    /// Only this outcome.
+    #[param(value_type = Option<Outcome>)]
     outcome: Option<String>,
+    /// Only executions invoked with this correlation id.
     correlation_id: Option<String>,
-    /// Only the call tree under this root execution.
+    /// Only the executions of the call tree under this root execution id (the root
+    /// included).
     root: Option<String>,
+    /// Only from this time on (inclusive), RFC 3339, e.g. `2026-01-31T00:00:00Z`.
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
     since: Option<String>,
+    /// Only before this time (exclusive), RFC 3339.
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
     until: Option<String>,
+    /// Items per page, 1 to 200 (default 50). Outside that range: `400 invalid_query`.
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
+/// List executions
+///
+/// **Role:** viewer.
+///
+/// The caller's tenant's executions, newest first, without logs. Filters combine;
+/// unknown parameters are `400`.
+#[utoipa::path(
+    get,
+    path = "/executions",
+    operation_id = "listExecutions",
+    tag = "executions",
+    params(
+        ListQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of executions.", body = Paged<ExecutionView>),
+        (status = 400, response = responses::InvalidQuery),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -207,6 +257,25 @@ async fn list(
     }))
 }
 
+/// Get an execution
+///
+/// **Role:** viewer.
+///
+/// One execution with its logs.
+#[utoipa::path(
+    get,
+    path = "/executions/{id}",
+    operation_id = "getExecution",
+    tag = "executions",
+    params(
+        ("id" = String, Path, description = "The execution's id."),
+    ),
+    responses(
+        (status = 200, description = "The execution.", body = ExecutionView),
+        (status = 400, response = responses::InvalidPath),
+        (status = 404, description = "No execution with this id in the caller's tenant. Codes: `not_found`.", body = ErrorBody),
+    )
+)]
 async fn show(
     State(state): State<AppState>,
     principal: Principal,

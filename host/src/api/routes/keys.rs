@@ -1,35 +1,44 @@
 //! API keys: admins create (the secret is shown once), list and revoke their tenant's
 //! keys; operator admins may do so for any tenant with `tenant_id`.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json as DbJson;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::api::error::{ErrorBody, ErrorCode, responses};
 use crate::api::extract::{ApiId, ApiJson, ApiQuery, Principal};
 use crate::api::{ApiError, AppState, Paged};
 use crate::db::keys::{self, ApiKey, Role};
 use crate::db::{self, DbError, audit, tenants};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/keys", post(create).get(list))
-        .route("/keys/{id}", delete(revoke))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(revoke))
 }
 
 /// A key as the API shows it (never the secret or its hash).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = ApiKey)]
 pub struct KeyView {
+    /// The key's id (UUIDv7).
     id: String,
     tenant_id: String,
     name: String,
+    /// The first 12 characters of the secret, to recognise it.
     prefix: String,
     role: String,
+    /// The key that created it; null for the bootstrap key.
     created_by: Option<String>,
     created_at: chrono::DateTime<chrono::Utc>,
+    /// Updated at most once a minute.
     last_used_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// A revoked key authenticates nothing.
     revoked_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
@@ -78,21 +87,46 @@ async fn target_tenant(
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A new key.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateKey {
+    /// A label; surrounding whitespace is trimmed.
     name: String,
     role: Role,
+    /// Create the key in this tenant (operator admins only). Default: the caller's
+    /// tenant.
     tenant_id: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A new key, with its secret.
+#[derive(Debug, Serialize, ToSchema)]
 struct CreatedKey {
     key: KeyView,
     /// The secret. Shown only now; store it safely.
     secret: String,
 }
 
+/// Create an API key
+///
+/// **Role:** admin (of the operator tenant for another `tenant_id`).
+///
+/// Creates a key. Its secret is in the response and shown only then.
+#[utoipa::path(
+    post,
+    path = "/keys",
+    operation_id = "createKey",
+    tag = "keys",
+    request_body(content = CreateKey, content_type = "application/json", description = "The key."),
+    responses(
+        (status = 201, description = "The key and its secret.", body = CreatedKey),
+        (status = 400, description = "The request body is invalid. Codes: `invalid_json`, `invalid_name`.", body = ErrorBody),
+        (status = 403, response = responses::Forbidden),
+        (status = 404, description = "No tenant with this `tenant_id`. Codes: `not_found`.", body = ErrorBody),
+        (status = 413, description = "The body is larger than `CORRAL_MAX_BODY`. Codes: `payload_too_large`.", body = ErrorBody),
+        (status = 415, description = "The body was not sent as `Content-Type: application/json`. Codes: `unsupported_media_type`.", body = ErrorBody),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -100,7 +134,7 @@ async fn create(
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     let tenant_id = target_tenant(&state, &principal, "key.create", body.tenant_id).await?;
     let name = crate::names::display_name(&body.name)
-        .map_err(|m| ApiError::bad_request("invalid_name", format!("key name: {m}")))?;
+        .map_err(|m| ApiError::bad_request(ErrorCode::InvalidName, format!("key name: {m}")))?;
     let name = name.as_str();
     let secret = keys::generate_secret();
     let key = keys::new_key(
@@ -127,14 +161,39 @@ async fn create(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Act on this tenant's keys (operator admins only). Default: the caller's tenant.
     tenant_id: Option<String>,
+    /// Items per page, 1 to 200 (default 50). Outside that range: `400 invalid_query`.
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
+/// List API keys
+///
+/// **Role:** admin (of the operator tenant for another `tenant_id`).
+///
+/// A tenant's keys, revoked ones included, oldest first. Unknown parameters are `400`.
+#[utoipa::path(
+    get,
+    path = "/keys",
+    operation_id = "listKeys",
+    tag = "keys",
+    params(
+        ListQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of keys.", body = Paged<KeyView>),
+        (status = 400, response = responses::InvalidQuery),
+        (status = 403, response = responses::Forbidden),
+        (status = 404, description = "No tenant with this `tenant_id`. Codes: `not_found`.", body = ErrorBody),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -154,12 +213,36 @@ async fn list(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct RevokeQuery {
+    /// Act on this tenant's keys (operator admins only). Default: the caller's tenant.
     tenant_id: Option<String>,
 }
 
+/// Revoke an API key
+///
+/// **Role:** admin (of the operator tenant for another `tenant_id`).
+///
+/// Revokes a key: it authenticates nothing from then on. Revoking a revoked key keeps
+/// the first `revoked_at`.
+#[utoipa::path(
+    delete,
+    path = "/keys/{id}",
+    operation_id = "revokeKey",
+    tag = "keys",
+    params(
+        ("id" = String, Path, description = "The key's id."),
+        RevokeQuery,
+    ),
+    responses(
+        (status = 200, description = "The revoked key.", body = KeyView),
+        (status = 400, response = responses::InvalidPathOrQuery),
+        (status = 403, response = responses::Forbidden),
+        (status = 404, description = "No such key in the tenant, or no such tenant. Codes: `not_found`.", body = ErrorBody),
+    )
+)]
 async fn revoke(
     State(state): State<AppState>,
     principal: Principal,

@@ -6,16 +6,19 @@
 //! Clearing and deleting need the admin role and are audited (`agent.kv.clear`,
 //! `agent.kv.delete`), as are refusals.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json as DbJson;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::agents::find;
+use crate::api::error::{ErrorBody, ErrorCode, responses};
 use crate::api::extract::{ApiPath, ApiQuery, Principal};
 use crate::api::{ApiError, AppState, Page, Paged};
 use crate::db::audit;
@@ -23,35 +26,43 @@ use crate::db::keys::Role;
 use crate::db::kv::{self, KvEntry};
 use crate::runtime::capabilities::kv::{MAX_KEY_BYTES, check_key};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/agents/{name}/kv", get(list).delete(clear))
-        .route("/agents/{name}/kv/{key}", delete(remove))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, clear))
+        .routes(routes!(remove))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
-    /// Only keys that start with this.
+    /// Only keys that start with this (at most 512 bytes).
     #[serde(default)]
     prefix: String,
     /// The `next_cursor` of the previous page (a key).
     cursor: Option<String>,
-    /// Keys per page, 1 to 200 (default 50).
+    /// Items per page, 1 to 200 (default 50). Outside that range: `400 invalid_query`.
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
-    /// Include values, base64 (developers and admins only).
+    /// Include each value, base64 (developer role).
     #[serde(default)]
     values: bool,
 }
 
 /// One key as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = KvEntry)]
 struct EntryView {
+    /// The key.
     key: String,
+    /// Bytes of the key and its value together (what `max_total_bytes` counts).
     size_bytes: i64,
+    /// When it was last set.
     updated_at: chrono::DateTime<chrono::Utc>,
+    /// When it expires; absent when it does not.
     #[serde(skip_serializing_if = "Option::is_none")]
     expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The value, base64; only with `values=true`.
     #[serde(skip_serializing_if = "Option::is_none")]
     value_base64: Option<String>,
 }
@@ -71,13 +82,37 @@ impl From<KvEntry> for EntryView {
 fn check_prefix(prefix: &str) -> Result<(), ApiError> {
     if prefix.len() > MAX_KEY_BYTES {
         return Err(ApiError::bad_request(
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             format!("prefix must be at most {MAX_KEY_BYTES} bytes"),
         ));
     }
     Ok(())
 }
 
+/// List an agent's keys
+///
+/// **Role:** viewer; developer with `values=true`.
+///
+/// The agent's unexpired keys in byte order, a page at a time, with their sizes and
+/// times. Values are the agent's (and perhaps its users') data: they are shown, base64,
+/// only with `values=true`, which needs the developer role (who can invoke the agent
+/// anyway).
+#[utoipa::path(
+    get,
+    path = "/agents/{name}/kv",
+    operation_id = "listKv",
+    tag = "kv",
+    params(
+        ("name" = String, Path, description = "The agent's name."),
+        ListQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of keys.", body = Paged<EntryView>),
+        (status = 400, response = responses::InvalidPathOrQuery),
+        (status = 403, response = responses::Forbidden),
+        (status = 404, response = responses::AgentNotFound),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -114,19 +149,45 @@ async fn list(
     }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ClearQuery {
-    /// Only keys that start with this; every key when absent.
+    /// Only keys that start with this (at most 512 bytes); every key when absent.
     #[serde(default)]
     prefix: String,
 }
 
-#[derive(Debug, Serialize)]
+/// How many keys were deleted.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = KvCleared)]
 struct Cleared {
+    /// How many unexpired keys were removed.
     deleted: u64,
 }
 
+/// Clear an agent's keys
+///
+/// **Role:** admin.
+///
+/// Removes every key of the agent, or those that start with `prefix`, and records
+/// `agent.kv.clear` in the audit trail with the prefix and the count.
+#[utoipa::path(
+    delete,
+    path = "/agents/{name}/kv",
+    operation_id = "clearKv",
+    tag = "kv",
+    params(
+        ("name" = String, Path, description = "The agent's name."),
+        ClearQuery,
+    ),
+    responses(
+        (status = 200, description = "How many keys were removed.", body = Cleared),
+        (status = 400, response = responses::InvalidPathOrQuery),
+        (status = 403, response = responses::Forbidden),
+        (status = 404, response = responses::AgentNotFound),
+    )
+)]
 async fn clear(
     State(state): State<AppState>,
     principal: Principal,
@@ -150,6 +211,28 @@ async fn clear(
     Ok(Json(Cleared { deleted }))
 }
 
+/// Delete one key
+///
+/// **Role:** admin.
+///
+/// Removes one key of the agent and records `agent.kv.delete` (with the key) in the
+/// audit trail. Percent-encode the key: `note/a` is `note%2Fa`.
+#[utoipa::path(
+    delete,
+    path = "/agents/{name}/kv/{key}",
+    operation_id = "deleteKvKey",
+    tag = "kv",
+    params(
+        ("name" = String, Path, description = "The agent's name."),
+        ("key" = String, Path, description = "The key, percent-encoded."),
+    ),
+    responses(
+        (status = 204, description = "The key was removed."),
+        (status = 400, description = "The key is longer than 512 bytes, or the path is not UTF-8. Codes: `invalid_key`, `invalid_path`.", body = ErrorBody),
+        (status = 403, response = responses::Forbidden),
+        (status = 404, description = "No such agent, or the agent has no such (unexpired) key. Codes: `not_found`.", body = ErrorBody),
+    )
+)]
 async fn remove(
     State(state): State<AppState>,
     principal: Principal,
@@ -158,7 +241,7 @@ async fn remove(
     principal
         .require_on_agent(&state, Role::Admin, "agent.kv.delete", &name)
         .await?;
-    check_key(&key).map_err(|m| ApiError::bad_request("invalid_key", m))?;
+    check_key(&key).map_err(|m| ApiError::bad_request(ErrorCode::InvalidKey, m))?;
     let agent = find(&state, &principal, &name).await?;
     let now = state.quotas.clock().now();
     let mut tx = state.db.begin(principal.tenant_id()).await?;

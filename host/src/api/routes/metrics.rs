@@ -9,7 +9,10 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::api::error::responses;
 use crate::api::extract::Principal;
 use crate::api::{ApiError, AppState};
 use crate::db::keys::Role;
@@ -18,8 +21,8 @@ use crate::metrics::Scrape;
 /// The Prometheus text format's media type.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/metrics", get(metrics))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(metrics))
 }
 
 /// The metrics listener's routes: `GET /metrics`, unauthenticated, and nothing else.
@@ -30,6 +33,22 @@ pub fn unauthenticated() -> Router<AppState> {
     )
 }
 
+/// Metrics for monitoring
+///
+/// This process's metrics in the Prometheus text format (docs/API.md lists them):
+/// executions by outcome, latencies, fuel and memory, quota refusals, capability use
+/// and denials, model calls, compile cache, pools, group commits, tasks by state. For
+/// keys of the operator tenant (any role).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "getMetrics",
+    tag = "health",
+    responses(
+        (status = 200, description = "The metrics.", body = String, content_type = "text/plain"),
+        (status = 403, response = responses::Forbidden),
+    )
+)]
 async fn metrics(
     State(state): State<AppState>,
     principal: Principal,

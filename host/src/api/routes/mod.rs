@@ -20,7 +20,7 @@ pub mod workflows;
 
 use chrono::{DateTime, Utc};
 
-use super::ApiError;
+use super::{ApiError, ErrorCode};
 
 /// Parses an RFC 3339 timestamp from a query parameter.
 pub fn parse_time(name: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
@@ -28,7 +28,7 @@ pub fn parse_time(name: &str, value: Option<&str>) -> Result<Option<DateTime<Utc
         .map(|v| {
             DateTime::parse_from_rfc3339(v).map(|t| t.with_timezone(&Utc)).map_err(|_| {
                 ApiError::bad_request(
-                    "invalid_query",
+                    ErrorCode::InvalidQuery,
                     format!("{name} must be an RFC 3339 time such as 2026-01-31T00:00:00Z, not {v:?}"),
                 )
             })

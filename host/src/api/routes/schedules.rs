@@ -1,14 +1,17 @@
 //! Schedules: create, list, read (with the next occurrences and the latest handled),
 //! pause, resume, delete. The tickers are in [`crate::schedules`].
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::types::Json as DbJson;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::api::error::{ErrorBody, responses};
 use crate::api::extract::{ApiId, ApiJson, ApiQuery, Principal};
 use crate::api::{ApiError, AppState, Page, Paged};
 use crate::db::DbError;
@@ -16,12 +19,12 @@ use crate::db::keys::Role;
 use crate::db::schedules::{self as db, OccurrenceRow, ScheduleRow};
 use crate::schedules::{self, ScheduleError, ScheduleSpec, Timing};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/schedules", post(create).get(list))
-        .route("/schedules/{id}", get(show).delete(delete))
-        .route("/schedules/{id}/pause", post(pause))
-        .route("/schedules/{id}/resume", post(resume))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(show, delete))
+        .routes(routes!(pause))
+        .routes(routes!(resume))
 }
 
 /// How many upcoming occurrences a schedule shows.
@@ -29,7 +32,9 @@ const UPCOMING: usize = 5;
 /// How many handled occurrences a schedule shows.
 const RECENT: i64 = 20;
 
-#[derive(Debug, Serialize)]
+/// A schedule.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Schedule)]
 struct ScheduleView {
     id: String,
     cron: String,
@@ -40,13 +45,16 @@ struct ScheduleView {
     paused: bool,
     /// The next occurrences (none while paused).
     next_occurrences: Vec<chrono::DateTime<chrono::Utc>>,
+    /// The latest handled occurrences (up to 20), newest first. Absent in lists.
     #[serde(skip_serializing_if = "Option::is_none")]
     occurrences: Option<Vec<OccurrenceView>>,
     created_at: chrono::DateTime<chrono::Utc>,
     updated_at: chrono::DateTime<chrono::Utc>,
 }
 
-#[derive(Debug, Serialize)]
+/// An occurrence the schedule handled.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ScheduleOccurrence)]
 struct OccurrenceView {
     at: chrono::DateTime<chrono::Utc>,
     outcome: String,
@@ -121,6 +129,27 @@ async fn full_view(state: &AppState, tenant_id: &str, id: &str) -> Result<Schedu
     Ok(view)
 }
 
+/// Create a schedule
+///
+/// **Role:** developer.
+///
+/// A cron expression in a time zone, and what each occurrence enqueues: a task, or a
+/// run of a stored workflow. Every node's ticker handles due occurrences; each is
+/// handled exactly once across nodes. Recorded in the audit trail (`schedule.create`).
+#[utoipa::path(
+    post,
+    path = "/schedules",
+    operation_id = "createSchedule",
+    tag = "schedules",
+    request_body(content = ScheduleSpec, content_type = "application/json", description = ""),
+    responses(
+        (status = 201, description = "The schedule, with its next occurrences.", body = ScheduleView),
+        (status = 400, description = "Codes: `invalid_schedule` (cron, time zone, target's shape), `unknown_agent`, `unknown_workflow`, the codes of an invalid stored workflow, `invalid_json`.", body = ErrorBody),
+        (status = 403, response = responses::Forbidden),
+        (status = 413, description = "The body is larger than `CORRAL_MAX_BODY`. Codes: `payload_too_large`.", body = ErrorBody),
+        (status = 415, description = "The body was not sent as `Content-Type: application/json`. Codes: `unsupported_media_type`.", body = ErrorBody),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -137,6 +166,24 @@ async fn create(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
+/// List schedules
+///
+/// **Role:** viewer.
+///
+/// The tenant's schedules, newest first.
+#[utoipa::path(
+    get,
+    path = "/schedules",
+    operation_id = "listSchedules",
+    tag = "schedules",
+    params(
+        Page,
+    ),
+    responses(
+        (status = 200, description = "A page of schedules.", body = Paged<ScheduleView>),
+        (status = 400, response = responses::InvalidQuery),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -160,6 +207,25 @@ async fn list(
     }))
 }
 
+/// Show a schedule
+///
+/// **Role:** viewer.
+///
+/// With its next occurrences and the latest handled (what each enqueued).
+#[utoipa::path(
+    get,
+    path = "/schedules/{id}",
+    operation_id = "getSchedule",
+    tag = "schedules",
+    params(
+        ("id" = String, Path, description = "The schedule's id."),
+    ),
+    responses(
+        (status = 200, description = "The schedule.", body = ScheduleView),
+        (status = 400, response = responses::InvalidPath),
+        (status = 404, description = "No schedule with this id in the caller's tenant. Codes: `not_found`.", body = ErrorBody),
+    )
+)]
 async fn show(
     State(state): State<AppState>,
     principal: Principal,
@@ -208,6 +274,27 @@ async fn set_paused(
     Ok(Json(full_view(state, tenant_id, id).await?))
 }
 
+/// Pause a schedule
+///
+/// **Role:** developer.
+///
+/// No occurrence is handled while it is paused. Recorded in the audit trail
+/// (`schedule.pause`).
+#[utoipa::path(
+    post,
+    path = "/schedules/{id}/pause",
+    operation_id = "pauseSchedule",
+    tag = "schedules",
+    params(
+        ("id" = String, Path, description = "The schedule's id."),
+    ),
+    responses(
+        (status = 200, description = "The schedule.", body = ScheduleView),
+        (status = 400, response = responses::InvalidPath),
+        (status = 403, response = responses::Forbidden),
+        (status = 404, description = "No schedule with this id in the caller's tenant. Codes: `not_found`.", body = ErrorBody),
+    )
+)]
 async fn pause(
     State(state): State<AppState>,
     principal: Principal,
@@ -216,6 +303,27 @@ async fn pause(
     set_paused(&state, &principal, &id, true).await
 }
 
+/// Resume a schedule
+///
+/// **Role:** developer.
+///
+/// It resumes from the first occurrence after now: those that came while it was paused
+/// are not run. Recorded in the audit trail (`schedule.resume`).
+#[utoipa::path(
+    post,
+    path = "/schedules/{id}/resume",
+    operation_id = "resumeSchedule",
+    tag = "schedules",
+    params(
+        ("id" = String, Path, description = "The schedule's id."),
+    ),
+    responses(
+        (status = 200, description = "The schedule.", body = ScheduleView),
+        (status = 400, response = responses::InvalidPath),
+        (status = 403, response = responses::Forbidden),
+        (status = 404, description = "No schedule with this id in the caller's tenant. Codes: `not_found`.", body = ErrorBody),
+    )
+)]
 async fn resume(
     State(state): State<AppState>,
     principal: Principal,
@@ -224,6 +332,27 @@ async fn resume(
     set_paused(&state, &principal, &id, false).await
 }
 
+/// Delete a schedule
+///
+/// **Role:** developer.
+///
+/// Deletes it and its record of occurrences; work already enqueued goes on. Recorded in
+/// the audit trail (`schedule.delete`).
+#[utoipa::path(
+    delete,
+    path = "/schedules/{id}",
+    operation_id = "deleteSchedule",
+    tag = "schedules",
+    params(
+        ("id" = String, Path, description = "The schedule's id."),
+    ),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, response = responses::InvalidPath),
+        (status = 403, response = responses::Forbidden),
+        (status = 404, description = "No schedule with this id in the caller's tenant. Codes: `not_found`.", body = ErrorBody),
+    )
+)]
 async fn delete(
     State(state): State<AppState>,
     principal: Principal,

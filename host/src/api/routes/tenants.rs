@@ -1,14 +1,17 @@
 //! Tenants: created and listed by admins of the operator tenant. Creating a tenant
 //! also creates its first admin key, whose secret is shown once.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json as DbJson;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::keys::KeyView;
+use crate::api::error::{ErrorBody, ErrorCode, responses};
 use crate::api::extract::{ApiJson, ApiQuery, Principal};
 use crate::api::{ApiError, AppState, Page, Paged};
 use crate::db::keys::{self, Role};
@@ -16,8 +19,8 @@ use crate::db::tenants::{self, Tenant};
 use crate::db::{self, DbError, audit};
 use crate::policy::TenantPolicy;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/tenants", post(create).get(list))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create, list))
 }
 
 /// Operator admins only; everyone else is refused and the attempt recorded.
@@ -38,16 +41,19 @@ pub async fn require_operator(
     Ok(())
 }
 
-#[derive(Debug, Deserialize)]
+/// A new tenant.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateTenant {
+    /// Unique; surrounding whitespace is trimmed.
     name: String,
     /// Limits, quotas and plan caps (default: none beyond the host's).
     #[serde(default)]
     policy: TenantPolicy,
 }
 
-#[derive(Debug, Serialize)]
+/// A new tenant, with its first admin key.
+#[derive(Debug, Serialize, ToSchema)]
 struct CreatedTenant {
     tenant: Tenant,
     admin_key: KeyView,
@@ -55,6 +61,27 @@ struct CreatedTenant {
     secret: String,
 }
 
+/// Create a tenant
+///
+/// **Role:** admin of the operator tenant.
+///
+/// Creates a tenant, with an optional policy (limits, quotas, plan caps), and its first
+/// admin key, whose secret is in the response and shown only then.
+#[utoipa::path(
+    post,
+    path = "/tenants",
+    operation_id = "createTenant",
+    tag = "tenants",
+    request_body(content = CreateTenant, content_type = "application/json", description = "The tenant."),
+    responses(
+        (status = 201, description = "The tenant and its admin key.", body = CreatedTenant),
+        (status = 400, description = "The request body is invalid. Codes: `invalid_json`, `invalid_name`, `invalid_policy`.", body = ErrorBody),
+        (status = 403, response = responses::Forbidden),
+        (status = 409, description = "A tenant of this name exists. Codes: `tenant_exists`.", body = ErrorBody),
+        (status = 413, description = "The body is larger than `CORRAL_MAX_BODY`. Codes: `payload_too_large`.", body = ErrorBody),
+        (status = 415, description = "The body was not sent as `Content-Type: application/json`. Codes: `unsupported_media_type`.", body = ErrorBody),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -62,7 +89,7 @@ async fn create(
 ) -> Result<(StatusCode, Json<CreatedTenant>), ApiError> {
     require_operator(&state, &principal, "tenant.create").await?;
     let name = crate::names::display_name(&body.name)
-        .map_err(|m| ApiError::bad_request("invalid_name", format!("tenant name: {m}")))?;
+        .map_err(|m| ApiError::bad_request(ErrorCode::InvalidName, format!("tenant name: {m}")))?;
     let name = name.as_str();
     validate(&state, &body.policy)?;
     let tenant = Tenant {
@@ -90,7 +117,7 @@ async fn create(
     tenants::insert(&mut tx, &tenant)
         .await
         .map_err(|e| match e {
-            DbError::Conflict(m) => ApiError::conflict("tenant_exists", m),
+            DbError::Conflict(m) => ApiError::conflict(ErrorCode::TenantExists, m),
             e => e.into(),
         })?;
     keys::insert(&mut tx, &key, &secret).await?;
@@ -106,6 +133,25 @@ async fn create(
     ))
 }
 
+/// List tenants
+///
+/// **Role:** admin of the operator tenant.
+///
+/// Every tenant, oldest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/tenants",
+    operation_id = "listTenants",
+    tag = "tenants",
+    params(
+        Page,
+    ),
+    responses(
+        (status = 200, description = "A page of tenants.", body = Paged<Tenant>),
+        (status = 400, response = responses::InvalidQuery),
+        (status = 403, response = responses::Forbidden),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -129,5 +175,5 @@ pub fn validate(state: &AppState, policy: &TenantPolicy) -> Result<(), ApiError>
                 .retention
                 .validate(state.invocations.settings.retention.audit_floor)
         })
-        .map_err(|m| ApiError::bad_request("invalid_policy", m))
+        .map_err(|m| ApiError::bad_request(ErrorCode::InvalidPolicy, m))
 }

@@ -2,15 +2,18 @@
 //! limit, validated and compiled before it is accepted), list, and activate (which is
 //! also how a rollback is done).
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::routing::post;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json as DbJson;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::agents::{find, forget};
+use crate::api::error::{ErrorBody, ErrorCode, responses};
 use crate::api::extract::{ApiPath, ApiQuery, Principal};
 use crate::api::{ApiError, AppState, Page, Paged};
 use crate::db::agents::{self, AgentChange, AgentVersion};
@@ -18,22 +21,29 @@ use crate::db::keys::Role;
 use crate::db::{self, DbError, audit, tenants};
 use crate::runtime::{LoadError, Runtime};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/agents/{name}/versions", post(upload).get(list))
-        .route("/agents/{name}/versions/{version}/activate", post(activate))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(upload, list))
+        .routes(routes!(activate))
 }
 
 /// A version as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Version)]
 pub struct VersionView {
+    /// The version's id (UUIDv7).
     id: String,
+    /// The semver the component reports from `describe()`; unique per agent.
     version: String,
+    /// Hex SHA-256 of the component bytes; unique per agent.
     sha256: String,
+    /// Size of the component.
     size_bytes: i64,
     metadata: serde_json::Value,
+    /// The id of the API key that uploaded it.
     uploaded_by: Option<String>,
     created_at: chrono::DateTime<chrono::Utc>,
+    /// Whether it is the agent's active version.
     active: bool,
 }
 
@@ -52,10 +62,12 @@ impl VersionView {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct UploadQuery {
-    /// Make this the active version. Default: only if the agent has none yet.
+    /// Make the new version the active one. Default: only if the agent has no active
+    /// version yet.
     activate: Option<bool>,
 }
 
@@ -94,22 +106,56 @@ async fn forget_unless_stored(state: &AppState, sha256: &str) {
 
 fn load_error(e: LoadError) -> ApiError {
     let code = match &e {
-        LoadError::NotAComponent(_) => "not_a_component",
-        LoadError::Malformed(_) => "malformed_component",
-        LoadError::TooComplex(_) => "component_too_complex",
-        LoadError::Invalid(_) => "invalid_component",
+        LoadError::NotAComponent(_) => ErrorCode::NotAComponent,
+        LoadError::Malformed(_) => ErrorCode::MalformedComponent,
+        LoadError::TooComplex(_) => ErrorCode::ComponentTooComplex,
+        LoadError::Invalid(_) => ErrorCode::InvalidComponent,
         LoadError::CompileTimedOut(_) | LoadError::CompileResourcesExhausted { .. } => {
-            "compile_limit_exceeded"
+            ErrorCode::CompileLimitExceeded
         }
-        LoadError::UnknownImport(_) => "unsupported_import",
-        LoadError::WrongWorld(_) => "wrong_world",
-        LoadError::DescribeFailed { .. } => "describe_failed",
-        LoadError::BadMetadata(_) => "bad_metadata",
+        LoadError::UnknownImport(_) => ErrorCode::UnsupportedImport,
+        LoadError::WrongWorld(_) => ErrorCode::WrongWorld,
+        LoadError::DescribeFailed { .. } => ErrorCode::DescribeFailed,
+        LoadError::BadMetadata(_) => ErrorCode::BadMetadata,
         LoadError::Internal(m) => return ApiError::internal(m),
     };
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
 }
 
+/// Upload a version
+///
+/// **Role:** developer.
+///
+/// Uploads a component as the raw request body (`Content-Type: application/wasm`, at
+/// most `CORRAL_MAX_UPLOAD` bytes, or the tenant plan's `caps.max_component_bytes` if
+/// smaller). It is validated, compiled and asked to `describe()` itself before anything
+/// is stored; its version is the semver it reports. Uploading bytes identical to an
+/// existing version of the agent returns that version with `200` (nothing new is
+/// stored, so no plan cap refuses it). A new version that would take the tenant past
+/// `caps.max_versions` or `caps.max_total_component_bytes` is refused with `409
+/// plan_limit_reached`, recorded in the audit trail as a denial.
+#[utoipa::path(
+    post,
+    path = "/agents/{name}/versions",
+    operation_id = "uploadVersion",
+    tag = "versions",
+    params(
+        ("name" = String, Path, description = "The agent's name."),
+        UploadQuery,
+    ),
+    request_body(content = [u8], content_type = "application/wasm", description = "The component's bytes."),
+    responses(
+        (status = 200, description = "These exact bytes were already uploaded: the existing version.", body = VersionView),
+        (status = 201, description = "The new version.", body = VersionView),
+        (status = 400, description = "The path or query is invalid (`invalid_path`, `invalid_query`), or the upload is empty (`empty_body`). Codes: `invalid_path`, `invalid_query`, `empty_body`.", body = ErrorBody),
+        (status = 403, response = responses::Forbidden),
+        (status = 404, response = responses::AgentNotFound),
+        (status = 409, description = "The agent already has a different component with this version (`version_exists`), or storing it would exceed the tenant's plan caps on versions or total bytes (`plan_limit_reached`; the message names the cap). Codes: `version_exists`, `plan_limit_reached`.", body = ErrorBody),
+        (status = 413, description = "The component is larger than `CORRAL_MAX_UPLOAD` (`payload_too_large`), or than the tenant plan's `caps.max_component_bytes` where that is smaller (`component_too_large`). Reading stops at the limit. Codes: `payload_too_large`, `component_too_large`.", body = ErrorBody),
+        (status = 415, description = "The body was not sent as `Content-Type: application/wasm`. Codes: `unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "The component is unfit to run. Codes: `not_a_component`, `malformed_component`, `component_too_complex`, `invalid_component`, `compile_limit_exceeded`, `unsupported_import`, `wrong_world`, `describe_failed`, `bad_metadata`.", body = ErrorBody),
+    )
+)]
 async fn upload(
     State(state): State<AppState>,
     principal: Principal,
@@ -128,7 +174,7 @@ async fn upload(
     if content_type != "application/wasm" {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "upload the component as the raw body with `Content-Type: application/wasm`",
         ));
     }
@@ -149,7 +195,7 @@ async fn upload(
         if limit < host_limit {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "component_too_large",
+                ErrorCode::ComponentTooLarge,
                 format!("the tenant's plan allows components of at most {limit} bytes"),
             )
         } else {
@@ -167,7 +213,7 @@ async fn upload(
     }
     if declared == Some(0) {
         return Err(ApiError::bad_request(
-            "empty_body",
+            ErrorCode::EmptyBody,
             "the upload is empty: send the component's bytes",
         ));
     }
@@ -180,14 +226,14 @@ async fn upload(
         } else {
             ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
+                ErrorCode::BodyTimeout,
                 "the request body was not sent in time",
             )
         }
     })?;
     if bytes.is_empty() {
         return Err(ApiError::bad_request(
-            "empty_body",
+            ErrorCode::EmptyBody,
             "the upload is empty: send the component's bytes",
         ));
     }
@@ -266,7 +312,7 @@ async fn upload(
     agents::insert_version(&mut tx, &version, &bytes)
         .await
         .map_err(|e| match e {
-            DbError::Conflict(m) => ApiError::conflict("version_exists", m),
+            DbError::Conflict(m) => ApiError::conflict(ErrorCode::VersionExists, m),
             e => e.into(),
         })?;
     if activate {
@@ -292,6 +338,26 @@ async fn upload(
     ))
 }
 
+/// List versions
+///
+/// **Role:** viewer.
+///
+/// The agent's versions, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/agents/{name}/versions",
+    operation_id = "listVersions",
+    tag = "versions",
+    params(
+        ("name" = String, Path, description = "The agent's name."),
+        Page,
+    ),
+    responses(
+        (status = 200, description = "A page of versions.", body = Paged<VersionView>),
+        (status = 400, response = responses::InvalidPathOrQuery),
+        (status = 404, response = responses::AgentNotFound),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -322,6 +388,28 @@ async fn list(
     }))
 }
 
+/// Activate a version
+///
+/// **Role:** developer.
+///
+/// Makes a version the one invocations run by default. Activating an older version is
+/// how a rollback is done.
+#[utoipa::path(
+    post,
+    path = "/agents/{name}/versions/{version}/activate",
+    operation_id = "activateVersion",
+    tag = "versions",
+    params(
+        ("name" = String, Path, description = "The agent's name."),
+        ("version" = String, Path, description = "The version's id or semver."),
+    ),
+    responses(
+        (status = 200, description = "The version, now active.", body = VersionView),
+        (status = 400, response = responses::InvalidPath),
+        (status = 403, response = responses::Forbidden),
+        (status = 404, description = "No live agent of this name, or it has no such version. Codes: `not_found`.", body = ErrorBody),
+    )
+)]
 async fn activate(
     State(state): State<AppState>,
     principal: Principal,

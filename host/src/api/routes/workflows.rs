@@ -4,17 +4,20 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::types::Json as DbJson;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::parse_time;
+use crate::api::error::{ErrorBody, ErrorCode, responses};
 use crate::api::extract::{ApiId, ApiJson, ApiPath, ApiQuery, Principal};
 use crate::api::{ApiError, AppState, Page, Paged};
 use crate::db::DbError;
@@ -26,55 +29,65 @@ use crate::db::workflows::{
 use crate::tasks::TaskError;
 use crate::workflows::{self, Start, WorkflowError, WorkflowSpec, WorkflowState};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/workflows", post(submit).get(list))
-        .route("/workflows/{id}", get(show))
-        .route("/workflows/{id}/cancel", post(cancel))
-        .route("/workflow-definitions", get(list_definitions))
-        .route(
-            "/workflow-definitions/{name}",
-            get(show_definition).put(put_definition),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(submit, list))
+        .routes(routes!(show))
+        .routes(routes!(cancel))
+        .routes(routes!(list_definitions))
+        .routes(routes!(show_definition, put_definition))
 }
 
 pub(crate) fn workflow_error(e: WorkflowError) -> ApiError {
     match e {
         WorkflowError::Invalid { code, message } => ApiError::bad_request(code, message),
         WorkflowError::NotFound(what) => ApiError::not_found(what),
-        e @ WorkflowError::Finished(_) => ApiError::conflict("workflow_finished", e.to_string()),
+        e @ WorkflowError::Finished(_) => {
+            ApiError::conflict(ErrorCode::WorkflowFinished, e.to_string())
+        }
         e @ WorkflowError::QueueFull { .. } => ApiError {
             retry_after: Some(Duration::from_secs(1)),
-            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", e.to_string())
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::QueueFull,
+                e.to_string(),
+            )
         },
         e @ WorkflowError::KeyReused => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency_key_reused",
+            ErrorCode::IdempotencyKeyReused,
             e.to_string(),
         ),
         e @ WorkflowError::InProgress => {
-            ApiError::conflict("idempotency_in_progress", e.to_string())
+            ApiError::conflict(ErrorCode::IdempotencyInProgress, e.to_string())
         }
         WorkflowError::Db(e) => e.into(),
     }
 }
 
 /// A workflow as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Workflow)]
 struct WorkflowView {
     id: String,
     state: WorkflowState,
+    /// The stored definition it runs, if started by name.
     #[serde(skip_serializing_if = "Option::is_none")]
     definition: Option<String>,
+    /// That definition's version.
     #[serde(skip_serializing_if = "Option::is_none")]
     version: Option<i32>,
     input: Value,
+    /// Its output, once it succeeded.
     output: Option<Value>,
+    /// Why it failed (`step_failed`, `unresolved_path`) or was cancelled (`cancelled`).
     error: Option<TaskError>,
     cancel_requested: bool,
     correlation_id: Option<String>,
+    /// The schedule that started it.
     #[serde(skip_serializing_if = "Option::is_none")]
     schedule_id: Option<String>,
+    /// Absent in lists.
     #[serde(skip_serializing_if = "Option::is_none")]
     steps: Option<Vec<StepView>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -84,31 +97,42 @@ struct WorkflowView {
     finished_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-#[derive(Debug, Serialize)]
+/// A step of a workflow.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = WorkflowStep)]
 struct StepView {
     name: String,
     state: String,
+    /// Its task, once enqueued.
     task_id: Option<String>,
     /// Execution ids of its task's attempts, first first.
     attempts: Vec<AttemptView>,
+    /// Its output, once it succeeded.
     output: Option<Value>,
+    /// Why it failed, was skipped (`condition_false`, `dependency_skipped`) or
+    /// cancelled.
     error: Option<TaskError>,
     /// Its place among the steps that succeeded.
     completed_seq: Option<i32>,
+    /// Its compensation, once due.
     #[serde(skip_serializing_if = "Option::is_none")]
     compensation: Option<CompensationView>,
     started_at: Option<chrono::DateTime<chrono::Utc>>,
     finished_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-#[derive(Debug, Serialize)]
+/// An attempt of a step's task.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = WorkflowAttempt)]
 struct AttemptView {
     attempt: i32,
     execution_id: String,
     outcome: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// How a step's compensation went.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CompensationState)]
 struct CompensationView {
     state: String,
     task_id: Option<String>,
@@ -116,13 +140,16 @@ struct CompensationView {
     error: Option<TaskError>,
 }
 
-#[derive(Debug, Serialize)]
+/// What a workflow's executions used and cost, together.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = WorkflowUsage)]
 struct UsageView {
     executions: i64,
     cost_usd: String,
     cost_picodollars: i64,
     fuel: i64,
     wall_time_ms: f64,
+    /// The highest of any execution.
     peak_memory_bytes: i64,
     input_tokens: i64,
     output_tokens: i64,
@@ -229,8 +256,9 @@ async fn full_view(
 }
 
 /// `POST /v1/workflows`: steps inline, or a stored definition by name.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = WorkflowSubmission)]
 struct SubmitBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     definition: Option<String>,
@@ -238,12 +266,16 @@ struct SubmitBody {
     version: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     steps: Option<Vec<workflows::StepSpec>>,
+    /// As in WorkflowDefinitionSpec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     output: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     compensate_on_cancel: Option<bool>,
+    /// The workflow's input (`$.input`). Default `{}`.
     #[serde(default = "empty_object")]
     input: Value,
+    /// Kept with the workflow and carried by its steps' tasks (default: the workflow's
+    /// id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     correlation_id: Option<String>,
 }
@@ -259,7 +291,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
             let key = value.to_str().unwrap_or("").trim();
             if key.is_empty() || key.len() > 200 {
                 return Err(ApiError::bad_request(
-                    "invalid_idempotency_key",
+                    ErrorCode::InvalidIdempotencyKey,
                     "Idempotency-Key must be 1 to 200 visible ASCII characters",
                 ));
             }
@@ -268,6 +300,40 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// Submit a workflow
+///
+/// **Role:** developer.
+///
+/// Stores the workflow and its steps in one transaction and enqueues the steps that may
+/// start; the others are enqueued as their dependencies end, each with its input built
+/// from stored outputs (docs/WORKFLOWS.md). Everything is checked first, and a refusal
+/// stores nothing: an unknown step in `depends_on` (`unknown_step`), a cycle
+/// (`workflow_cycle`), a path that reads a step the step does not depend on or a
+/// malformed path (`invalid_reference`), a malformed `when` (`invalid_condition`), an
+/// agent that is not a live agent of the tenant (`unknown_agent`), a step's task fields
+/// (`invalid_tasks`, `invalid_limits`); each message names the step. Recorded in the
+/// audit trail (`workflow.submit`).
+#[utoipa::path(
+    post,
+    path = "/workflows",
+    operation_id = "submitWorkflow",
+    tag = "workflows",
+    params(
+        ("Idempotency-Key" = String, Header, description = "1 to 200 visible ASCII characters, unique per tenant. A retry with the same key and the same submission returns the workflow it stored, with `202`, and stores nothing; with a different submission it is `422 idempotency_key_reused`; while the first is being stored, `409 idempotency_in_progress`."),
+    ),
+    request_body(content = SubmitBody, content_type = "application/json", description = ""),
+    responses(
+        (status = 202, description = "The workflow, with its steps. `Location: /v1/workflows/{id}`.", body = WorkflowView),
+        (status = 400, description = "Refused before anything was stored; the message names the step. Codes: `invalid_workflow`, `unknown_step`, `workflow_cycle`, `invalid_reference`, `invalid_condition`, `unknown_agent`, `invalid_tasks`, `invalid_limits`, `invalid_json`, `invalid_idempotency_key`.", body = ErrorBody),
+        (status = 403, response = responses::Forbidden),
+        (status = 404, description = "No stored definition of this name (and version). Codes: `not_found`.", body = ErrorBody),
+        (status = 409, description = "A submission with this Idempotency-Key is being stored. Codes: `idempotency_in_progress`.", body = ErrorBody),
+        (status = 413, description = "The body is larger than `CORRAL_MAX_BODY`. Codes: `payload_too_large`.", body = ErrorBody),
+        (status = 415, description = "The body was not sent as `Content-Type: application/json`. Codes: `unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "This Idempotency-Key was used for another submission. Codes: `idempotency_key_reused`.", body = ErrorBody),
+        (status = 429, description = "The tenant's cap on waiting tasks would be passed by the workflow's steps. Codes: `queue_full`.", body = ErrorBody),
+    )
+)]
 async fn submit(
     State(state): State<AppState>,
     principal: Principal,
@@ -304,7 +370,7 @@ async fn submit(
         }
         _ => {
             return Err(ApiError::bad_request(
-                "invalid_workflow",
+                ErrorCode::InvalidWorkflow,
                 "give `steps` (with `output` and `compensate_on_cancel` if wanted), or the \
                  `definition` of a stored workflow (with `version` if wanted), not both",
             ));
@@ -332,7 +398,7 @@ async fn submit(
         let mut event = principal.event("workflow.submit", "tenant", Some(tenant_id));
         event.result = "denied".into();
         event.after = Some(DbJson(
-            serde_json::json!({ "code": "queue_full", "max_queued_tasks": max, "waiting": waiting }),
+            serde_json::json!({ "code": ErrorCode::QueueFull, "max_queued_tasks": max, "waiting": waiting }),
         ));
         state.audit_alone(event).await;
         return Err(workflow_error(result.expect_err("queue full")));
@@ -349,13 +415,38 @@ async fn submit(
     Ok(response)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ShowQuery {
-    /// Hold the request until the workflow ends or this passes (at most 60 s).
+    /// Hold the request until the workflow ends or this passes, e.g. `30s` (at most 60
+    /// s). Longer, or not a duration: `400 invalid_query`. Default: answer at once.
     wait: Option<String>,
 }
 
+/// Show a workflow
+///
+/// **Role:** viewer.
+///
+/// Its state, each step's state, attempts (execution ids), output or error and
+/// compensation, and the usage and cost of all its executions. `?wait=` (a duration of
+/// at most 60 s) holds the request until the workflow ends (it is no longer `running`
+/// or `compensating`) or the time passes.
+#[utoipa::path(
+    get,
+    path = "/workflows/{id}",
+    operation_id = "getWorkflow",
+    tag = "workflows",
+    params(
+        ("id" = String, Path, description = "The workflow's id."),
+        ShowQuery,
+    ),
+    responses(
+        (status = 200, description = "The workflow.", body = WorkflowView),
+        (status = 400, response = responses::InvalidPathOrQuery),
+        (status = 404, description = "No workflow with this id in the caller's tenant. Codes: `not_found`.", body = ErrorBody),
+    )
+)]
 async fn show(
     State(state): State<AppState>,
     principal: Principal,
@@ -373,7 +464,7 @@ async fn show(
             .filter(|w| *w <= max)
             .ok_or_else(|| {
                 ApiError::bad_request(
-                    "invalid_query",
+                    ErrorCode::InvalidQuery,
                     format!("wait must be a duration of at most {max:?}, such as 30s"),
                 )
             })?,
@@ -399,19 +490,50 @@ async fn show(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only workflows in this state.
+    #[param(value_type = Option<WorkflowState>)]
     state: Option<String>,
+    /// Only runs of this stored definition.
     definition: Option<String>,
+    /// Only workflows with this correlation id.
     correlation_id: Option<String>,
+    /// Only workflows started by this schedule.
     schedule_id: Option<String>,
+    /// Only from this time on (inclusive), RFC 3339, e.g. `2026-01-31T00:00:00Z`.
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
     since: Option<String>,
+    /// Only before this time (exclusive), RFC 3339.
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
     until: Option<String>,
+    /// Items per page, 1 to 200 (default 50). Outside that range: `400 invalid_query`.
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
+/// List workflows
+///
+/// **Role:** viewer.
+///
+/// The caller's tenant's workflows, newest first, without steps and usage.
+#[utoipa::path(
+    get,
+    path = "/workflows",
+    operation_id = "listWorkflows",
+    tag = "workflows",
+    params(
+        ListQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of workflows.", body = Paged<WorkflowView>),
+        (status = 400, response = responses::InvalidQuery),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -456,6 +578,31 @@ async fn list(
     }))
 }
 
+/// Cancel a workflow
+///
+/// **Role:** developer.
+///
+/// Its pending steps are cancelled, its running steps' tasks cancelled (a running
+/// attempt is stopped by its node within about a second). With `compensate_on_cancel`,
+/// the workflow is `compensating` and its completed steps are compensated, last
+/// completed first, once nothing runs; otherwise it is `cancelled`. Recorded in the
+/// audit trail (`workflow.cancel`).
+#[utoipa::path(
+    post,
+    path = "/workflows/{id}/cancel",
+    operation_id = "cancelWorkflow",
+    tag = "workflows",
+    params(
+        ("id" = String, Path, description = "The workflow's id."),
+    ),
+    responses(
+        (status = 200, description = "The workflow, `cancelled` or `compensating`.", body = WorkflowView),
+        (status = 400, response = responses::InvalidPath),
+        (status = 403, response = responses::Forbidden),
+        (status = 404, description = "No workflow with this id in the caller's tenant. Codes: `not_found`.", body = ErrorBody),
+        (status = 409, description = "The workflow is no longer running. Codes: `workflow_finished`.", body = ErrorBody),
+    )
+)]
 async fn cancel(
     State(state): State<AppState>,
     principal: Principal,
@@ -485,7 +632,8 @@ async fn cancel(
 }
 
 /// A stored definition as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = WorkflowDefinition)]
 struct DefinitionView {
     name: String,
     version: i32,
@@ -504,6 +652,31 @@ impl From<DefinitionRow> for DefinitionView {
     }
 }
 
+/// Store the next version of a workflow definition
+///
+/// **Role:** developer.
+///
+/// Validated as a submission is (its agents must exist now), then stored as the next
+/// version (1 for the first). Runs started by name keep the version they ran. Recorded
+/// in the audit trail (`workflow.define`).
+#[utoipa::path(
+    put,
+    path = "/workflow-definitions/{name}",
+    operation_id = "putWorkflowDefinition",
+    tag = "workflows",
+    params(
+        ("name" = String, Path, description = "The workflow definition's name: 1 to 64 letters, digits, `_`, `-` or `.`."),
+    ),
+    request_body(content = WorkflowSpec, content_type = "application/json", description = ""),
+    responses(
+        (status = 201, description = "The stored version.", body = DefinitionView),
+        (status = 400, description = "Refused, naming the step. Codes: as for a submission.", body = ErrorBody),
+        (status = 403, response = responses::Forbidden),
+        (status = 409, description = "Another version is being stored at the same time. Codes: `definition_in_progress`.", body = ErrorBody),
+        (status = 413, description = "The body is larger than `CORRAL_MAX_BODY`. Codes: `payload_too_large`.", body = ErrorBody),
+        (status = 415, description = "The body was not sent as `Content-Type: application/json`. Codes: `unsupported_media_type`.", body = ErrorBody),
+    )
+)]
 async fn put_definition(
     State(state): State<AppState>,
     principal: Principal,
@@ -526,7 +699,7 @@ async fn put_definition(
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
     if !valid_name {
         return Err(ApiError::bad_request(
-            "invalid_workflow",
+            ErrorCode::InvalidWorkflow,
             "a definition's name is 1 to 64 letters, digits, `_`, `-` or `.`",
         ));
     }
@@ -548,7 +721,7 @@ async fn put_definition(
     .await
     .map_err(|e| match e {
         DbError::Conflict(_) => ApiError::conflict(
-            "definition_in_progress",
+            ErrorCode::DefinitionInProgress,
             "another version of this definition is being stored; retry",
         ),
         e => e.into(),
@@ -560,12 +733,34 @@ async fn put_definition(
     Ok((StatusCode::CREATED, Json(row.into())))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct DefinitionQuery {
+    /// This version instead of the latest.
     version: Option<i32>,
 }
 
+/// Show a stored workflow definition
+///
+/// **Role:** viewer.
+///
+/// The latest version, or `?version=`.
+#[utoipa::path(
+    get,
+    path = "/workflow-definitions/{name}",
+    operation_id = "getWorkflowDefinition",
+    tag = "workflows",
+    params(
+        ("name" = String, Path, description = "The workflow definition's name: 1 to 64 letters, digits, `_`, `-` or `.`."),
+        DefinitionQuery,
+    ),
+    responses(
+        (status = 200, description = "The definition.", body = DefinitionView),
+        (status = 400, response = responses::InvalidQuery),
+        (status = 404, description = "No such definition (or version). Codes: `not_found`.", body = ErrorBody),
+    )
+)]
 async fn show_definition(
     State(state): State<AppState>,
     principal: Principal,
@@ -592,6 +787,20 @@ async fn show_definition(
     Ok(Json(row.into()))
 }
 
+/// List stored workflow definitions
+///
+/// **Role:** viewer.
+///
+/// The latest version of each of the tenant's definitions, by name.
+#[utoipa::path(
+    get,
+    path = "/workflow-definitions",
+    operation_id = "listWorkflowDefinitions",
+    tag = "workflows",
+    responses(
+        (status = 200, description = "The definitions.", body = Paged<DefinitionView>),
+    )
+)]
 async fn list_definitions(
     State(state): State<AppState>,
     principal: Principal,

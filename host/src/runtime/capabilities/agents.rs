@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::Providers;
 use crate::policy::{AgentsGrant, Grants};
@@ -46,7 +47,7 @@ pub struct ChildResult {
 }
 
 /// Executions, fuel and cost of a subtree of calls.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Rollup {
     /// Executions that ran.
     pub executions: u64,
@@ -161,7 +162,7 @@ impl CallChain {
 }
 
 /// What one invocation's calls to other agents used.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AgentsUsage {
     /// Calls made (that passed the grant).
     pub calls: u64,

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::Providers;
 use crate::policy::{Grants, check_config_name};
@@ -82,7 +83,7 @@ impl ConfigSource for StaticConfig {
 }
 
 /// What one invocation's config calls used.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ConfigUsage {
     /// `get` calls answered (set or unset).
     pub values_read: u64,

@@ -33,6 +33,7 @@ use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::Providers;
 use crate::policy::{Grants, KvGrant};
@@ -93,7 +94,7 @@ pub trait KvStore: Send + Sync {
 }
 
 /// What one invocation's key-value calls used.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct KvUsage {
     /// `get` calls the store answered.
     pub reads: u64,

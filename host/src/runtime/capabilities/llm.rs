@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
+use utoipa::ToSchema;
 
 use super::Providers;
 use crate::llm::{self, CallError, Catalogue, ChatRequest, Message, Role, Tool, ToolCall};
@@ -32,7 +33,7 @@ const MAX_TOOLS: usize = 128;
 const MAX_REQUEST_BYTES: usize = 4 << 20;
 
 /// What one invocation's model calls used.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct LlmUsage {
     /// Calls sent to a provider (answered or not).
     pub calls: u64,
