@@ -21,6 +21,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::FromRequest;
 use axum::http::{Request, StatusCode};
+use corral_host::api::ErrorCode;
 use corral_host::api::extract::ApiJson;
 use corral_host::limits::Limits;
 use corral_host::runtime::bindings::{ActionInfo, AgentInfo};
@@ -186,7 +187,7 @@ fn check_body(bytes: &[u8]) -> Verdict {
         Err(error) => {
             prop_assert_eq!(error.status, StatusCode::BAD_REQUEST);
             prop_assert!(
-                ["invalid_json", "invalid_text"].contains(&error.code),
+                [ErrorCode::InvalidJson, ErrorCode::InvalidText].contains(&error.code),
                 "{:?}",
                 error
             );

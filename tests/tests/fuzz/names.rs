@@ -17,6 +17,7 @@ use std::sync::OnceLock;
 use axum::body::Body;
 use axum::extract::FromRequest;
 use axum::http::{Request, StatusCode};
+use corral_host::api::ErrorCode;
 use corral_host::api::extract::{ApiId, ApiJson, refuse_nul_in_uri, truncated};
 use corral_host::db::text::{REPLACEMENT, replace_nul, replace_nul_json};
 use corral_host::names::{MAX_CHARS, display_name};
@@ -364,7 +365,7 @@ fn check_text(bytes: &[u8]) -> Verdict {
             // duplicate key replaced.
             let seen = serde_json::from_slice::<NulSeen>(bytes).is_ok_and(|s| s.0);
             prop_assert!(seen, "text without NUL refused: {:?}", error);
-            prop_assert_eq!(error.code, "invalid_text");
+            prop_assert_eq!(error.code, ErrorCode::InvalidText);
         }
         (Err(_), Ok(ApiJson(got))) => {
             return Err(TestCaseError::fail(format!(
@@ -373,7 +374,7 @@ fn check_text(bytes: &[u8]) -> Verdict {
         }
         (Err(_), Err(error)) => {
             prop_assert!(
-                ["invalid_json", "invalid_text"].contains(&error.code),
+                [ErrorCode::InvalidJson, ErrorCode::InvalidText].contains(&error.code),
                 "{:?}",
                 error
             );
