@@ -118,7 +118,7 @@ impl AppState {
         let invocations = Invocations::new(
             db.clone(),
             runtime.clone(),
-            writer.clone(),
+            writer,
             InvocationSettings {
                 limits: settings.limits,
                 prices: settings.prices,
@@ -135,7 +135,8 @@ impl AppState {
         AppState {
             db,
             runtime,
-            writer,
+            // The pipeline's handle: it moves workflows on as it records their steps.
+            writer: invocations.writer.clone(),
             settings: Arc::new(settings),
             keys: Arc::new(TtlCache::new(cache::TTL)),
             agents: invocations.agents.clone(),
