@@ -303,6 +303,7 @@ async fn bare_loop(db: &Db, tenant_id: &str, agent_id: &str, count: usize, worke
                                 result: "{}".into(),
                             },
                             at: db::now(),
+                            workflow_id: None,
                         };
                         assert!(tasks::complete_alone(&db, &completion).await.unwrap());
                     }

@@ -345,6 +345,16 @@ impl TestApp {
         self._dir.path()
     }
 
+    /// Stops the server, keeping its database to inspect ([`TestApp::stop`] drops it).
+    pub async fn stop_server(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+
     /// Stops the server and drops its database.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {

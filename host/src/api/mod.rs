@@ -123,7 +123,7 @@ impl AppState {
         let invocations = Invocations::new(
             db.clone(),
             runtime.clone(),
-            writer.clone(),
+            writer,
             InvocationSettings {
                 limits: settings.limits,
                 prices: settings.prices,
@@ -141,7 +141,8 @@ impl AppState {
         AppState {
             db,
             runtime,
-            writer,
+            // The pipeline's handle: it moves workflows on as it records their steps.
+            writer: invocations.writer.clone(),
             settings: Arc::new(settings),
             keys: Arc::new(TtlCache::new(cache::TTL)),
             agents: invocations.agents.clone(),
@@ -259,7 +260,7 @@ pub fn metrics_router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 "this route does not take that method",
             )
         })

@@ -324,8 +324,12 @@ pub(super) async fn list_pages(
     if let Some(limit) = page.limit {
         query.push(("limit", limit.to_string()));
     }
+    // A cursor in `query` is where the first page starts.
+    let mut cursor = query
+        .iter()
+        .position(|(name, _)| *name == "cursor")
+        .map(|at| query.remove(at).1);
     let mut items = Vec::new();
-    let mut cursor: Option<String> = None;
     loop {
         let mut request = server.request(Method::GET, segments)?.query(&query);
         if let Some(cursor) = &cursor {

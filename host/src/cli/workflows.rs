@@ -20,7 +20,7 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
-use super::client::{ServerArgs, send};
+use super::client::{PageArgs, ServerArgs, filters, list_pages, send};
 use super::output::{errln, outln};
 use super::units::parse_duration;
 
@@ -91,7 +91,7 @@ enum WorkflowCommand {
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         timeout: Option<Duration>,
     },
-    /// List workflows, newest first (one page).
+    /// List workflows, newest first, one page (--limit) or all of them (--all).
     List {
         /// Only in this state: running, succeeded, failed, compensating, compensated,
         /// cancelled.
@@ -100,10 +100,9 @@ enum WorkflowCommand {
         /// Only runs of this stored definition.
         #[arg(long, value_name = "NAME")]
         definition: Option<String>,
-        /// Workflows per page [default: the server's].
-        #[arg(long, value_name = "N")]
-        limit: Option<u32>,
-        /// The `next_cursor` of the previous page.
+        #[command(flatten)]
+        page: PageArgs,
+        /// Start after this `next_cursor` of an earlier page.
         #[arg(long)]
         cursor: Option<String>,
     },
@@ -319,31 +318,16 @@ async fn run_workflow(
         WorkflowCommand::List {
             state,
             definition,
-            limit,
+            page,
             cursor,
         } => {
-            let query: Vec<(&str, String)> = [
-                ("state", state),
-                ("definition", definition),
-                ("limit", limit.map(|l| l.to_string())),
-                ("cursor", cursor),
-            ]
-            .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k, v)))
-            .collect();
-            let page = send(
-                server
-                    .request(Method::GET, &["v1", "workflows"])?
-                    .query(&query),
-            )
-            .await?;
-            if page["next_cursor"].is_string() && !server.json() {
-                errln!(
-                    "more: pass --cursor {}",
-                    page["next_cursor"].as_str().unwrap_or("")
-                );
-            }
-            Ok((page, 0))
+            let query = filters(&[
+                ("state", &state),
+                ("definition", &definition),
+                ("cursor", &cursor),
+            ]);
+            let listed = list_pages(server, &["v1", "workflows"], &query, &page).await?;
+            Ok((listed, 0))
         }
         WorkflowCommand::Cancel { id } => {
             let workflow =

@@ -435,15 +435,29 @@ pub async fn claim(
     Ok(claimed)
 }
 
-/// Extends the leases of every attempt `node` runs.
+/// Extends the leases of every attempt `node` runs. On Postgres it passes over a task
+/// whose row another transaction holds (one recording its end, or cancelling it): an
+/// update of many rows in no set order could otherwise wait on a transaction that
+/// waits on it (a group commit ending two of them). Such a task is renewed next time
+/// if it still runs, well within its lease.
 pub async fn renew(db: &Db, node: &str, until: DateTime<Utc>) -> Result<u64, DbError> {
-    Ok(in_scope!(db, super::Wide::TaskQueue, conn => sqlx::query(
-        "UPDATE tasks SET lease_expires_at = $1 WHERE lease_owner = $2 AND state = 'running'")
+    let sql = match db {
+        Db::Postgres(_) => {
+            "UPDATE tasks SET lease_expires_at = $1 WHERE id IN (SELECT id FROM tasks \
+             WHERE lease_owner = $2 AND state = 'running' FOR UPDATE SKIP LOCKED)"
+        }
+        Db::Sqlite(_) => {
+            "UPDATE tasks SET lease_expires_at = $1 WHERE lease_owner = $2 AND state = 'running'"
+        }
+    };
+    Ok(
+        in_scope!(db, super::Wide::TaskQueue, conn => sqlx::query(sql)
         .bind(until)
         .bind(node)
         .execute(conn)
         .await
-        .map(|r| r.rows_affected()))?)
+        .map(|r| r.rows_affected()))?,
+    )
 }
 
 /// The running attempts of `node` whose cancellation was asked for: (task, attempt).
@@ -653,6 +667,8 @@ pub async fn take_over_lapsed(
             attempt_outcome: "node_lost".into(),
             next,
             at: now,
+            // Moved on by the advancers' sweep.
+            workflow_id: None,
         };
         if complete_alone(db, &completion).await? {
             taken += 1;

@@ -156,6 +156,36 @@ pub async fn lock(tx: &mut Tx, tenant_id: &str, id: &str) -> Result<WorkflowRow,
     .map_err(DbError::from_fetch)
 }
 
+/// The workflows `ids` (sorted, without repeats), across tenants, locked until `tx`
+/// ends in that order (Postgres; SQLite's write transaction holds the only write lock
+/// already). Missing ones are left out. One ordered statement: two transactions that
+/// lock several workflows each cannot wait on each other.
+pub async fn lock_all(tx: &mut Tx, ids: &[String]) -> Result<Vec<WorkflowRow>, DbError> {
+    match tx {
+        Tx::Postgres(tx) => {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM workflows WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+            );
+            Ok(sqlx::query_as::<_, WorkflowRow>(&sql)
+                .bind(ids)
+                .fetch_all(&mut **tx)
+                .await?)
+        }
+        Tx::Sqlite(tx) => {
+            let sql = format!("SELECT {COLUMNS} FROM workflows WHERE id = $1");
+            let mut found = Vec::with_capacity(ids.len());
+            for id in ids {
+                let row = sqlx::query_as::<_, WorkflowRow>(&sql)
+                    .bind(id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                found.extend(row);
+            }
+            Ok(found)
+        }
+    }
+}
+
 /// A workflow by its idempotency key.
 pub async fn by_idempotency_key(
     tx: &mut Tx,

@@ -13,17 +13,22 @@
 //! happened is never left unrecorded and unbilled. The same transaction charges the
 //! records to their agents' and tenants' usage counters, which budgets read.
 //!
+//! A record that ends a workflow's step also moves that workflow on in the same
+//! transaction (see [`WorkflowSteps`]): the step's end and what comes next share one
+//! commit, as a plain task's end and the release of its dependants do.
+//!
 //! Before anything is queued, the guest's text is made storable (see [`text`](super::text)):
 //! what one database cannot hold is replaced on both, and the record says how much.
 
 use std::sync::Arc;
 
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::audit::{self, AuditEvent};
 use super::executions::{self, ExecutionRecord};
-use super::{Db, DbError, idempotency, tasks, usage};
+use super::{Db, DbError, Tx, idempotency, tasks, usage, workflows};
+use crate::invocations::AgentCache;
 use crate::tasks::TaskCompletion;
 
 /// An idempotency key to complete with the record.
@@ -35,12 +40,24 @@ pub struct KeyCompletion {
     pub response: serde_json::Value,
 }
 
+/// What the writer needs to move a workflow on in the transaction that records the
+/// end of one of its tasks.
+#[derive(Clone)]
+pub struct WorkflowSteps {
+    /// Live agents, shared with the invocation pipeline (the next steps' agents).
+    pub agents: Arc<AgentCache>,
+    /// Wakes the advancers, whose sweep moves on a workflow this transaction could not.
+    pub behind: Arc<Notify>,
+}
+
 struct Job {
     /// `None` for a job that only appends audit events.
     record: Option<ExecutionRecord>,
     key: Option<KeyCompletion>,
     /// The task attempt the record ends, completed in the same transaction.
     task: Option<TaskCompletion>,
+    /// Set when that task is a workflow's: how to move the workflow on.
+    workflow: Option<WorkflowSteps>,
     events: Vec<AuditEvent>,
     done: oneshot::Sender<Result<(), Arc<DbError>>>,
 }
@@ -61,6 +78,7 @@ pub enum WriteError {
 pub struct ExecutionWriter {
     jobs: mpsc::Sender<Job>,
     metrics: CommitMetrics,
+    workflows: Option<WorkflowSteps>,
 }
 
 /// What the committers measure, for `GET /metrics`.
@@ -109,12 +127,26 @@ impl ExecutionWriter {
                 let _ = task.await;
             }
         });
-        (ExecutionWriter { jobs, metrics }, all)
+        let writer = ExecutionWriter {
+            jobs,
+            metrics,
+            workflows: None,
+        };
+        (writer, all)
     }
 
     /// What the committers measure.
     pub fn metrics(&self) -> &CommitMetrics {
         &self.metrics
+    }
+
+    /// This writer, moving on the workflow of every task attempt it records the end
+    /// of. (Without, a workflow is moved on by the advancers' sweep.)
+    pub fn moving_workflows(self, steps: WorkflowSteps) -> ExecutionWriter {
+        ExecutionWriter {
+            workflows: Some(steps),
+            ..self
+        }
     }
 
     /// Writes `record` (completing `key` and the task attempt `task`, appending
@@ -152,12 +184,17 @@ impl ExecutionWriter {
         for event in &mut events {
             event.make_storable();
         }
+        let workflow = task
+            .as_ref()
+            .and_then(|t| t.workflow_id.as_ref())
+            .and_then(|_| self.workflows.clone());
         let (done, committed) = oneshot::channel();
         self.jobs
             .send(Job {
                 record,
                 key,
                 task,
+                workflow,
                 events,
                 done,
             })
@@ -245,6 +282,7 @@ impl Job {
             record: Some(record),
             key,
             task: self.task.clone(),
+            workflow: self.workflow.clone(),
             events,
             done,
         })
@@ -274,6 +312,7 @@ async fn commit_degraded(
 async fn commit(db: &Db, jobs: &[Job], shard: i32) -> Result<(), DbError> {
     let records: Vec<&ExecutionRecord> = jobs.iter().filter_map(|j| j.record.as_ref()).collect();
     let mut tx = db.begin(super::Wide::GroupCommit).await?;
+    let workflows = lock_workflows(&mut tx, jobs).await?;
     if !records.is_empty() {
         executions::insert_batch(&mut tx, &records).await?;
         super::llm_calls::insert_batch(&mut tx, &records).await?;
@@ -299,5 +338,71 @@ async fn commit(db: &Db, jobs: &[Job], shard: i32) -> Result<(), DbError> {
             .await?;
         }
     }
+    if let Some(workflows) = workflows {
+        advance_workflows(&mut tx, workflows).await?;
+    }
     tx.commit().await
+}
+
+/// The workflows of the tasks whose ends `jobs` record, locked.
+struct Locked {
+    steps: WorkflowSteps,
+    rows: Vec<workflows::WorkflowRow>,
+    /// When the latest of those ends happened.
+    now: chrono::DateTime<chrono::Utc>,
+}
+
+/// Locks the workflows of the tasks whose ends `jobs` record, before any task row is
+/// written: every transaction that moves a workflow on (a cancellation, an advance)
+/// takes the workflow's row before its tasks', and these are taken in one ordered
+/// statement, so no two transactions wait on each other in a cycle. If that fails, the
+/// ends are recorded all the same and the advancers' sweep moves the workflows on.
+async fn lock_workflows(tx: &mut Tx, jobs: &[Job]) -> Result<Option<Locked>, DbError> {
+    let ended: Vec<(&TaskCompletion, &WorkflowSteps)> = jobs
+        .iter()
+        .filter_map(|j| j.task.as_ref().zip(j.workflow.as_ref()))
+        .collect();
+    let Some(&(_, steps)) = ended.first() else {
+        return Ok(None);
+    };
+    let mut ids: Vec<String> = ended
+        .iter()
+        .filter_map(|(task, _)| task.workflow_id.clone())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let now = ended.iter().map(|(task, _)| task.at).max().expect("one");
+    tx.savepoint("lock_workflows").await?;
+    match workflows::lock_all(tx, &ids).await {
+        Ok(rows) => {
+            tx.release("lock_workflows").await?;
+            Ok(Some(Locked {
+                steps: steps.clone(),
+                rows,
+                now,
+            }))
+        }
+        Err(e) => {
+            tx.rollback_to("lock_workflows").await?;
+            tracing::warn!(error = %e, "locking workflows failed; the sweep will move them on");
+            steps.behind.notify_one();
+            Ok(None)
+        }
+    }
+}
+
+/// Moves the locked workflows on, after their tasks' ends are written. In a savepoint:
+/// if that fails, it is undone, the ends are committed all the same, and the
+/// advancers' sweep moves the workflows on from them.
+async fn advance_workflows(tx: &mut Tx, locked: Locked) -> Result<(), DbError> {
+    tx.savepoint("advance_workflows").await?;
+    match crate::workflows::advance_all(tx, &locked.steps.agents, locked.rows, locked.now).await {
+        Ok(_) => tx.release("advance_workflows").await,
+        Err(e) => {
+            tx.rollback_to("advance_workflows").await?;
+            tracing::warn!(error = %e, "advancing workflows failed; the sweep will");
+            locked.steps.behind.notify_one();
+            Ok(())
+        }
+    }
 }

@@ -36,7 +36,7 @@ use crate::db::config::DbConfigSource;
 use crate::db::executions::ExecutionRecord;
 use crate::db::kv::DbKvStore;
 use crate::db::tenants::Tenant;
-use crate::db::writer::{ExecutionWriter, KeyCompletion, WriteError};
+use crate::db::writer::{ExecutionWriter, KeyCompletion, WorkflowSteps, WriteError};
 use crate::db::{self, Db, DbError, idempotency, usage};
 use crate::limits::Limits;
 use crate::quota::{self, Admission, AdmitError, AdmitRequest, Enforcer, Scope};
@@ -320,6 +320,28 @@ pub struct Invoked {
 type AgentKey = (String, String);
 type VersionKey = (String, String, String);
 
+/// Live agents by (tenant id, name).
+pub type AgentCache = TtlCache<AgentKey, Agent>;
+
+/// A live agent of `tenant_id` by name from `agents`, or on a miss read through `tx`,
+/// not the pool. (On SQLite, a transaction that holds the write lock and waits for
+/// another connection can wait for one that waits for the lock: the pool runs dry
+/// under load.)
+pub async fn agent_in(
+    agents: &AgentCache,
+    tx: &mut crate::db::Tx,
+    tenant_id: &str,
+    name: &str,
+) -> Result<Agent, DbError> {
+    let key = (tenant_id.to_string(), name.to_string());
+    if let Some(agent) = agents.get(&key) {
+        return Ok(agent);
+    }
+    let agent = agents::by_name_in(tx, tenant_id, name).await?;
+    agents.insert(key, agent.clone());
+    Ok(agent)
+}
+
 /// The pipeline. Cheap to clone: everything is shared.
 #[derive(Clone)]
 pub struct Invocations {
@@ -334,7 +356,7 @@ pub struct Invocations {
     /// Quota enforcement.
     pub quotas: Arc<Enforcer>,
     /// Live agents by (tenant id, name).
-    pub agents: Arc<TtlCache<AgentKey, Agent>>,
+    pub agents: Arc<AgentCache>,
     /// Versions by (tenant id, agent id, id or semver); versions never change.
     pub versions: Arc<TtlCache<VersionKey, AgentVersion>>,
     /// Tenants (with their policies) by id.
@@ -379,17 +401,22 @@ impl Invocations {
             ),
         ];
         let metrics = crate::metrics::Metrics::new(settings.metrics_agent_labels, owned);
+        let agents = Arc::new(AgentCache::new(crate::cache::TTL));
+        let workflow_wake = Arc::default();
         Invocations {
             db,
             runtime,
-            writer,
+            writer: writer.moving_workflows(WorkflowSteps {
+                agents: agents.clone(),
+                behind: Arc::clone(&workflow_wake),
+            }),
             settings: Arc::new(settings),
             quotas: Arc::new(quotas),
-            agents: Arc::new(TtlCache::new(crate::cache::TTL)),
+            agents,
             versions: Arc::new(TtlCache::new(Duration::from_secs(3600))),
             tenants: Arc::new(TtlCache::new(crate::cache::TTL)),
             task_wake: Arc::default(),
-            workflow_wake: Arc::default(),
+            workflow_wake,
             node: format!("node-{}", uuid::Uuid::new_v4().simple()).into(),
             metrics: Arc::new(metrics),
         }
@@ -437,23 +464,14 @@ impl Invocations {
         Ok(agent)
     }
 
-    /// [`Invocations::agent`] for code that holds a write transaction: on a cache miss
-    /// it reads through `tx`, not the pool. (On SQLite, a transaction that holds the
-    /// write lock and waits for another connection can wait for one that waits for the
-    /// lock: the pool runs dry under load.)
+    /// [`Invocations::agent`] for code that holds a write transaction (see [`agent_in`]).
     pub async fn agent_in(
         &self,
         tx: &mut crate::db::Tx,
         tenant_id: &str,
         name: &str,
     ) -> Result<Agent, DbError> {
-        let key = (tenant_id.to_string(), name.to_string());
-        if let Some(agent) = self.agents.get(&key) {
-            return Ok(agent);
-        }
-        let agent = agents::by_name_in(tx, tenant_id, name).await?;
-        self.agents.insert(key, agent.clone());
-        Ok(agent)
+        agent_in(&self.agents, tx, tenant_id, name).await
     }
 
     /// [`Invocations::tenant`] for code that holds a write transaction (see
@@ -821,7 +839,7 @@ impl Invocations {
             Ok(admission) => Ok(admission),
             Err(AdmitError::Db(e)) => Err(e.into()),
             Err(AdmitError::Denied(denial)) => {
-                self.metrics.quota_refused(denial.code());
+                self.metrics.quota_refused(denial.code().as_str());
                 let mut event = actor.event("agent.invoke", "agent", Some(&agent.id));
                 event.result = "denied".into();
                 // On the quota clock, so usage reports count it in the period it refused.

@@ -230,6 +230,8 @@ pub struct TaskAttempt {
     pub attempt: u32,
     /// When to retry and what.
     pub policy: RetryPolicy,
+    /// The workflow the task is a step (or compensation) of.
+    pub workflow_id: Option<String>,
 }
 
 /// What an attempt's end does to its task: written in the same transaction as the
@@ -246,6 +248,9 @@ pub struct TaskCompletion {
     pub next: Next,
     /// When.
     pub at: DateTime<Utc>,
+    /// The workflow the task is a step (or compensation) of: the group commit moves it
+    /// on in the transaction that records the end.
+    pub workflow_id: Option<String>,
 }
 
 /// Where a task goes after an attempt.
@@ -338,6 +343,7 @@ impl TaskCompletion {
             attempt_outcome: outcome.as_str().into(),
             next,
             at: now,
+            workflow_id: attempt.workflow_id.clone(),
         }
     }
 }
@@ -359,6 +365,7 @@ mod tests {
                 },
                 retry_timeouts: true,
             },
+            workflow_id: None,
         }
     }
 

@@ -170,13 +170,14 @@ async fn dispatch(
                                 .workflow_id
                                 .clone()
                                 .map(|w| (claimed.task.tenant_id.clone(), w));
-                            run_attempt(&pipeline, claimed, cancelled).await;
+                            let ended_alone = run_attempt(&pipeline, claimed, cancelled).await;
                             running.lock().expect("running lock").remove(&id);
                             wake.notify_one();
-                            // A workflow's step: move the workflow on now (its end is
-                            // committed). If this fails or the node dies first, the
-                            // advancers' sweep does it.
-                            if let Some((tenant_id, workflow_id)) = workflow {
+                            // A workflow's step whose end was recorded without the
+                            // group commit (which moves the workflow on with it): move
+                            // the workflow on now. If this fails or the node dies
+                            // first, the advancers' sweep does it.
+                            if ended_alone && let Some((tenant_id, workflow_id)) = workflow {
                                 advance_workflow(&pipeline, &tenant_id, &workflow_id).await;
                             }
                         });
@@ -305,8 +306,13 @@ async fn advance_workflow(pipeline: &Invocations, tenant_id: &str, workflow_id: 
     }
 }
 
-/// Runs one claimed attempt to its recorded end.
-async fn run_attempt(pipeline: &Invocations, claimed: Claimed, cancelled: watch::Receiver<bool>) {
+/// Runs one claimed attempt to its recorded end. Returns whether that end was recorded
+/// on its own, not with an execution record by the group commit.
+async fn run_attempt(
+    pipeline: &Invocations,
+    claimed: Claimed,
+    cancelled: watch::Receiver<bool>,
+) -> bool {
     let task = &claimed.task;
     let attempt = TaskAttempt {
         task_id: task.id.clone(),
@@ -317,6 +323,7 @@ async fn run_attempt(pipeline: &Invocations, claimed: Claimed, cancelled: watch:
             backoff: task.backoff.0,
             retry_timeouts: task.retry_timeouts,
         },
+        workflow_id: task.workflow_id.clone(),
     };
     let result = match prepare(pipeline, &claimed, &attempt, cancelled).await {
         Ok(invocation) => pipeline.run(invocation).await.map(|_| ()),
@@ -324,9 +331,11 @@ async fn run_attempt(pipeline: &Invocations, claimed: Claimed, cancelled: watch:
     };
     let Err(error) = result else {
         // Its end was committed with its execution record.
-        return;
+        return false;
     };
     let now = pipeline.quotas.clock().now();
+    // Put back without an end (not an attempt).
+    let mut deferred = false;
     let ended = match error {
         InvokeError::Quota(denial) => {
             let retry_at =
@@ -344,12 +353,16 @@ async fn run_attempt(pipeline: &Invocations, claimed: Claimed, cancelled: watch:
                     .await
                 }
                 // Rate, concurrency, or a budget the task waits for: not an attempt.
-                _ => tasks::defer(&pipeline.db, &task.id, task.attempts, retry_at, now).await,
+                _ => {
+                    deferred = true;
+                    tasks::defer(&pipeline.db, &task.id, task.attempts, retry_at, now).await
+                }
             }
         }
         InvokeError::Paused { .. } => {
             // Held until the agent is resumed (claims skip paused agents).
             let later = now + chrono::Duration::seconds(1);
+            deferred = true;
             tasks::defer(&pipeline.db, &task.id, task.attempts, later, now).await
         }
         e @ (InvokeError::NoActiveVersion { .. }
@@ -379,6 +392,7 @@ async fn run_attempt(pipeline: &Invocations, claimed: Claimed, cancelled: watch:
         // Its lease lapses and another node (or this one) takes it over.
         tracing::error!(task = %task.id, error = %e, "could not record a task attempt's end");
     }
+    !deferred
 }
 
 /// The invocation of a claimed attempt; an agent that is gone fails the task.
@@ -448,6 +462,7 @@ async fn finish(
         attempt_outcome: outcome.into(),
         next,
         at: now,
+        workflow_id: attempt.workflow_id.clone(),
     };
     tasks::complete_alone(&pipeline.db, &completion).await
 }

@@ -1,9 +1,10 @@
 //! The workflow advancer every node runs: every poll interval (and when woken, after a
 //! cancellation or a failed advance) it moves on the workflows that have a task that
-//! ended but is not recorded in its workflow yet. The worker that ends a workflow's task
-//! advances the workflow itself at once (`tasks.workflow_id` names it); the sweep is
-//! how a workflow whose task ended on a node that died before advancing it, or whose
-//! task was ended otherwise (a take-over, a cancellation), is moved on by any node.
+//! ended but is not recorded in its workflow yet. The group commit that records a
+//! workflow's task's end advances the workflow in the same transaction
+//! (`tasks.workflow_id` names it); the sweep is how a workflow whose task was ended
+//! otherwise (a take-over, a cancellation), or whose advance failed or was lost with
+//! its node, is moved on by any node.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -9,10 +9,14 @@
 //!   whose condition is false, enqueues those now ready with their inputs built from
 //!   stored outputs, and on a failure cancels what is left and compensates. [`cancel`]
 //!   is a caller's cancellation. Each runs in one transaction that locks the workflow's
-//!   row, so it is all-or-nothing and two nodes take turns.
-//! - The worker that ends one of a workflow's tasks runs [`advance`] at once; the
-//!   [`advancer`] of every node sweeps every poll for workflows whose tasks ended
-//!   without being advanced (a node died in between, a take-over, a cancellation).
+//!   row before any of its tasks' rows, so it is all-or-nothing, two nodes take turns,
+//!   and none waits on another in a cycle.
+//! - The group commit that records the end of one of a workflow's tasks moves the
+//!   workflow on in the same transaction ([`advance_all`], over the workflows it locked
+//!   first); a worker that records an end on its own (a host failure) runs [`advance`]
+//!   after it; the [`advancer`] of every node sweeps every poll for workflows whose
+//!   tasks ended without being advanced (a node died in between, a take-over, a
+//!   cancellation, an advance that failed).
 //!
 //! Steps are tasks: they share the queue, workers, quotas, budgets, retries, leases and
 //! crash recovery. A workflow is moved on only from what is committed — tasks' ends and
@@ -37,7 +41,7 @@ use crate::api::ErrorCode;
 use crate::db::tasks::{self, TaskRow};
 use crate::db::workflows::{self as db, StepRow, WorkflowRow};
 use crate::db::{DbError, Tx};
-use crate::invocations::{Actor, Invocations};
+use crate::invocations::{Actor, AgentCache, Invocations, agent_in};
 use crate::policy::LimitOverrides;
 use crate::tasks::submit::{self, SubmitError, Submitter, TaskSpec};
 use crate::tasks::{Backoff, TaskError, TaskState};
@@ -638,7 +642,9 @@ pub async fn start(
         "schedule_id": row.schedule_id,
     })));
     crate::db::audit::append(tx, &event).await?;
-    advance_locked(tx, pipeline, row.clone(), now).await?;
+    if advance_locked(tx, &pipeline.agents, row.clone(), now).await? {
+        tasks::notify(tx).await?;
+    }
     let row = db::lock(tx, tenant_id, &row.id).await?;
     Ok((row, true))
 }
@@ -658,8 +664,30 @@ pub async fn advance(
         Err(e) => return Err(e.into()),
     };
     let now = pipeline.quotas.clock().now();
-    let enqueued = advance_locked(&mut tx, pipeline, workflow, now).await?;
+    let enqueued = advance_locked(&mut tx, &pipeline.agents, workflow, now).await?;
+    if enqueued {
+        tasks::notify(&mut tx).await?;
+    }
     tx.commit().await?;
+    Ok(enqueued)
+}
+
+/// Moves on `workflows` in `tx`, the transaction that recorded the ends of their
+/// tasks, where they were locked ([`db::lock_all`]) before those ends were written.
+/// Returns whether any task was enqueued (every node's workers are told at commit).
+pub async fn advance_all(
+    tx: &mut Tx,
+    agents: &AgentCache,
+    workflows: Vec<WorkflowRow>,
+    now: DateTime<Utc>,
+) -> Result<bool, WorkflowError> {
+    let mut enqueued = false;
+    for workflow in workflows {
+        enqueued |= advance_locked(tx, agents, workflow, now).await?;
+    }
+    if enqueued {
+        tasks::notify(tx).await?;
+    }
     Ok(enqueued)
 }
 
@@ -701,7 +729,7 @@ pub async fn cancel(
     let mut event = actor.event("workflow.cancel", "workflow", Some(id));
     event.after = Some(Json(serde_json::json!({ "state": workflow.state })));
     crate::db::audit::append(tx, &event).await?;
-    settle(tx, pipeline, &mut workflow, &mut steps, &spec, now).await?;
+    settle(tx, &pipeline.agents, &mut workflow, &mut steps, &spec, now).await?;
     workflow.updated_at = now;
     save(tx, &before, &workflow, &steps).await?;
     Ok(workflow)
@@ -879,10 +907,11 @@ async fn stop(
     Ok(())
 }
 
-/// Moves a locked workflow on: see [`advance`].
+/// Moves a locked workflow on (see [`advance`]); returns whether it enqueued a task,
+/// and leaves telling the workers to the caller.
 async fn advance_locked(
     tx: &mut Tx,
-    pipeline: &Invocations,
+    agents: &AgentCache,
     mut workflow: WorkflowRow,
     now: DateTime<Utc>,
 ) -> Result<bool, WorkflowError> {
@@ -891,14 +920,11 @@ async fn advance_locked(
     let mut steps = db::steps(tx, &workflow.id).await?;
     let before = (workflow.clone(), steps.clone());
     record_ends(&mut steps, now);
-    let enqueued = settle(tx, pipeline, &mut workflow, &mut steps, &spec, now).await?;
+    let enqueued = settle(tx, agents, &mut workflow, &mut steps, &spec, now).await?;
     if workflow != before.0 {
         workflow.updated_at = now;
     }
     save(tx, &before, &workflow, &steps).await?;
-    if enqueued {
-        tasks::notify(tx).await?;
-    }
     Ok(enqueued)
 }
 
@@ -925,7 +951,7 @@ async fn save(
 /// and runs compensations one at a time, last completed first.
 async fn settle(
     tx: &mut Tx,
-    pipeline: &Invocations,
+    agents: &AgentCache,
     workflow: &mut WorkflowRow,
     steps: &mut [StepRow],
     spec: &WorkflowSpec,
@@ -1019,7 +1045,7 @@ async fn settle(
                     Ok(input) => {
                         let raw = RawValue::from_string(input.to_string()).expect("JSON");
                         let task = task_spec(step, raw, correlation);
-                        match enqueue(tx, pipeline, workflow, &task, now).await? {
+                        match enqueue(tx, agents, workflow, &task, now).await? {
                             Ok(row) => {
                                 steps[i].task_id = Some(row.id);
                                 steps[i].started_at = Some(now);
@@ -1107,7 +1133,7 @@ async fn settle(
                         Ok(input) => {
                             let raw = RawValue::from_string(input.to_string()).expect("JSON");
                             let task = compensation_spec(&compensation, raw, correlation);
-                            enqueue(tx, pipeline, workflow, &task, now).await?.ok()
+                            enqueue(tx, agents, workflow, &task, now).await?.ok()
                         }
                         Err(_) => None,
                     };
@@ -1121,7 +1147,7 @@ async fn settle(
                         // by the next advance (now, through the recursion below).
                         None => {
                             steps[i].compensation_state = Some("failed".into());
-                            return Box::pin(settle(tx, pipeline, workflow, steps, spec, now))
+                            return Box::pin(settle(tx, agents, workflow, steps, spec, now))
                                 .await
                                 .map(|more| more || enqueued);
                         }
@@ -1158,7 +1184,7 @@ async fn settle(
 /// not be (its agent is gone).
 async fn enqueue(
     tx: &mut Tx,
-    pipeline: &Invocations,
+    agents: &AgentCache,
     workflow: &WorkflowRow,
     spec: &TaskSpec,
     now: DateTime<Utc>,
@@ -1167,7 +1193,7 @@ async fn enqueue(
         .agent
         .as_deref()
         .expect("a workflow task names its agent");
-    let agent = match pipeline.agent_in(tx, &workflow.tenant_id, name).await {
+    let agent = match agent_in(agents, tx, &workflow.tenant_id, name).await {
         Ok(agent) => agent,
         Err(DbError::NotFound) => {
             return Ok(Err(TaskError::new(

@@ -1,7 +1,8 @@
 //! `corral workflow …` and `corral schedule …` against a real server with workers: the
 //! worked example of docs/WORKFLOWS.md (`docs/examples/review.yaml`) submitted from YAML
-//! and waited for, stored and started by name, listed, and a schedule created, shown,
-//! paused and deleted; exit statuses 0, 1 and 2.
+//! and waited for, stored and started by name, listed (one page, from a cursor, or
+//! every page with `--all`), and a schedule created, shown, paused and deleted; exit
+//! statuses 0, 1 and 2.
 
 use std::process::Command;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use serde_json::{Value, json};
 
 crate::on_both_backends!(
     the_worked_example_runs_from_yaml_and_workflows_are_listed_and_started_by_name,
+    workflow_list_shows_one_page_or_follows_every_page_with_all,
     schedules_are_created_shown_paused_and_deleted_from_the_command_line,
 );
 
@@ -149,6 +151,62 @@ async fn the_worked_example_runs_from_yaml_and_workflows_are_listed_and_started_
         "{}",
         refused.err
     );
+    app.stop().await;
+}
+
+fn ids(run: &Run) -> Vec<String> {
+    run.json()["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no items: {}", run.out))
+        .iter()
+        .map(|w| w["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn workflow_list_shows_one_page_or_follows_every_page_with_all(backend: Backend) {
+    let app = app(backend).await;
+    let mut submitted = Vec::new();
+    for n in 0..5 {
+        let body = json!({ "steps": [
+            { "name": "only", "agent": "echo", "action": "echo", "input": { "n": n } },
+        ]});
+        let workflow = app.post("/v1/workflows", ADMIN_KEY, body).await.ok(202);
+        submitted.push(workflow["id"].as_str().unwrap().to_string());
+    }
+    // Newest first.
+    submitted.reverse();
+
+    let page = corral(&app, &["workflow", "list", "--limit", "2", "--json"]);
+    assert_eq!(page.code, Some(0), "{}", page.err);
+    assert_eq!(ids(&page), submitted[..2]);
+    let cursor = page.json()["next_cursor"].as_str().unwrap().to_string();
+    let people = corral(&app, &["workflow", "list", "--limit", "2"]);
+    assert_eq!(people.code, Some(0), "{}", people.err);
+    assert!(people.err.contains("pass --all"), "{}", people.err);
+    assert!(people.out.contains(&submitted[1]), "{}", people.out);
+    assert!(!people.out.contains(&submitted[2]), "{}", people.out);
+
+    let all = corral(
+        &app,
+        &["workflow", "list", "--limit", "2", "--all", "--json"],
+    );
+    assert_eq!(all.code, Some(0), "{}", all.err);
+    assert_eq!(ids(&all), submitted, "three pages of 2, 2 and 1, in order");
+    assert!(all.json()["next_cursor"].is_null());
+    let rest = corral(
+        &app,
+        &[
+            "workflow", "list", "--limit", "2", "--cursor", &cursor, "--all", "--json",
+        ],
+    );
+    assert_eq!(rest.code, Some(0), "{}", rest.err);
+    assert_eq!(ids(&rest), submitted[2..], "every page after the cursor");
+    let people = corral(&app, &["workflow", "list", "--limit", "2", "--all"]);
+    assert_eq!(people.code, Some(0), "{}", people.err);
+    assert!(!people.err.contains("pass --all"), "{}", people.err);
+    for id in &submitted {
+        assert!(people.out.contains(id), "{id}: {}", people.out);
+    }
     app.stop().await;
 }
 

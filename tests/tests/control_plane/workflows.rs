@@ -14,6 +14,7 @@ crate::on_both_backends!(
     conditions_skip_steps_and_a_skip_propagates,
     a_failed_step_is_retried_then_completed_steps_are_compensated_last_first,
     a_cancelled_workflow_stops_its_steps_and_compensates_if_it_asks,
+    a_workflow_cancelled_as_its_running_steps_end_together_ends_once_without_a_deadlock,
     bad_workflows_are_refused_naming_the_step_and_store_nothing,
     stored_definitions_are_versioned_and_each_run_keeps_its_version,
     a_task_that_ended_without_its_workflow_advancing_is_found_by_the_sweep,
@@ -307,6 +308,121 @@ async fn a_cancelled_workflow_stops_its_steps_and_compensates_if_it_asks(backend
     assert_eq!(cancelled["state"], "cancelled");
     until(&app, &id, |w| step(w, "wait")["state"] == "cancelled").await;
     app.stop().await;
+}
+
+/// Several running steps of a workflow end together — one group commit records their
+/// ends and moves the workflow on — while a caller cancels it. Both transactions lock
+/// the workflow before its tasks, so neither waits on the other in a cycle (Postgres
+/// would break one with a deadlock error: a failed cancellation, or a batch written
+/// again one by one). The cancellation comes at a different moment around the steps'
+/// end in each round; whichever wins, the workflow ends once, its steps as their tasks.
+async fn a_workflow_cancelled_as_its_running_steps_end_together_ends_once_without_a_deadlock(
+    backend: Backend,
+) {
+    const SLEEP_MS: i64 = 300;
+    const PARALLEL: usize = 4;
+    let mut app = spawn_app_with(backend, |config| {
+        config.workers = Some(8);
+        config.task_poll = Duration::from_millis(50);
+    })
+    .await;
+    app.agent_with("echo", ECHO).await;
+    app.agent_with("hostile", HOSTILE).await;
+    let mut steps: Vec<Value> = (0..PARALLEL)
+        .map(|i| {
+            json!({ "name": format!("p{i}"), "agent": "hostile", "action": "sleep",
+                    "input": { "ms": SLEEP_MS } })
+        })
+        .collect();
+    let parallel: Vec<String> = (0..PARALLEL).map(|i| format!("p{i}")).collect();
+    steps.push(json!({ "name": "after", "agent": "echo", "action": "echo",
+                       "depends_on": parallel }));
+    let mut ids = Vec::new();
+    for round in 0..8i64 {
+        let id = submit(&app, json!({ "steps": steps })).await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        until(&app, &id, |w| {
+            (0..PARALLEL).all(|i| {
+                step(w, &format!("p{i}"))["attempts"]
+                    .as_array()
+                    .is_some_and(|a| !a.is_empty())
+            })
+        })
+        .await;
+        // From 40 ms before the steps' end to 44 ms after, by round.
+        let offset = -40 + 12 * round;
+        tokio::time::sleep(Duration::from_millis((SLEEP_MS + offset) as u64)).await;
+        let cancelled = app
+            .post(&format!("/v1/workflows/{id}/cancel"), ADMIN_KEY, json!({}))
+            .await;
+        match cancelled.status.as_u16() {
+            200 => assert_eq!(cancelled.body["state"], "cancelled", "{:#}", cancelled.body),
+            _ => cancelled.assert_error(409, "workflow_finished"),
+        }
+        ids.push(id);
+    }
+    for id in &ids {
+        let done = finished(&app, id).await;
+        let state = done["state"].as_str().unwrap();
+        assert!(["cancelled", "succeeded"].contains(&state), "{done:#}");
+        for s in done["steps"].as_array().unwrap() {
+            let step_state = s["state"].as_str().unwrap();
+            let expected: &[&str] = if state == "succeeded" {
+                &["succeeded"]
+            } else {
+                &["succeeded", "cancelled"]
+            };
+            assert!(expected.contains(&step_state), "{done:#}");
+            // A step is recorded as its task ended.
+            if !s["task_id"].is_null() {
+                let task = task(&app, &s["task_id"]).await;
+                assert_eq!(task["state"], step_state, "{task:#}\n{done:#}");
+            }
+        }
+        let attempts: usize = done["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["attempts"].as_array().unwrap().len())
+            .sum();
+        assert!(attempts <= PARALLEL + 1, "each step ran once: {done:#}");
+    }
+    app.stop_server().await;
+    if backend == Backend::Postgres {
+        assert_eq!(postgres_deadlocks(&app).await, 0);
+    }
+    app.stop().await;
+}
+
+/// The deadlocks Postgres broke in the app's database, once its server has stopped
+/// (a backend reports its counts when it exits).
+async fn postgres_deadlocks(app: &TestApp) -> i64 {
+    use sqlx::Connection;
+    app.db.close().await;
+    let mut conn = sqlx::PgConnection::connect(&app.database_url)
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        let (others,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if others == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (deadlocks,): (i64,) =
+        sqlx::query_as("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    deadlocks
 }
 
 async fn bad_workflows_are_refused_naming_the_step_and_store_nothing(backend: Backend) {
