@@ -284,8 +284,7 @@ pub async fn invoke(
         &caller,
         &format!("/console/executions/{}", segment(id)),
         format!(
-            "Ran {} {}: {}.",
-            name,
+            "Invoked {name}, action {}: {}.",
             form.action,
             ran["outcome"].as_str().unwrap_or("?")
         ),
