@@ -208,16 +208,17 @@ impl Application {
                 }
             })
         };
-        let api = api::router(state.clone());
+        // Both branches take `state`: a copy left here would keep the writer open, and
+        // shutdown waits for the writer to drain.
         let app = if config.console {
             let settings = ConsoleSettings {
                 secure_cookie: config.console_secure_cookie,
                 max_upload_bytes: config.max_upload as usize,
                 request_timeout: config.request_timeout,
             };
-            console::mount(api, state, settings)
+            console::mount(api::router(state.clone()), state, settings)
         } else {
-            api
+            api::router(state)
         };
         let (workers_stop_tx, workers_stop_rx) = tokio::sync::oneshot::channel::<()>();
         // Workers stop claiming at the same signal, finish within the grace period, and

@@ -201,7 +201,10 @@ impl IntoResponse for PageError {
                         "back": back,
                     }),
                 );
-                (status, body).into_response()
+                match body {
+                    Ok(body) => (status, body).into_response(),
+                    Err(failed) => failed,
+                }
             }
             PageError::SignedOut(why) => {
                 let to = match why {
@@ -326,7 +329,10 @@ impl Console {
             "section": section,
             "page": data,
         });
-        templates::render(template, &context).into_response()
+        match templates::render(template, &context) {
+            Ok(page) => page.into_response(),
+            Err(failed) => failed,
+        }
     }
 
     /// After a change: back to `to` (`303`), with `note` shown once there.

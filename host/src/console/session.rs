@@ -282,7 +282,10 @@ pub fn sign_in_page(status: StatusCode, problem: Option<String>, note: Option<&s
         "sign_in.html",
         &serde_json::json!({ "title": "Sign in", "problem": problem, "note": note }),
     );
-    (status, body).into_response()
+    match body {
+        Ok(body) => (status, body).into_response(),
+        Err(failed) => failed,
+    }
 }
 
 #[derive(Deserialize)]

@@ -4,8 +4,8 @@
 
 use std::sync::LazyLock;
 
-use axum::http::header;
-use axum::response::{Html, IntoResponse};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
 use minijinja::Environment;
 use serde::Serialize;
 
@@ -53,16 +53,17 @@ static ENVIRONMENT: LazyLock<Environment<'static>> = LazyLock::new(|| {
 });
 
 /// Renders `name` with `context`. A template that fails is a bug: logged, and a fixed
-/// message shown.
-pub fn render(name: &str, context: &impl Serialize) -> Html<String> {
+/// message shown with `500`.
+pub fn render(name: &str, context: &impl Serialize) -> Result<Html<String>, Response> {
     let rendered = ENVIRONMENT
         .get_template(name)
         .and_then(|t| t.render(minijinja::Value::from_serialize(context)));
     match rendered {
-        Ok(html) => Html(html),
+        Ok(html) => Ok(Html(html)),
         Err(e) => {
             tracing::error!(template = name, error = %e, "a console template failed");
-            Html("<!doctype html><title>Error</title><p>This page could not be shown.".into())
+            let page = "<!doctype html><title>Error</title><p>This page could not be shown.";
+            Err((StatusCode::INTERNAL_SERVER_ERROR, Html(page)).into_response())
         }
     }
 }
@@ -165,7 +166,8 @@ mod tests {
         let html = render(
             "error.html",
             &serde_json::json!({ "status": 400, "code": "x", "message": "<script>alert(1)</script>" }),
-        );
+        )
+        .unwrap();
         assert!(!html.0.contains("<script>"), "{}", html.0);
         assert!(html.0.contains("&lt;script&gt;"), "{}", html.0);
     }

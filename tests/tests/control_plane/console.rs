@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use corral_tests::app::{ADMIN_KEY, Backend, TestApp, spawn_app};
+use corral_tests::app::{ADMIN_KEY, Backend, TestApp, spawn_app, spawn_app_with};
 use corral_tests::plugins::{ECHO, TEXT_STATS};
 use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::StatusCode;
@@ -299,6 +299,101 @@ async fn a_viewer_s_change_is_refused_by_the_api_and_audited(backend: Backend) {
     .ok(200);
     let (status, _) = page(&app, &cookie, "/console/agents").await;
     assert_eq!(status, StatusCode::SEE_OTHER);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_renders_what_the_api_answers() {
+    let app = spawn_app(Backend::Sqlite).await;
+    app.agent_with("stats", TEXT_STATS).await;
+    let input = json!({ "action": "stats", "input": { "text": "Hi there." } });
+    let ran = app.invoke("stats", ADMIN_KEY, input.clone()).await.ok(200);
+    let task = app
+        .post("/v1/agents/stats/tasks", ADMIN_KEY, input)
+        .await
+        .ok(202);
+    let workflow = json!({
+        "input": { "text": "a b c" },
+        "steps": [{ "name": "count", "agent": "stats", "action": "stats",
+                    "input": { "text": "$.input.text" } }],
+    });
+    let workflow = app.post("/v1/workflows", ADMIN_KEY, workflow).await.ok(202);
+    let cookie = sign_in(&app, ADMIN_KEY).await;
+    let execution = ran["execution_id"].as_str().unwrap();
+    let (task, workflow) = (
+        task["id"].as_str().unwrap(),
+        workflow["id"].as_str().unwrap(),
+    );
+    let (execution_page, task_page, workflow_page) = (
+        format!("/console/executions/{execution}"),
+        format!("/console/tasks/{task}"),
+        format!("/console/workflows/{workflow}"),
+    );
+    for (path, shows) in [
+        ("/console", "Latest executions"),
+        ("/console/agents", "Create an agent"),
+        ("/console/agents/stats", "Policy and grants"),
+        ("/console/executions?outcome=succeeded", execution),
+        (execution_page.as_str(), "Capabilities"),
+        ("/console/costs?period=week", "By agent"),
+        ("/console/usage", "Plan caps"),
+        ("/console/audit?resource_type=agent", "agent.create"),
+        ("/console/keys", "bootstrap admin"),
+        ("/console/tasks?state=queued", "Tasks"),
+        (task_page.as_str(), task),
+        ("/console/workflows", workflow),
+        (workflow_page.as_str(), "count"),
+    ] {
+        let (status, html) = page(&app, &cookie, path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {html}");
+        assert!(html.contains(shows), "{path} shows {shows:?}: {html}");
+    }
+
+    // An API refusal of a page is shown with the API's status, code and message.
+    let (status, html) = page(&app, &cookie, "/console/executions?since=yesterday").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(html.contains("invalid_query"), "{html}");
+    let (status, html) = page(&app, &cookie, "/console/agents/missing").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(html.contains("not_found"), "{html}");
+
+    // A new key's secret is shown on the page that created it.
+    let (_, keys) = page(&app, &cookie, "/console/keys").await;
+    let created = browserless()
+        .post(format!("{}/console/keys", app.url))
+        .header("cookie", &cookie)
+        .header("origin", &app.url)
+        .form(&[
+            ("csrf", csrf_of(&keys)),
+            ("name", "ci".into()),
+            ("role", "viewer".into()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let html = created.text().await.unwrap();
+    let at = html
+        .find("readonly value=\"crl_")
+        .expect("the secret is shown");
+    let secret = &html[at + "readonly value=\"".len()..];
+    let secret = &secret[..secret.find('"').unwrap()];
+    app.get("/v1/agents", secret).await.ok(200);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_console_turned_off_only_the_api_answers() {
+    let app = spawn_app_with(Backend::Sqlite, |config| config.console = false).await;
+    let response = browserless()
+        .get(format!("{}/console", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+    app.get("/v1/agents", ADMIN_KEY).await.ok(200);
     app.stop().await;
 }
 
