@@ -235,6 +235,14 @@ pub struct ServeConfig {
     #[arg(long, env = "CORRAL_LLM_CONFIG")]
     pub llm_config: Option<PathBuf>,
 
+    /// Serve the web console at `/console` (`false`: the API only).
+    #[arg(long, env = "CORRAL_CONSOLE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub console: bool,
+    /// Mark the console's session cookie `Secure` on every sign-in, not only when
+    /// `X-Forwarded-Proto: https` says the request came over TLS.
+    #[arg(long, env = "CORRAL_CONSOLE_SECURE_COOKIE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub console_secure_cookie: bool,
+
     /// The clock quotas are measured by (tests step it across periods).
     #[arg(skip)]
     pub clock: Option<Arc<dyn Clock>>,

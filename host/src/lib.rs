@@ -11,6 +11,7 @@ pub mod api;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod costs;
 pub mod db;
 pub mod housekeeping;

@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use crate::api::auth_failures::AuthFailureSettings;
 use crate::api::{self, ApiSettings, AppState};
 use crate::config::ServeConfig;
+use crate::console::{self, ConsoleSettings};
 use crate::db::keys::{self, Role};
 use crate::db::tenants::{self, Tenant};
 use crate::db::writer::ExecutionWriter;
@@ -238,7 +239,18 @@ impl Application {
                 let _ = metrics_stop_rx.await;
             }))
         });
-        let app = api::router(state);
+        // Both branches take `state`: a copy left here would keep the writer open, and
+        // shutdown waits for the writer to drain.
+        let app = if config.console {
+            let settings = ConsoleSettings {
+                secure_cookie: config.console_secure_cookie,
+                max_upload_bytes: config.max_upload as usize,
+                request_timeout: config.request_timeout,
+            };
+            console::mount(api::router(state.clone()), state, settings)
+        } else {
+            api::router(state)
+        };
         let (workers_stop_tx, workers_stop_rx) = tokio::sync::oneshot::channel::<()>();
         // Workers stop claiming at the same signal, finish within the grace period, and
         // hand back what is still running.

@@ -7,6 +7,7 @@ mod calls;
 mod capabilities;
 mod cli_client;
 mod config;
+mod console;
 mod guests;
 mod invocations;
 mod isolation;
