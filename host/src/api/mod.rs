@@ -255,7 +255,14 @@ pub fn router(state: AppState) -> Router {
 /// The metrics listener's whole API: `GET /metrics` without a key (see
 /// `CORRAL_METRICS_LISTEN`); every other path is `404`.
 pub fn metrics_router(state: AppState) -> Router {
-    routes::metrics::unauthenticated()
+    // Not an operation of the API (its document lists the keyed `GET /metrics`).
+    Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(|axum::extract::State(state): axum::extract::State<AppState>| async move {
+                routes::metrics::text(&state).await
+            }),
+        )
         .fallback(|| async { ApiError::not_found("this route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

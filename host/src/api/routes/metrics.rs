@@ -4,11 +4,9 @@
 //! (`CORRAL_METRICS_LISTEN`), without a key: that address serves nothing else, and is
 //! meant for a network only the scraper reaches.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -23,14 +21,6 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(metrics))
-}
-
-/// The metrics listener's routes: `GET /metrics`, unauthenticated, and nothing else.
-pub fn unauthenticated() -> Router<AppState> {
-    Router::new().route(
-        "/metrics",
-        get(|State(state): State<AppState>| async move { text(&state).await }),
-    )
 }
 
 /// Metrics for monitoring
@@ -66,7 +56,7 @@ async fn metrics(
 }
 
 /// The metrics, with the states read now (tasks by state from a short cache).
-async fn text(state: &AppState) -> impl IntoResponse + use<> {
+pub async fn text(state: &AppState) -> impl IntoResponse + use<> {
     let metrics = &state.metrics;
     let tasks = match metrics.tasks.get(&()) {
         Some(tasks) => Some(tasks),
