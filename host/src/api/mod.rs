@@ -259,9 +259,11 @@ pub fn metrics_router(state: AppState) -> Router {
     Router::new()
         .route(
             "/metrics",
-            axum::routing::get(|axum::extract::State(state): axum::extract::State<AppState>| async move {
-                routes::metrics::text(&state).await
-            }),
+            axum::routing::get(
+                |axum::extract::State(state): axum::extract::State<AppState>| async move {
+                    routes::metrics::text(&state).await
+                },
+            ),
         )
         .fallback(|| async { ApiError::not_found("this route") })
         .method_not_allowed_fallback(|| async {
