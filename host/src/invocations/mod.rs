@@ -792,8 +792,8 @@ impl Invocations {
     }
 
     /// The loaded agent for a version: from the runtime's memory cache by the version's
-    /// content hash, or from the database's component bytes (the disk artifact makes
-    /// that a read, not a compile, after the first time on this host). One cache,
+    /// content hash, or from its disk artifact (after a restart), or from the database's
+    /// component bytes (compiled once per host, then kept on disk). One cache,
     /// bounded by `CORRAL_COMPONENT_CACHE`, holds every loaded agent.
     async fn load(
         &self,
@@ -801,6 +801,10 @@ impl Invocations {
         version: &AgentVersion,
     ) -> Result<Arc<LoadedAgent>, InvokeError> {
         if let Some(agent) = self.runtime.cached_agent(&version.sha256).await {
+            return Ok(agent);
+        }
+        let size = version.size_bytes as usize;
+        if let Some(agent) = self.runtime.load_compiled(&version.sha256, size).await {
             return Ok(agent);
         }
         let bytes = agents::component(&self.db, tenant_id, &version.id).await?;

@@ -318,6 +318,40 @@ impl Runtime {
         Some(agent)
     }
 
+    /// The agent whose component has content hash `hash` (and `size` bytes), loaded from
+    /// its disk artifact, if a good one is there; `None` otherwise (then load the bytes).
+    /// For components this host has already accepted — a stored version, whose hash
+    /// was taken at upload — so after a restart the first call neither reads, checks
+    /// nor hashes the component's bytes again: an artifact exists only for bytes that
+    /// passed those checks and compiled.
+    pub async fn load_compiled(&self, hash: &str, size: usize) -> Option<Arc<LoadedAgent>> {
+        let disk = self.disk.clone()?;
+        if let Some(agent) = self.cached_agent(hash).await {
+            return Some(agent);
+        }
+        let (engine, key) = (self.engine.clone(), hash.to_string());
+        // Reading and checking tens of megabytes: off the async threads.
+        let component = tokio::task::spawn_blocking(move || disk.load(&engine, &key))
+            .await
+            .ok()?;
+        let component = match component {
+            Ok(component) => component,
+            Err(CacheMiss::Absent) => return None,
+            Err(CacheMiss::Discarded(_)) => {
+                self.counters.disk_discards.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+        };
+        self.counters.disk_hits.fetch_add(1, Ordering::Relaxed);
+        self.loaded
+            .try_get_with(
+                hash.to_string(),
+                self.agent_of(hash.to_string(), size, component),
+            )
+            .await
+            .ok()
+    }
+
     /// Collects the disk cache: see [`DiskCache::collect`]. `(0, 0)` without one.
     pub fn collect_artifacts(
         &self,

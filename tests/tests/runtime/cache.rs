@@ -65,6 +65,42 @@ async fn a_restart_reuses_the_disk_artifact() {
     assert_eq!(agent.metadata.name, "echo");
 }
 
+#[tokio::test]
+async fn a_restart_loads_a_known_component_from_its_artifact_without_its_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = plugin_bytes(ECHO);
+    let hash = Runtime::content_hash(&bytes);
+    let first = runtime_with_cache(Some(dir.path().to_path_buf()));
+    // Nothing compiled yet: no artifact, so the caller must load the bytes.
+    assert!(first.load_compiled(&hash, bytes.len()).await.is_none());
+    first.load(bytes.clone()).await.unwrap();
+    drop(first);
+
+    let restarted = runtime_with_cache(Some(dir.path().to_path_buf()));
+    let agent = restarted
+        .load_compiled(&hash, bytes.len())
+        .await
+        .expect("the artifact is there");
+    assert_eq!(agent.metadata.name, "echo");
+    assert_eq!(agent.hash, hash);
+    let stats = restarted.cache_stats();
+    assert_eq!((stats.compiles, stats.disk_hits), (0, 1));
+    // Now in memory: the bytes' load finds it there.
+    restarted.load(bytes.clone()).await.unwrap();
+    assert_eq!(restarted.cache_stats().compiles, 0);
+
+    // A damaged artifact is not used (and is removed): the caller loads the bytes.
+    let path = only_artifact(dir.path());
+    let mut file = std::fs::read(&path).unwrap();
+    let middle = file.len() / 2;
+    file[middle] ^= 0xff;
+    std::fs::write(&path, &file).unwrap();
+    let third = runtime_with_cache(Some(dir.path().to_path_buf()));
+    assert!(third.load_compiled(&hash, bytes.len()).await.is_none());
+    assert_eq!(third.cache_stats().disk_discards, 1);
+    assert!(!path.exists());
+}
+
 fn only_artifact(dir: &std::path::Path) -> std::path::PathBuf {
     let files: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
