@@ -33,7 +33,7 @@ use crate::db::{DbError, Tx, tasks, workflows as workflow_rows};
 use crate::invocations::{Actor, Invocations};
 use crate::tasks::TaskState;
 use crate::tasks::submit::{self, Submitter, TaskSpec};
-use crate::workflows::{self, Start, WorkflowError, WorkflowSpec};
+use crate::workflows::{self, Start, Started, WorkflowError, WorkflowSpec};
 
 /// How late an occurrence may be handled and still count as on time.
 pub const LATE_AFTER: Duration = Duration::from_secs(60);
@@ -505,7 +505,7 @@ async fn enqueue(
                 schedule_id: Some(schedule.id.clone()),
             };
             return match workflows::start(tx, pipeline, &actor, start, None).await {
-                Ok((row, _)) => Ok(Ok(Work::Workflow(row.id))),
+                Ok(Started::New(row, _) | Started::Before(row)) => Ok(Ok(Work::Workflow(row.id))),
                 Err(WorkflowError::Db(e)) => Err(e),
                 Err(e) => Ok(Err(e.to_string())),
             };

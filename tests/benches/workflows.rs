@@ -8,9 +8,11 @@
 //! - **one chain**: one chain of `STEPS` steps at a time, `ROUNDS` times; time from
 //!   submission to its last step's end, per step (what a step waits for its parent).
 //!
-//! Each phase runs on a fresh database and server; plain and workflow phases alternate.
+//! Each phase runs on a fresh database and server; plain and workflow phases alternate
+//! `PAIRS` times, and each figure is the median of its phases.
 //! Run with `./scripts/bench-workflows` (it builds the release binary first).
-//! Environment: `CHAINS` (default 200), `STEPS` (default 4), `ROUNDS` (default 20),
+//! Environment: `CHAINS` (default 200), `STEPS` (default 4), `ROUNDS` (default 100),
+//! `PAIRS` (default 5),
 //! `DATABASE_URL` (Postgres admin URL; required).
 
 use std::path::Path;
@@ -185,15 +187,18 @@ async fn count(db: &Db, sql: &str) -> i64 {
     row.0
 }
 
-/// Runs one phase on a fresh server and database: (backlog ms per step, one-chain ms
-/// per step).
-async fn phase(
-    postgres: bool,
-    mode: Mode,
-    chains: usize,
-    steps: usize,
-    rounds: usize,
-) -> (f64, f64) {
+/// What one phase measured, in milliseconds.
+struct Phase {
+    /// Per step, with a backlog of chains.
+    backlog: f64,
+    /// Per step, one chain at a time (from submission to the last step's end).
+    chain: f64,
+    /// Per chain, the submission's response time (part of `chain`).
+    submit: f64,
+}
+
+/// Runs one phase on a fresh server and database.
+async fn phase(postgres: bool, mode: Mode, chains: usize, steps: usize, rounds: usize) -> Phase {
     let database = Database::create(postgres).await;
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(database.url().as_deref(), dir.path()).await;
@@ -228,17 +233,20 @@ async fn phase(
 
     // One chain at a time: what each step waits for its parent.
     let mut chain_ms = 0.0;
+    let mut submit_ms = 0.0;
     for round in 0..rounds {
         let (path, body) = chain(mode, steps, round);
         let before = count(&db, done_sql).await;
         let started = Instant::now();
         post(&http, &format!("{}{path}", server.url), &body).await;
+        submit_ms += started.elapsed().as_secs_f64() * 1000.0;
         while count(&db, done_sql).await < before + per_done {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         chain_ms += started.elapsed().as_secs_f64() * 1000.0;
     }
     let chain_ms = chain_ms / (rounds * steps) as f64;
+    let submit_ms = submit_ms / rounds as f64;
 
     // A backlog of chains.
     let before = count(&db, done_sql).await;
@@ -261,7 +269,11 @@ async fn phase(
     db.close().await;
     drop(server);
     database.drop_it().await;
-    (backlog_ms, chain_ms)
+    Phase {
+        backlog: backlog_ms,
+        chain: chain_ms,
+        submit: submit_ms,
+    }
 }
 
 #[tokio::main]
@@ -271,24 +283,41 @@ async fn main() {
     }
     let chains = env_usize("CHAINS", 200);
     let steps = env_usize("STEPS", 4);
-    let rounds = env_usize("ROUNDS", 20);
+    let rounds = env_usize("ROUNDS", 100);
+    let pairs = env_usize("PAIRS", 5);
     println!(
         "workflows: chains of {steps} echo steps as a workflow vs as plain tasks with depends_on \
-         (backlog: {chains} chains at once; one chain: {rounds} chains one after another)"
+         (backlog: {chains} chains at once; one chain: {rounds} chains one after another; \
+         median of {pairs} alternating phases each)"
     );
     for (name, postgres) in [("SQLite", false), ("Postgres", true)] {
         let mut tasks = Vec::new();
         let mut workflows = Vec::new();
-        // Alternate, twice, so drift in the machine's load falls on both.
-        for _ in 0..2 {
+        // Alternate, so drift in the machine's load falls on both; medians, so one
+        // disturbed phase does not decide the figure.
+        for _ in 0..pairs {
             tasks.push(phase(postgres, Mode::Tasks, chains, steps, rounds).await);
             workflows.push(phase(postgres, Mode::Workflow, chains, steps, rounds).await);
         }
-        let mean = |runs: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64| {
-            runs.iter().map(pick).sum::<f64>() / runs.len() as f64
+        let median = |runs: &[Phase], pick: fn(&Phase) -> f64| {
+            let mut values: Vec<f64> = runs.iter().map(pick).collect();
+            values.sort_by(f64::total_cmp);
+            let mid = values.len() / 2;
+            if values.len() % 2 == 0 {
+                (values[mid - 1] + values[mid]) / 2.0
+            } else {
+                values[mid]
+            }
         };
-        let (tb, wb) = (mean(&tasks, |r| r.0), mean(&workflows, |r| r.0));
-        let (tc, wc) = (mean(&tasks, |r| r.1), mean(&workflows, |r| r.1));
+        let (tb, wb) = (
+            median(&tasks, |r| r.backlog),
+            median(&workflows, |r| r.backlog),
+        );
+        let (tc, wc) = (median(&tasks, |r| r.chain), median(&workflows, |r| r.chain));
+        let (ts, ws) = (
+            median(&tasks, |r| r.submit),
+            median(&workflows, |r| r.submit),
+        );
         println!(
             "  {name:8} backlog:   tasks {tb:6.2} ms/step   workflow {wb:6.2} ms/step   ratio {:.2}",
             wb / tb
@@ -296,6 +325,9 @@ async fn main() {
         println!(
             "  {name:8} one chain: tasks {tc:6.2} ms/step   workflow {wc:6.2} ms/step   ratio {:.2}",
             wc / tc
+        );
+        println!(
+            "  {name:8} of which submitting a chain: tasks {ts:6.2} ms   workflow {ws:6.2} ms"
         );
     }
 }

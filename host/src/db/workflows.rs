@@ -58,6 +58,14 @@ const COLUMNS: &str = "id, tenant_id, definition_name, definition_version, defin
     output, error, cancel_requested, correlation_id, idempotency_key, request_hash, \
     actor_key_id, schedule_id, created_at, updated_at, finished_at";
 
+/// Steps with their tasks' and compensations' tasks' states.
+const STEPS: &str = "SELECT s.workflow_id, s.name, s.position, s.state, s.task_id, s.output, \
+    s.error, s.completed_seq, s.compensation_state, s.compensation_task_id, s.started_at, \
+    s.finished_at, t.state AS task_state, t.result AS task_result, t.error AS task_error, \
+    c.state AS compensation_task_state, c.error AS compensation_task_error \
+    FROM workflow_steps s LEFT JOIN tasks t ON t.id = s.task_id \
+    LEFT JOIN tasks c ON c.id = s.compensation_task_id";
+
 /// One step as stored, with the states of its task and its compensation's task.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct StepRow {
@@ -97,8 +105,37 @@ pub struct StepRow {
     pub compensation_task_error: Option<Json<TaskError>>,
 }
 
-/// Inserts a workflow and one pending row per step.
-pub async fn insert(tx: &mut Tx, w: &WorkflowRow, steps: &[String]) -> Result<(), DbError> {
+impl StepRow {
+    /// A step as it is stored before anything ran.
+    pub fn pending(workflow_id: &str, name: &str, position: i32) -> StepRow {
+        StepRow {
+            workflow_id: workflow_id.to_string(),
+            name: name.to_string(),
+            position,
+            state: "pending".into(),
+            task_id: None,
+            output: None,
+            error: None,
+            completed_seq: None,
+            compensation_state: None,
+            compensation_task_id: None,
+            started_at: None,
+            finished_at: None,
+            task_state: None,
+            task_result: None,
+            task_error: None,
+            compensation_task_state: None,
+            compensation_task_error: None,
+        }
+    }
+}
+
+/// Inserts a workflow and one pending row per step; returns those rows.
+pub async fn insert(
+    tx: &mut Tx,
+    w: &WorkflowRow,
+    steps: &[String],
+) -> Result<Vec<StepRow>, DbError> {
     let sql = format!(
         "INSERT INTO workflows ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
          $12, $13, $14, $15, $16, $17, $18)"
@@ -125,19 +162,26 @@ pub async fn insert(tx: &mut Tx, w: &WorkflowRow, steps: &[String]) -> Result<()
         .execute(conn)
         .await
         .map(|r| r.rows_affected()))?;
-    for (position, name) in steps.iter().enumerate() {
-        on_tx!(tx, conn => sqlx::query(
-            "INSERT INTO workflow_steps (workflow_id, name, tenant_id, position, state) \
-             VALUES ($1, $2, $3, $4, 'pending')")
-            .bind(&w.id)
-            .bind(name)
-            .bind(&w.tenant_id)
-            .bind(position as i32)
-            .execute(conn)
-            .await
-            .map(|r| r.rows_affected()))?;
-    }
-    Ok(())
+    // Every step in one statement; they start pending.
+    let rows: Vec<String> = (0..steps.len())
+        .map(|i| format!("($1, ${}, $2, ${}, 'pending')", 3 + 2 * i, 4 + 2 * i))
+        .collect();
+    let sql = format!(
+        "INSERT INTO workflow_steps (workflow_id, name, tenant_id, position, state) VALUES {}",
+        rows.join(", ")
+    );
+    on_tx!(tx, conn => {
+        let mut query = sqlx::query(&sql).bind(&w.id).bind(&w.tenant_id);
+        for (position, name) in steps.iter().enumerate() {
+            query = query.bind(name).bind(position as i32);
+        }
+        query.execute(conn).await.map(|r| r.rows_affected())
+    })?;
+    Ok(steps
+        .iter()
+        .enumerate()
+        .map(|(position, name)| StepRow::pending(&w.id, name, position as i32))
+        .collect())
 }
 
 /// A workflow of `tenant_id`, locked until `tx` ends (Postgres; SQLite's write
@@ -162,7 +206,9 @@ pub async fn lock(tx: &mut Tx, tenant_id: &str, id: &str) -> Result<WorkflowRow,
 /// lock several workflows each cannot wait on each other.
 pub async fn lock_all(tx: &mut Tx, ids: &[String]) -> Result<Vec<WorkflowRow>, DbError> {
     match tx {
-        Tx::Postgres(tx) => {
+        // One workflow (the usual batch) by `= $1`: Postgres plans a statement with an
+        // array parameter afresh on every execution, which costs more than the lock.
+        Tx::Postgres(tx) if ids.len() > 1 => {
             let sql = format!(
                 "SELECT {COLUMNS} FROM workflows WHERE id = ANY($1) ORDER BY id FOR UPDATE"
             );
@@ -171,14 +217,20 @@ pub async fn lock_all(tx: &mut Tx, ids: &[String]) -> Result<Vec<WorkflowRow>, D
                 .fetch_all(&mut **tx)
                 .await?)
         }
-        Tx::Sqlite(tx) => {
-            let sql = format!("SELECT {COLUMNS} FROM workflows WHERE id = $1");
+        tx => {
+            // (SQLite's write transaction holds the only write lock already.)
+            let lock = if matches!(tx, Tx::Postgres(_)) {
+                " FOR UPDATE"
+            } else {
+                ""
+            };
+            let sql = format!("SELECT {COLUMNS} FROM workflows WHERE id = $1{lock}");
             let mut found = Vec::with_capacity(ids.len());
             for id in ids {
-                let row = sqlx::query_as::<_, WorkflowRow>(&sql)
+                let row: Option<WorkflowRow> = on_tx!(tx, conn => sqlx::query_as(&sql)
                     .bind(id)
-                    .fetch_optional(&mut **tx)
-                    .await?;
+                    .fetch_optional(conn)
+                    .await)?;
                 found.extend(row);
             }
             Ok(found)
@@ -203,17 +255,47 @@ pub async fn by_idempotency_key(
 
 /// A workflow's steps in definition order, with their tasks' states.
 pub async fn steps(tx: &mut Tx, id: &str) -> Result<Vec<StepRow>, DbError> {
-    Ok(on_tx!(tx, conn => sqlx::query_as::<_, StepRow>(
-        "SELECT s.workflow_id, s.name, s.position, s.state, s.task_id, s.output, s.error, \
-         s.completed_seq, s.compensation_state, s.compensation_task_id, s.started_at, s.finished_at, \
-         t.state AS task_state, t.result AS task_result, t.error AS task_error, \
-         c.state AS compensation_task_state, c.error AS compensation_task_error \
-         FROM workflow_steps s LEFT JOIN tasks t ON t.id = s.task_id \
-         LEFT JOIN tasks c ON c.id = s.compensation_task_id \
-         WHERE s.workflow_id = $1 ORDER BY s.position")
+    let sql = format!("{STEPS} WHERE s.workflow_id = $1 ORDER BY s.position");
+    Ok(on_tx!(tx, conn => sqlx::query_as::<_, StepRow>(&sql)
         .bind(id)
         .fetch_all(conn)
         .await)?)
+}
+
+/// The steps of every workflow in `ids`, by workflow: one statement on Postgres.
+pub async fn steps_of_all(
+    tx: &mut Tx,
+    ids: &[String],
+) -> Result<std::collections::HashMap<String, Vec<StepRow>>, DbError> {
+    let mut by_workflow: std::collections::HashMap<String, Vec<StepRow>> =
+        std::collections::HashMap::new();
+    let rows: Vec<StepRow> = match tx {
+        // As in `lock_all`: one workflow by `= $1`, planned once.
+        Tx::Postgres(tx) if ids.len() > 1 => {
+            let sql =
+                format!("{STEPS} WHERE s.workflow_id = ANY($1) ORDER BY s.workflow_id, s.position");
+            sqlx::query_as::<_, StepRow>(&sql)
+                .bind(ids)
+                .fetch_all(&mut **tx)
+                .await?
+        }
+        // (On SQLite, one writer in process: a statement per workflow costs no round
+        // trip.)
+        tx => {
+            let mut rows = Vec::new();
+            for id in ids {
+                rows.extend(steps(tx, id).await?);
+            }
+            rows
+        }
+    };
+    for row in rows {
+        by_workflow
+            .entry(row.workflow_id.clone())
+            .or_default()
+            .push(row);
+    }
+    Ok(by_workflow)
 }
 
 /// Writes a workflow's state, output, error and counters.
@@ -231,6 +313,75 @@ pub async fn update(tx: &mut Tx, w: &WorkflowRow) -> Result<(), DbError> {
         .execute(conn)
         .await
         .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Writes the steps' states, task links, outputs and errors in one statement (a step's
+/// end and the start of the next are one round trip).
+pub async fn update_steps(tx: &mut Tx, steps: &[&StepRow]) -> Result<(), DbError> {
+    // Postgres needs the types of a VALUES list's parameters; SQLite takes them as bound.
+    const CAST: [&str; 11] = [
+        "::text",
+        "::text",
+        "::text",
+        "::jsonb",
+        "::integer",
+        "::text",
+        "::text",
+        "::timestamptz",
+        "::timestamptz",
+        "::text",
+        "::text",
+    ];
+    match steps {
+        [] => return Ok(()),
+        [step] => return update_step(tx, step).await,
+        _ => {}
+    }
+    let postgres = matches!(tx, Tx::Postgres(_));
+    let rows: Vec<String> = (0..steps.len())
+        .map(|i| {
+            let values: Vec<String> = CAST
+                .iter()
+                .enumerate()
+                .map(|(c, cast)| {
+                    let n = i * CAST.len() + c + 1;
+                    if postgres {
+                        format!("${n}{cast}")
+                    } else {
+                        format!("${n}")
+                    }
+                })
+                .collect();
+            format!("({})", values.join(", "))
+        })
+        .collect();
+    let sql = format!(
+        "UPDATE workflow_steps SET state = v.column1, task_id = v.column2, output = v.column3, \
+         error = v.column4, completed_seq = v.column5, compensation_state = v.column6, \
+         compensation_task_id = v.column7, started_at = v.column8, finished_at = v.column9 \
+         FROM (VALUES {}) AS v \
+         WHERE workflow_steps.workflow_id = v.column10 AND workflow_steps.name = v.column11",
+        rows.join(", ")
+    );
+    on_tx!(tx, conn => {
+        let mut query = sqlx::query(&sql);
+        for s in steps {
+            query = query
+                .bind(&s.state)
+                .bind(&s.task_id)
+                .bind(&s.output)
+                .bind(&s.error)
+                .bind(s.completed_seq)
+                .bind(&s.compensation_state)
+                .bind(&s.compensation_task_id)
+                .bind(s.started_at)
+                .bind(s.finished_at)
+                .bind(&s.workflow_id)
+                .bind(&s.name);
+        }
+        query.execute(conn).await.map(|r| r.rows_affected())
+    })?;
     Ok(())
 }
 

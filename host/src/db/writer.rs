@@ -278,11 +278,16 @@ impl Job {
             })
             .collect();
         let (done, _) = oneshot::channel();
+        // The workflow is left to the advancers' sweep: the least a degraded write
+        // can do is the safest.
+        if let Some(steps) = &self.workflow {
+            steps.behind.notify_one();
+        }
         Some(Job {
             record: Some(record),
             key,
             task: self.task.clone(),
-            workflow: self.workflow.clone(),
+            workflow: None,
             events,
             done,
         })
@@ -355,8 +360,9 @@ struct Locked {
 /// Locks the workflows of the tasks whose ends `jobs` record, before any task row is
 /// written: every transaction that moves a workflow on (a cancellation, an advance)
 /// takes the workflow's row before its tasks', and these are taken in one ordered
-/// statement, so no two transactions wait on each other in a cycle. If that fails, the
-/// ends are recorded all the same and the advancers' sweep moves the workflows on.
+/// statement, so no two transactions wait on each other in a cycle. No savepoint: if
+/// this fails, the batch fails and its jobs are retried one by one like any other
+/// failure, and a job written degraded leaves its workflow to the advancers' sweep.
 async fn lock_workflows(tx: &mut Tx, jobs: &[Job]) -> Result<Option<Locked>, DbError> {
     let ended: Vec<(&TaskCompletion, &WorkflowSteps)> = jobs
         .iter()
@@ -372,32 +378,23 @@ async fn lock_workflows(tx: &mut Tx, jobs: &[Job]) -> Result<Option<Locked>, DbE
     ids.sort_unstable();
     ids.dedup();
     let now = ended.iter().map(|(task, _)| task.at).max().expect("one");
-    tx.savepoint("lock_workflows").await?;
-    match workflows::lock_all(tx, &ids).await {
-        Ok(rows) => {
-            tx.release("lock_workflows").await?;
-            Ok(Some(Locked {
-                steps: steps.clone(),
-                rows,
-                now,
-            }))
-        }
-        Err(e) => {
-            tx.rollback_to("lock_workflows").await?;
-            tracing::warn!(error = %e, "locking workflows failed; the sweep will move them on");
-            steps.behind.notify_one();
-            Ok(None)
-        }
-    }
+    let rows = workflows::lock_all(tx, &ids).await?;
+    Ok(Some(Locked {
+        steps: steps.clone(),
+        rows,
+        now,
+    }))
 }
 
-/// Moves the locked workflows on, after their tasks' ends are written. In a savepoint:
-/// if that fails, it is undone, the ends are committed all the same, and the
-/// advancers' sweep moves the workflows on from them.
+/// Moves the locked workflows on, after their tasks' ends are written, as the last
+/// thing before the commit. In a savepoint: if that fails, it is undone, the ends are
+/// committed all the same, and the advancers' sweep moves the workflows on from them.
+/// (On success the savepoint is not released: the commit keeps its work anyway, and
+/// that saves a round trip per batch.)
 async fn advance_workflows(tx: &mut Tx, locked: Locked) -> Result<(), DbError> {
     tx.savepoint("advance_workflows").await?;
     match crate::workflows::advance_all(tx, &locked.steps.agents, locked.rows, locked.now).await {
-        Ok(_) => tx.release("advance_workflows").await,
+        Ok(_) => Ok(()),
         Err(e) => {
             tx.rollback_to("advance_workflows").await?;
             tracing::warn!(error = %e, "advancing workflows failed; the sweep will");

@@ -581,14 +581,14 @@ pub struct Start {
 
 /// Stores a workflow (already validated) in `tx` and enqueues the steps that may start.
 /// With an idempotency key, a retry of the same submission returns the workflow it
-/// stored (`false`: stored before).
+/// stored.
 pub async fn start(
     tx: &mut Tx,
     pipeline: &Invocations,
     actor: &Actor,
     start: Start,
     idempotency: Option<(&str, &str)>,
-) -> Result<(WorkflowRow, bool), WorkflowError> {
+) -> Result<Started, WorkflowError> {
     let tenant_id = &actor.tenant_id;
     if let Some((key, hash)) = idempotency
         && let Some(existing) = db::by_idempotency_key(tx, tenant_id, key).await?
@@ -596,7 +596,7 @@ pub async fn start(
         if existing.request_hash.as_deref() != Some(hash) {
             return Err(WorkflowError::KeyReused);
         }
-        return Ok((existing, false));
+        return Ok(Started::Before(existing));
     }
     let tenant = pipeline.tenant_in(tx, tenant_id).await?;
     if let Some(max) = tenant.policy.0.caps.max_queued_tasks {
@@ -628,7 +628,7 @@ pub async fn start(
         finished_at: None,
     };
     let names: Vec<String> = start.spec.steps.iter().map(|s| s.name.clone()).collect();
-    db::insert(tx, &row, &names).await.map_err(|e| match e {
+    let steps = db::insert(tx, &row, &names).await.map_err(|e| match e {
         DbError::Internal(sqlx::Error::Database(d)) if d.is_unique_violation() => {
             WorkflowError::InProgress
         }
@@ -642,11 +642,20 @@ pub async fn start(
         "schedule_id": row.schedule_id,
     })));
     crate::db::audit::append(tx, &event).await?;
-    if advance_locked(tx, &pipeline.agents, row.clone(), now).await? {
+    let advanced = advance_locked(tx, &pipeline.agents, row, steps, now).await?;
+    if advanced.enqueued {
         tasks::notify(tx).await?;
     }
-    let row = db::lock(tx, tenant_id, &row.id).await?;
-    Ok((row, true))
+    Ok(Started::New(advanced.workflow, advanced.steps))
+}
+
+/// What [`start`] did.
+#[derive(Debug)]
+pub enum Started {
+    /// Stored the workflow: as it is when `start`'s transaction commits, with its steps.
+    New(WorkflowRow, Vec<StepRow>),
+    /// Found the workflow an earlier submission with the same idempotency key stored.
+    Before(WorkflowRow),
 }
 
 /// Moves a workflow on in its own transaction: records the ends of its tasks, starts
@@ -664,7 +673,10 @@ pub async fn advance(
         Err(e) => return Err(e.into()),
     };
     let now = pipeline.quotas.clock().now();
-    let enqueued = advance_locked(&mut tx, &pipeline.agents, workflow, now).await?;
+    let steps = db::steps(&mut tx, id).await?;
+    let enqueued = advance_locked(&mut tx, &pipeline.agents, workflow, steps, now)
+        .await?
+        .enqueued;
     if enqueued {
         tasks::notify(&mut tx).await?;
     }
@@ -674,19 +686,24 @@ pub async fn advance(
 
 /// Moves on `workflows` in `tx`, the transaction that recorded the ends of their
 /// tasks, where they were locked ([`db::lock_all`]) before those ends were written.
-/// Returns whether any task was enqueued (every node's workers are told at commit).
+/// Returns whether any task was enqueued. No `NOTIFY`: as for a plain task's released
+/// dependants, the node that recorded the ends claims what they started (its workers
+/// are woken when their attempts' records commit), and other nodes find it when they
+/// next look.
 pub async fn advance_all(
     tx: &mut Tx,
     agents: &AgentCache,
     workflows: Vec<WorkflowRow>,
     now: DateTime<Utc>,
 ) -> Result<bool, WorkflowError> {
+    let ids: Vec<String> = workflows.iter().map(|w| w.id.clone()).collect();
+    let mut steps = db::steps_of_all(tx, &ids).await?;
     let mut enqueued = false;
     for workflow in workflows {
-        enqueued |= advance_locked(tx, agents, workflow, now).await?;
-    }
-    if enqueued {
-        tasks::notify(tx).await?;
+        let steps = steps.remove(&workflow.id).unwrap_or_default();
+        enqueued |= advance_locked(tx, agents, workflow, steps, now)
+            .await?
+            .enqueued;
     }
     Ok(enqueued)
 }
@@ -913,11 +930,11 @@ async fn advance_locked(
     tx: &mut Tx,
     agents: &AgentCache,
     mut workflow: WorkflowRow,
+    mut steps: Vec<StepRow>,
     now: DateTime<Utc>,
-) -> Result<bool, WorkflowError> {
+) -> Result<Advanced, WorkflowError> {
     let spec: WorkflowSpec = serde_json::from_value(workflow.definition.0.clone())
         .map_err(|e| DbError::Internal(sqlx::Error::Decode(Box::new(e))))?;
-    let mut steps = db::steps(tx, &workflow.id).await?;
     let before = (workflow.clone(), steps.clone());
     record_ends(&mut steps, now);
     let enqueued = settle(tx, agents, &mut workflow, &mut steps, &spec, now).await?;
@@ -925,7 +942,19 @@ async fn advance_locked(
         workflow.updated_at = now;
     }
     save(tx, &before, &workflow, &steps).await?;
-    Ok(enqueued)
+    Ok(Advanced {
+        workflow,
+        steps,
+        enqueued,
+    })
+}
+
+/// A workflow and its steps as an advance left (and wrote) them.
+struct Advanced {
+    workflow: WorkflowRow,
+    steps: Vec<StepRow>,
+    /// Whether a task was enqueued.
+    enqueued: bool,
 }
 
 /// Writes the workflow and the steps that changed since `before`.
@@ -938,12 +967,13 @@ async fn save(
     if *workflow != before.0 {
         db::update(tx, workflow).await?;
     }
-    for (step, old) in steps.iter().zip(&before.1) {
-        if step != old {
-            db::update_step(tx, step).await?;
-        }
-    }
-    Ok(())
+    let changed: Vec<&StepRow> = steps
+        .iter()
+        .zip(&before.1)
+        .filter(|(step, old)| step != old)
+        .map(|(step, _)| step)
+        .collect();
+    db::update_steps(tx, &changed).await
 }
 
 /// Decides what comes next from the recorded states, until nothing changes: fails the

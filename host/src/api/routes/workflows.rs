@@ -27,7 +27,7 @@ use crate::db::workflows::{
     self as db, DefinitionRow, StepRow, Usage, WorkflowFilter, WorkflowRow,
 };
 use crate::tasks::TaskError;
-use crate::workflows::{self, Start, WorkflowError, WorkflowSpec, WorkflowState};
+use crate::workflows::{self, Start, Started, WorkflowError, WorkflowSpec, WorkflowState};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -227,32 +227,56 @@ async fn full_view(
     let usage = db::usage(&state.db, tenant_id, &workflow.id).await?;
     let mut views = Vec::with_capacity(steps.len());
     for s in steps {
+        let attempts = attempts_of(state, tenant_id, s.task_id.as_deref()).await?;
         let compensation = match &s.compensation_state {
-            Some(c) => Some(CompensationView {
-                state: c.clone(),
-                attempts: attempts_of(state, tenant_id, s.compensation_task_id.as_deref()).await?,
-                task_id: s.compensation_task_id.clone(),
-                error: s.compensation_task_error.clone().map(|e| e.0),
-            }),
-            None => None,
+            Some(_) => attempts_of(state, tenant_id, s.compensation_task_id.as_deref()).await?,
+            None => Vec::new(),
         };
-        views.push(StepView {
-            attempts: attempts_of(state, tenant_id, s.task_id.as_deref()).await?,
-            output: json_text(s.output.as_deref()),
-            error: s.error.map(|e| e.0),
-            name: s.name,
-            state: s.state,
-            task_id: s.task_id,
-            completed_seq: s.completed_seq,
-            compensation,
-            started_at: s.started_at,
-            finished_at: s.finished_at,
-        });
+        views.push(step_view(s, attempts, compensation));
     }
     let mut view = WorkflowView::new(workflow);
     view.steps = Some(views);
     view.usage = Some(usage.into());
     Ok(view)
+}
+
+/// A workflow just stored, as its transaction left it: no attempt has started and
+/// nothing has been spent yet.
+fn submitted_view(workflow: WorkflowRow, steps: Vec<StepRow>) -> WorkflowView {
+    let mut view = WorkflowView::new(workflow);
+    view.steps = Some(
+        steps
+            .into_iter()
+            .map(|s| step_view(s, Vec::new(), Vec::new()))
+            .collect(),
+    );
+    view.usage = Some(Usage::default().into());
+    view
+}
+
+fn step_view(
+    s: StepRow,
+    attempts: Vec<AttemptView>,
+    compensation_attempts: Vec<AttemptView>,
+) -> StepView {
+    let compensation = s.compensation_state.as_ref().map(|c| CompensationView {
+        state: c.clone(),
+        attempts: compensation_attempts,
+        task_id: s.compensation_task_id.clone(),
+        error: s.compensation_task_error.clone().map(|e| e.0),
+    });
+    StepView {
+        attempts,
+        output: json_text(s.output.as_deref()),
+        error: s.error.map(|e| e.0),
+        name: s.name,
+        state: s.state,
+        task_id: s.task_id,
+        completed_seq: s.completed_seq,
+        compensation,
+        started_at: s.started_at,
+        finished_at: s.finished_at,
+    }
 }
 
 /// `POST /v1/workflows`: steps inline, or a stored definition by name.
@@ -403,11 +427,15 @@ async fn submit(
         state.audit_alone(event).await;
         return Err(workflow_error(result.expect_err("queue full")));
     }
-    let (row, _) = result.map_err(workflow_error)?;
+    let started = result.map_err(workflow_error)?;
     tx.commit().await?;
     state.task_wake.notify_one();
-    let location = format!("/v1/workflows/{}", row.id);
-    let view = full_view(&state, tenant_id, row).await?;
+    let view = match started {
+        // As committed: no step has run yet, so nothing is read back.
+        Started::New(row, steps) => submitted_view(row, steps),
+        Started::Before(row) => full_view(&state, tenant_id, row).await?,
+    };
+    let location = format!("/v1/workflows/{}", view.id);
     let mut response = (StatusCode::ACCEPTED, Json(view)).into_response();
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);
