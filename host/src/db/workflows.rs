@@ -200,6 +200,14 @@ pub async fn lock(tx: &mut Tx, tenant_id: &str, id: &str) -> Result<WorkflowRow,
     .map_err(DbError::from_fetch)
 }
 
+/// `$1, $2, …, $n`.
+fn placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The workflows `ids` (sorted, without repeats), across tenants, locked until `tx`
 /// ends in that order (Postgres; SQLite's write transaction holds the only write lock
 /// already). Missing ones are left out. One ordered statement: two transactions that
@@ -217,23 +225,30 @@ pub async fn lock_all(tx: &mut Tx, ids: &[String]) -> Result<Vec<WorkflowRow>, D
                 .fetch_all(&mut **tx)
                 .await?)
         }
-        tx => {
-            // (SQLite's write transaction holds the only write lock already.)
-            let lock = if matches!(tx, Tx::Postgres(_)) {
-                " FOR UPDATE"
-            } else {
-                ""
-            };
-            let sql = format!("SELECT {COLUMNS} FROM workflows WHERE id = $1{lock}");
-            let mut found = Vec::with_capacity(ids.len());
+        // SQLite's write transaction holds the only write lock already: a plain read.
+        Tx::Sqlite(tx) => {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM workflows WHERE id IN ({}) ORDER BY id",
+                placeholders(ids.len())
+            );
+            let mut query = sqlx::query_as::<_, WorkflowRow>(&sql);
             for id in ids {
-                let row: Option<WorkflowRow> = on_tx!(tx, conn => sqlx::query_as(&sql)
-                    .bind(id)
-                    .fetch_optional(conn)
-                    .await)?;
-                found.extend(row);
+                query = query.bind(id);
             }
-            Ok(found)
+            Ok(query.fetch_all(&mut **tx).await?)
+        }
+        Tx::Postgres(tx) => {
+            let sql = format!("SELECT {COLUMNS} FROM workflows WHERE id = $1 FOR UPDATE");
+            let row = match ids.first() {
+                Some(id) => {
+                    sqlx::query_as::<_, WorkflowRow>(&sql)
+                        .bind(id)
+                        .fetch_optional(&mut **tx)
+                        .await?
+                }
+                None => None,
+            };
+            Ok(row.into_iter().collect())
         }
     }
 }
@@ -279,15 +294,21 @@ pub async fn steps_of_all(
                 .fetch_all(&mut **tx)
                 .await?
         }
-        // (On SQLite, one writer in process: a statement per workflow costs no round
-        // trip.)
-        tx => {
-            let mut rows = Vec::new();
+        Tx::Sqlite(tx) if ids.len() > 1 => {
+            let sql = format!(
+                "{STEPS} WHERE s.workflow_id IN ({}) ORDER BY s.workflow_id, s.position",
+                placeholders(ids.len())
+            );
+            let mut query = sqlx::query_as::<_, StepRow>(&sql);
             for id in ids {
-                rows.extend(steps(tx, id).await?);
+                query = query.bind(id);
             }
-            rows
+            query.fetch_all(&mut **tx).await?
         }
+        tx => match ids.first() {
+            Some(id) => steps(tx, id).await?,
+            None => Vec::new(),
+        },
     };
     for row in rows {
         by_workflow
@@ -333,10 +354,8 @@ pub async fn update_steps(tx: &mut Tx, steps: &[&StepRow]) -> Result<(), DbError
         "::text",
         "::text",
     ];
-    match steps {
-        [] => return Ok(()),
-        [step] => return update_step(tx, step).await,
-        _ => {}
+    if steps.is_empty() {
+        return Ok(());
     }
     let postgres = matches!(tx, Tx::Postgres(_));
     let rows: Vec<String> = (0..steps.len())
@@ -382,29 +401,6 @@ pub async fn update_steps(tx: &mut Tx, steps: &[&StepRow]) -> Result<(), DbError
         }
         query.execute(conn).await.map(|r| r.rows_affected())
     })?;
-    Ok(())
-}
-
-/// Writes a step's state, task links, output and error.
-pub async fn update_step(tx: &mut Tx, s: &StepRow) -> Result<(), DbError> {
-    on_tx!(tx, conn => sqlx::query(
-        "UPDATE workflow_steps SET state = $1, task_id = $2, output = $3, error = $4, \
-         completed_seq = $5, compensation_state = $6, compensation_task_id = $7, started_at = $8, \
-         finished_at = $9 WHERE workflow_id = $10 AND name = $11")
-        .bind(&s.state)
-        .bind(&s.task_id)
-        .bind(&s.output)
-        .bind(&s.error)
-        .bind(s.completed_seq)
-        .bind(&s.compensation_state)
-        .bind(&s.compensation_task_id)
-        .bind(s.started_at)
-        .bind(s.finished_at)
-        .bind(&s.workflow_id)
-        .bind(&s.name)
-        .execute(conn)
-        .await
-        .map(|r| r.rows_affected()))?;
     Ok(())
 }
 
