@@ -300,7 +300,7 @@ impl TestApp {
         let sql = format!("SELECT COUNT(*) FROM {table}");
         let row: (i64,) = match &self.db {
             Db::Postgres(pool) => sqlx::query_as(&sql).fetch_one(pool).await.unwrap(),
-            Db::Sqlite(pool) => sqlx::query_as(&sql).fetch_one(pool).await.unwrap(),
+            Db::Sqlite(sqlite) => sqlx::query_as(&sql).fetch_one(&sqlite.pool).await.unwrap(),
         };
         row.0
     }

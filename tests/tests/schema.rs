@@ -56,11 +56,11 @@ async fn columns(db: &Db) -> BTreeSet<(String, String)> {
         .fetch_all(pool)
         .await
         .unwrap(),
-        Db::Sqlite(pool) => sqlx::query_as(
+        Db::Sqlite(sqlite) => sqlx::query_as(
             "SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p \
              WHERE m.type = 'table' AND m.name NOT LIKE '\\_sqlx%' ESCAPE '\\' AND m.name NOT LIKE 'sqlite%'",
         )
-        .fetch_all(pool)
+        .fetch_all(&sqlite.pool)
         .await
         .unwrap(),
     };

@@ -174,18 +174,13 @@ pub async fn insert_batch(tx: &mut Tx, records: &[&ExecutionRecord]) -> Result<(
             let mut rest = records;
             while !rest.is_empty() {
                 // 39 parameters a row; SQLite allows 32,766 a statement.
-                let size = prev_power_of_two(rest.len().min(512));
-                let (chunk, tail) = rest.split_at(size);
+                let (chunk, tail) = rest.split_at(super::chunk_size(rest.len(), 512));
                 insert_values(&mut **tx, chunk).await?;
                 rest = tail;
             }
             Ok(())
         }
     }
-}
-
-fn prev_power_of_two(n: usize) -> usize {
-    1 << (usize::BITS - 1 - n.leading_zeros())
 }
 
 async fn insert_unnest(

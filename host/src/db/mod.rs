@@ -27,6 +27,7 @@ pub mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -42,7 +43,64 @@ pub enum Db {
     /// Postgres (`DATABASE_URL=postgres://…`).
     Postgres(PgPool),
     /// An embedded SQLite file.
-    Sqlite(SqlitePool),
+    Sqlite(SqliteDb),
+}
+
+/// An embedded SQLite file: its pool, and the queue its write transactions wait in.
+///
+/// SQLite lets one transaction write at a time. Left to SQLite, a writer that finds
+/// the file locked sleeps 1, 2, 5, 10… ms and tries again, so under load the file sits
+/// unlocked while every writer sleeps (the group commit among them). Queued here, in
+/// the order they asked, each writer starts the moment the one before it ends. (Another
+/// process on the same file still meets SQLite's own wait.)
+#[derive(Debug, Clone)]
+pub struct SqliteDb {
+    /// The connections.
+    pub pool: SqlitePool,
+    writers: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// How long a writer waits for its turn, or a statement for a lock another process
+/// holds, before it fails as busy.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl SqliteDb {
+    /// Begins a write transaction when the writers before it have ended.
+    async fn begin_write(&self) -> Result<SqliteTx, DbError> {
+        let turn = tokio::time::timeout(SQLITE_BUSY_TIMEOUT, self.writers.clone().lock_owned())
+            .await
+            .map_err(|_| {
+                DbError::Internal(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "waited too long for the SQLite file's write lock",
+                )))
+            })?;
+        Ok(SqliteTx {
+            tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            _turn: Some(turn),
+        })
+    }
+}
+
+/// A transaction on an SQLite file; a write transaction holds the writers' turn
+/// ([`SqliteDb`]) until it ends. It derefs to its connection.
+pub struct SqliteTx {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    // Dropped after `tx`, whose rollback (if it did not commit) is queued first.
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl std::ops::Deref for SqliteTx {
+    type Target = sqlx::SqliteConnection;
+    fn deref(&self) -> &sqlx::SqliteConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for SqliteTx {
+    fn deref_mut(&mut self) -> &mut sqlx::SqliteConnection {
+        &mut self.tx
+    }
 }
 
 /// Runs `$body` with `$pool` bound to whichever pool `$db` holds. The body is
@@ -52,7 +110,10 @@ macro_rules! on_pool {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
             $crate::db::Db::Postgres($pool) => $body,
-            $crate::db::Db::Sqlite($pool) => $body,
+            $crate::db::Db::Sqlite(sqlite) => {
+                let $pool = &sqlite.pool;
+                $body
+            }
         }
     };
 }
@@ -63,7 +124,7 @@ pub enum Tx {
     /// On Postgres.
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
     /// On SQLite.
-    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Sqlite(SqliteTx),
 }
 
 /// Runs `$body` with `$conn` bound to the transaction's connection.
@@ -88,7 +149,7 @@ impl Tx {
     pub async fn commit(self) -> Result<(), DbError> {
         match self {
             Tx::Postgres(tx) => tx.commit().await?,
-            Tx::Sqlite(tx) => tx.commit().await?,
+            Tx::Sqlite(tx) => tx.tx.commit().await?,
         }
         Ok(())
     }
@@ -115,6 +176,14 @@ impl Tx {
         on_tx!(self, conn => sqlx::query(sql).execute(conn).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
+}
+
+/// How many rows the next multi-row statement takes, with `left` rows to write: the
+/// largest power of two not above `left` or `max`, so only a few statement shapes are
+/// ever prepared (and cached) whatever the batch sizes.
+pub(crate) fn chunk_size(left: usize, max: usize) -> usize {
+    let n = left.min(max).max(1);
+    1 << (usize::BITS - 1 - n.leading_zeros())
 }
 
 /// Whose rows a Postgres connection may see. Row-level security fails closed: a
@@ -217,8 +286,8 @@ macro_rules! in_scope {
                     Err(e) => Err(e),
                 }
             }
-            $crate::db::Db::Sqlite(pool) => {
-                let $conn = pool;
+            $crate::db::Db::Sqlite(sqlite) => {
+                let $conn = &sqlite.pool;
                 $body
             }
         }
@@ -234,7 +303,7 @@ impl Db {
     pub async fn begin<'a>(&self, scope: impl Into<Scope<'a>>) -> Result<Tx, DbError> {
         Ok(match self {
             Db::Postgres(pool) => Tx::Postgres(begin_scoped(pool, scope.into()).await?),
-            Db::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Db::Sqlite(sqlite) => Tx::Sqlite(sqlite.begin_write().await?),
         })
     }
 
@@ -243,7 +312,10 @@ impl Db {
     pub async fn begin_read<'a>(&self, scope: impl Into<Scope<'a>>) -> Result<Tx, DbError> {
         Ok(match self {
             Db::Postgres(pool) => Tx::Postgres(begin_scoped(pool, scope.into()).await?),
-            Db::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
+            Db::Sqlite(sqlite) => Tx::Sqlite(SqliteTx {
+                tx: sqlite.pool.begin().await?,
+                _turn: None,
+            }),
         })
     }
 
@@ -286,12 +358,15 @@ impl Db {
                 // Group commit amortises the fsync over many executions.
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
-                .busy_timeout(Duration::from_secs(10));
+                .busy_timeout(SQLITE_BUSY_TIMEOUT);
             let pool = SqlitePoolOptions::new()
                 .max_connections(max_connections)
                 .connect_with(options)
                 .await?;
-            Db::Sqlite(pool)
+            Db::Sqlite(SqliteDb {
+                pool,
+                writers: Arc::default(),
+            })
         };
         db.migrate().await?;
         Ok(db)
@@ -309,7 +384,11 @@ impl Db {
     pub async fn migrate(&self) -> Result<(), sqlx::Error> {
         match self {
             Db::Postgres(pool) => sqlx::migrate!("../migrations/postgres").run(pool).await?,
-            Db::Sqlite(pool) => sqlx::migrate!("../migrations/sqlite").run(pool).await?,
+            Db::Sqlite(sqlite) => {
+                sqlx::migrate!("../migrations/sqlite")
+                    .run(&sqlite.pool)
+                    .await?
+            }
         }
         Ok(())
     }
