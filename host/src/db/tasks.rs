@@ -103,6 +103,8 @@ const COLUMNS: &str = "id, tenant_id, agent_id, agent_name, action, input, prior
     lease_expires_at, cancel_requested, outcome, result, error, created_at, updated_at, finished_at, \
     workflow_id, traceparent";
 
+const COLUMN_COUNT: usize = 34;
+
 /// One attempt as stored.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct AttemptRow {
@@ -122,47 +124,54 @@ pub struct AttemptRow {
     pub outcome: Option<String>,
 }
 
+/// Binds a [`TaskRow`]'s columns, in [`COLUMNS`]' order.
+macro_rules! bind_task {
+    ($query:expr, $task:expr) => {
+        $query
+            .bind(&$task.id)
+            .bind(&$task.tenant_id)
+            .bind(&$task.agent_id)
+            .bind(&$task.agent_name)
+            .bind(&$task.action)
+            .bind(&$task.input)
+            .bind($task.priority)
+            .bind(&$task.state)
+            .bind($task.run_at)
+            .bind(&$task.limits)
+            .bind($task.max_attempts)
+            .bind(&$task.backoff)
+            .bind($task.retry_timeouts)
+            .bind($task.wait_for_budget)
+            .bind($task.attempts)
+            .bind($task.deps_pending)
+            .bind($task.dependants)
+            .bind(&$task.correlation_id)
+            .bind(&$task.idempotency_key)
+            .bind(&$task.request_hash)
+            .bind(&$task.actor_key_id)
+            .bind(&$task.parent_execution_id)
+            .bind(&$task.root_execution_id)
+            .bind(&$task.lease_owner)
+            .bind($task.lease_expires_at)
+            .bind($task.cancel_requested)
+            .bind(&$task.outcome)
+            .bind(&$task.result)
+            .bind(&$task.error)
+            .bind($task.created_at)
+            .bind($task.updated_at)
+            .bind($task.finished_at)
+            .bind(&$task.workflow_id)
+            .bind(&$task.traceparent)
+    };
+}
+
 /// Inserts a task and its dependency edges.
 pub async fn insert(tx: &mut Tx, task: &TaskRow, depends_on: &[String]) -> Result<(), DbError> {
     let sql = format!(
         "INSERT INTO tasks ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
          $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34)"
     );
-    on_tx!(tx, conn => sqlx::query(&sql)
-        .bind(&task.id)
-        .bind(&task.tenant_id)
-        .bind(&task.agent_id)
-        .bind(&task.agent_name)
-        .bind(&task.action)
-        .bind(&task.input)
-        .bind(task.priority)
-        .bind(&task.state)
-        .bind(task.run_at)
-        .bind(&task.limits)
-        .bind(task.max_attempts)
-        .bind(&task.backoff)
-        .bind(task.retry_timeouts)
-        .bind(task.wait_for_budget)
-        .bind(task.attempts)
-        .bind(task.deps_pending)
-        .bind(task.dependants)
-        .bind(&task.correlation_id)
-        .bind(&task.idempotency_key)
-        .bind(&task.request_hash)
-        .bind(&task.actor_key_id)
-        .bind(&task.parent_execution_id)
-        .bind(&task.root_execution_id)
-        .bind(&task.lease_owner)
-        .bind(task.lease_expires_at)
-        .bind(task.cancel_requested)
-        .bind(&task.outcome)
-        .bind(&task.result)
-        .bind(&task.error)
-        .bind(task.created_at)
-        .bind(task.updated_at)
-        .bind(task.finished_at)
-        .bind(&task.workflow_id)
-        .bind(&task.traceparent)
+    on_tx!(tx, conn => bind_task!(sqlx::query(&sql), task)
         .execute(conn)
         .await
         .map(|r| r.rows_affected()))?;
@@ -181,6 +190,39 @@ pub async fn insert(tx: &mut Tx, task: &TaskRow, depends_on: &[String]) -> Resul
             .execute(conn)
             .await
             .map(|r| r.rows_affected()))?;
+    }
+    Ok(())
+}
+
+/// Inserts tasks that depend on none. On SQLite, several rows a statement (with
+/// anonymous `?` parameters: numbered ones cost a linear scan per bind), in
+/// power-of-two chunks so only a few statement shapes are prepared; on Postgres, one
+/// prepared statement a row.
+pub async fn insert_all(tx: &mut Tx, rows: &[TaskRow]) -> Result<(), DbError> {
+    match tx {
+        Tx::Postgres(_) => {
+            for row in rows {
+                insert(tx, row, &[]).await?;
+            }
+        }
+        Tx::Sqlite(conn) => {
+            let mut rest = rows;
+            while !rest.is_empty() {
+                // 34 parameters a row; SQLite allows 32,766 a statement.
+                let (chunk, tail) = rest.split_at(super::chunk_size(rest.len(), 256));
+                let row = format!("({})", vec!["?"; COLUMN_COUNT].join(", "));
+                let sql = format!(
+                    "INSERT INTO tasks ({COLUMNS}) VALUES {}",
+                    vec![row; chunk.len()].join(", ")
+                );
+                let mut query = sqlx::query(&sql);
+                for task in chunk {
+                    query = bind_task!(query, task);
+                }
+                query.execute(&mut **conn).await?;
+                rest = tail;
+            }
+        }
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use sqlx::FromRow;
 use sqlx::types::Json;
 
 use super::{Db, DbError, Tx};
@@ -54,16 +55,45 @@ pub struct WorkflowRow {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// What moving a workflow on may change (the rest is fixed when it is submitted).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    state: String,
+    output: Option<String>,
+    error: Option<Json<TaskError>>,
+    cancel_requested: bool,
+    updated_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl WorkflowRow {
+    /// Its [`Progress`], to tell whether an advance changed it without copying its
+    /// definition and input.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            state: self.state.clone(),
+            output: self.output.clone(),
+            error: self.error.clone(),
+            cancel_requested: self.cancel_requested,
+            updated_at: self.updated_at,
+            finished_at: self.finished_at,
+        }
+    }
+}
+
 const COLUMNS: &str = "id, tenant_id, definition_name, definition_version, definition, input, state, \
     output, error, cancel_requested, correlation_id, idempotency_key, request_hash, \
     actor_key_id, schedule_id, created_at, updated_at, finished_at";
 
-/// Steps with their tasks' and compensations' tasks' states.
-const STEPS: &str = "SELECT s.workflow_id, s.name, s.position, s.state, s.task_id, s.output, \
+/// A step's columns, with its task's and its compensation's task's states (from
+/// [`STEP_TASKS`]).
+const STEP_COLUMNS: &str = "s.workflow_id, s.name, s.position, s.state, s.task_id, s.output, \
     s.error, s.completed_seq, s.compensation_state, s.compensation_task_id, s.started_at, \
     s.finished_at, t.state AS task_state, t.result AS task_result, t.error AS task_error, \
-    c.state AS compensation_task_state, c.error AS compensation_task_error \
-    FROM workflow_steps s LEFT JOIN tasks t ON t.id = s.task_id \
+    c.state AS compensation_task_state, c.error AS compensation_task_error";
+
+/// Joins a step (`s`) to its task (`t`) and its compensation's task (`c`).
+const STEP_TASKS: &str = "LEFT JOIN tasks t ON t.id = s.task_id \
     LEFT JOIN tasks c ON c.id = s.compensation_task_id";
 
 /// One step as stored, with the states of its task and its compensation's task.
@@ -270,7 +300,10 @@ pub async fn by_idempotency_key(
 
 /// A workflow's steps in definition order, with their tasks' states.
 pub async fn steps(tx: &mut Tx, id: &str) -> Result<Vec<StepRow>, DbError> {
-    let sql = format!("{STEPS} WHERE s.workflow_id = $1 ORDER BY s.position");
+    let sql = format!(
+        "SELECT {STEP_COLUMNS} FROM workflow_steps s {STEP_TASKS} \
+         WHERE s.workflow_id = $1 ORDER BY s.position"
+    );
     Ok(on_tx!(tx, conn => sqlx::query_as::<_, StepRow>(&sql)
         .bind(id)
         .fetch_all(conn)
@@ -287,8 +320,10 @@ pub async fn steps_of_all(
     let rows: Vec<StepRow> = match tx {
         // As in `lock_all`: one workflow by `= $1`, planned once.
         Tx::Postgres(tx) if ids.len() > 1 => {
-            let sql =
-                format!("{STEPS} WHERE s.workflow_id = ANY($1) ORDER BY s.workflow_id, s.position");
+            let sql = format!(
+                "SELECT {STEP_COLUMNS} FROM workflow_steps s {STEP_TASKS} \
+                 WHERE s.workflow_id = ANY($1) ORDER BY s.workflow_id, s.position"
+            );
             sqlx::query_as::<_, StepRow>(&sql)
                 .bind(ids)
                 .fetch_all(&mut **tx)
@@ -296,7 +331,8 @@ pub async fn steps_of_all(
         }
         Tx::Sqlite(tx) if ids.len() > 1 => {
             let sql = format!(
-                "{STEPS} WHERE s.workflow_id IN ({}) ORDER BY s.workflow_id, s.position",
+                "SELECT {STEP_COLUMNS} FROM workflow_steps s {STEP_TASKS} \
+                 WHERE s.workflow_id IN ({}) ORDER BY s.workflow_id, s.position",
                 placeholders(ids.len())
             );
             let mut query = sqlx::query_as::<_, StepRow>(&sql);
@@ -319,6 +355,99 @@ pub async fn steps_of_all(
     Ok(by_workflow)
 }
 
+/// The workflows `rows` with their steps (read in one statement).
+pub async fn steps_for(
+    tx: &mut Tx,
+    rows: Vec<WorkflowRow>,
+) -> Result<Vec<(WorkflowRow, Vec<StepRow>)>, DbError> {
+    let ids: Vec<String> = rows.iter().map(|w| w.id.clone()).collect();
+    let mut steps = steps_of_all(tx, &ids).await?;
+    Ok(rows
+        .into_iter()
+        .map(|w| {
+            let of = steps.remove(&w.id).unwrap_or_default();
+            (w, of)
+        })
+        .collect())
+}
+
+/// The workflows `ids` (sorted, without repeats), across tenants, with their steps, in
+/// one statement: for an SQLite write transaction, which holds the file's only write
+/// lock, so nothing needs locking first. Missing ones are left out.
+pub async fn with_steps(
+    tx: &mut Tx,
+    ids: &[String],
+) -> Result<Vec<(WorkflowRow, Vec<StepRow>)>, DbError> {
+    use sqlx::Row;
+    static SQL_START: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let workflow: Vec<String> = COLUMNS
+            .split(", ")
+            .map(|c| format!("w.{c} AS w_{c}"))
+            .collect();
+        // The workflow's columns come with its first step only (its definition is
+        // the widest value read).
+        format!(
+            "SELECT {STEP_COLUMNS}, {} FROM workflow_steps s \
+             LEFT JOIN workflows w ON w.id = s.workflow_id AND s.position = 0 {STEP_TASKS}",
+            workflow.join(", ")
+        )
+    });
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "{} WHERE s.workflow_id IN ({}) ORDER BY s.workflow_id, s.position",
+        *SQL_START,
+        placeholders(ids.len())
+    );
+    let mut out: Vec<(WorkflowRow, Vec<StepRow>)> = Vec::with_capacity(ids.len());
+    on_tx!(tx, conn => {
+        let mut query = sqlx::query(&sql);
+        for id in ids {
+            query = query.bind(id);
+        }
+        let rows = query.fetch_all(conn).await?;
+        for row in &rows {
+            let step = StepRow::from_row(row)?;
+            match out.last_mut() {
+                Some((w, steps)) if w.id == step.workflow_id => steps.push(step),
+                // A workflow's steps come in order, the first with its workflow.
+                _ if step.position != 0 => {
+                    return Err(DbError::Internal(sqlx::Error::Protocol(format!(
+                        "workflow {:?}: its steps were read without its first",
+                        step.workflow_id
+                    ))));
+                }
+                _ => {
+                    let workflow = WorkflowRow {
+                        id: row.try_get("w_id")?,
+                        tenant_id: row.try_get("w_tenant_id")?,
+                        definition_name: row.try_get("w_definition_name")?,
+                        definition_version: row.try_get("w_definition_version")?,
+                        definition: row.try_get("w_definition")?,
+                        input: row.try_get("w_input")?,
+                        state: row.try_get("w_state")?,
+                        output: row.try_get("w_output")?,
+                        error: row.try_get("w_error")?,
+                        cancel_requested: row.try_get("w_cancel_requested")?,
+                        correlation_id: row.try_get("w_correlation_id")?,
+                        idempotency_key: row.try_get("w_idempotency_key")?,
+                        request_hash: row.try_get("w_request_hash")?,
+                        actor_key_id: row.try_get("w_actor_key_id")?,
+                        schedule_id: row.try_get("w_schedule_id")?,
+                        created_at: row.try_get("w_created_at")?,
+                        updated_at: row.try_get("w_updated_at")?,
+                        finished_at: row.try_get("w_finished_at")?,
+                    };
+                    out.push((workflow, vec![step]));
+                }
+            }
+        }
+        Ok::<_, sqlx::Error>(())
+    })?;
+    Ok(out)
+}
+
 /// Writes a workflow's state, output, error and counters.
 pub async fn update(tx: &mut Tx, w: &WorkflowRow) -> Result<(), DbError> {
     on_tx!(tx, conn => sqlx::query(
@@ -337,8 +466,9 @@ pub async fn update(tx: &mut Tx, w: &WorkflowRow) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Writes the steps' states, task links, outputs and errors in one statement (a step's
-/// end and the start of the next are one round trip).
+/// Writes steps' states, tasks and outputs: one `UPDATE … FROM (VALUES …)` per chunk
+/// of rows (power-of-two chunks, so only a few statement shapes are prepared; on
+/// SQLite with anonymous `?` parameters, as numbered ones cost a linear scan per bind).
 pub async fn update_steps(tx: &mut Tx, steps: &[&StepRow]) -> Result<(), DbError> {
     // Postgres needs the types of a VALUES list's parameters; SQLite takes them as bound.
     const CAST: [&str; 11] = [
@@ -354,53 +484,54 @@ pub async fn update_steps(tx: &mut Tx, steps: &[&StepRow]) -> Result<(), DbError
         "::text",
         "::text",
     ];
-    if steps.is_empty() {
-        return Ok(());
-    }
     let postgres = matches!(tx, Tx::Postgres(_));
-    let rows: Vec<String> = (0..steps.len())
-        .map(|i| {
-            let values: Vec<String> = CAST
-                .iter()
-                .enumerate()
-                .map(|(c, cast)| {
-                    let n = i * CAST.len() + c + 1;
-                    if postgres {
-                        format!("${n}{cast}")
-                    } else {
-                        format!("${n}")
-                    }
-                })
-                .collect();
-            format!("({})", values.join(", "))
-        })
-        .collect();
-    let sql = format!(
-        "UPDATE workflow_steps SET state = v.column1, task_id = v.column2, output = v.column3, \
-         error = v.column4, completed_seq = v.column5, compensation_state = v.column6, \
-         compensation_task_id = v.column7, started_at = v.column8, finished_at = v.column9 \
-         FROM (VALUES {}) AS v \
-         WHERE workflow_steps.workflow_id = v.column10 AND workflow_steps.name = v.column11",
-        rows.join(", ")
-    );
-    on_tx!(tx, conn => {
-        let mut query = sqlx::query(&sql);
-        for s in steps {
-            query = query
-                .bind(&s.state)
-                .bind(&s.task_id)
-                .bind(&s.output)
-                .bind(&s.error)
-                .bind(s.completed_seq)
-                .bind(&s.compensation_state)
-                .bind(&s.compensation_task_id)
-                .bind(s.started_at)
-                .bind(s.finished_at)
-                .bind(&s.workflow_id)
-                .bind(&s.name);
-        }
-        query.execute(conn).await.map(|r| r.rows_affected())
-    })?;
+    let mut rest = steps;
+    while !rest.is_empty() {
+        let (chunk, tail) = rest.split_at(super::chunk_size(rest.len(), 256));
+        rest = tail;
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let values: Vec<String> = CAST
+                    .iter()
+                    .enumerate()
+                    .map(|(c, cast)| {
+                        if postgres {
+                            format!("${}{cast}", i * CAST.len() + c + 1)
+                        } else {
+                            "?".to_string()
+                        }
+                    })
+                    .collect();
+                format!("({})", values.join(", "))
+            })
+            .collect();
+        let sql = format!(
+            "UPDATE workflow_steps SET state = v.column1, task_id = v.column2, output = v.column3, \
+             error = v.column4, completed_seq = v.column5, compensation_state = v.column6, \
+             compensation_task_id = v.column7, started_at = v.column8, finished_at = v.column9 \
+             FROM (VALUES {}) AS v \
+             WHERE workflow_steps.workflow_id = v.column10 AND workflow_steps.name = v.column11",
+            rows.join(", ")
+        );
+        on_tx!(tx, conn => {
+            let mut query = sqlx::query(&sql);
+            for s in chunk {
+                query = query
+                    .bind(&s.state)
+                    .bind(&s.task_id)
+                    .bind(&s.output)
+                    .bind(&s.error)
+                    .bind(s.completed_seq)
+                    .bind(&s.compensation_state)
+                    .bind(&s.compensation_task_id)
+                    .bind(s.started_at)
+                    .bind(s.finished_at)
+                    .bind(&s.workflow_id)
+                    .bind(&s.name);
+            }
+            query.execute(conn).await.map(|r| r.rows_affected())
+        })?;
+    }
     Ok(())
 }
 

@@ -234,7 +234,7 @@ async fn run(
             }
             Err(e) if batch.len() == 1 => {
                 let job = batch.pop().expect("one job");
-                let result = commit_degraded(&db, job.degraded(), e, shard).await;
+                let result = recover(&db, &job, e, shard).await;
                 let _ = job.done.send(result);
             }
             Err(e) => {
@@ -242,7 +242,7 @@ async fn run(
                 for job in batch.drain(..) {
                     let result = match commit(&db, std::slice::from_ref(&job), shard).await {
                         Ok(()) => Ok(()),
-                        Err(e) => commit_degraded(&db, job.degraded(), e, shard).await,
+                        Err(e) => recover(&db, &job, e, shard).await,
                     };
                     let _ = job.done.send(result);
                 }
@@ -294,14 +294,30 @@ impl Job {
     }
 }
 
-/// After `error` refused a job alone, writes its degraded form (if it has one).
-async fn commit_degraded(
-    db: &Db,
-    degraded: Option<Job>,
-    error: DbError,
-    shard: i32,
-) -> Result<(), Arc<DbError>> {
-    let Some(degraded) = degraded else {
+/// After `error` refused a job alone: a job that moves a workflow on is written
+/// without (the advancers' sweep moves the workflow on from its task's end); failing
+/// that, or for any other job, its degraded form is (if it has one).
+async fn recover(db: &Db, job: &Job, error: DbError, shard: i32) -> Result<(), Arc<DbError>> {
+    if let Some(steps) = &job.workflow {
+        tracing::warn!(%error, "moving a workflow on with its task's end failed; the sweep will");
+        let (done, _) = oneshot::channel();
+        let alone = Job {
+            record: job.record.clone(),
+            key: job.key.clone(),
+            task: job.task.clone(),
+            workflow: None,
+            events: job.events.clone(),
+            done,
+        };
+        if commit(db, std::slice::from_ref(&alone), shard)
+            .await
+            .is_ok()
+        {
+            steps.behind.notify_one();
+            return Ok(());
+        }
+    }
+    let Some(degraded) = job.degraded() else {
         return Err(Arc::new(error));
     };
     tracing::error!(
@@ -309,9 +325,8 @@ async fn commit_degraded(
         execution_id = degraded.record.as_ref().map(|r| r.id.as_str()),
         "an execution record could not be written; keeping its outcome, usage and cost"
     );
-    commit(db, std::slice::from_ref(&degraded), shard)
-        .await
-        .map_err(|_| Arc::new(error))
+    let written = commit(db, std::slice::from_ref(&degraded), shard).await;
+    written.map_err(|_| Arc::new(error))
 }
 
 async fn commit(db: &Db, jobs: &[Job], shard: i32) -> Result<(), DbError> {
@@ -349,21 +364,24 @@ async fn commit(db: &Db, jobs: &[Job], shard: i32) -> Result<(), DbError> {
     tx.commit().await
 }
 
-/// The workflows of the tasks whose ends `jobs` record, locked.
-struct Locked {
+/// The workflows of the tasks whose ends a batch records.
+struct Ended {
     steps: WorkflowSteps,
-    rows: Vec<workflows::WorkflowRow>,
+    /// Their ids, sorted.
+    ids: Vec<String>,
+    /// On Postgres, their rows, locked before the ends were written.
+    locked: Option<Vec<workflows::WorkflowRow>>,
     /// When the latest of those ends happened.
     now: chrono::DateTime<chrono::Utc>,
 }
 
-/// Locks the workflows of the tasks whose ends `jobs` record, before any task row is
-/// written: every transaction that moves a workflow on (a cancellation, an advance)
-/// takes the workflow's row before its tasks', and these are taken in one ordered
-/// statement, so no two transactions wait on each other in a cycle. No savepoint: if
-/// this fails, the batch fails and its jobs are retried one by one like any other
-/// failure, and a job written degraded leaves its workflow to the advancers' sweep.
-async fn lock_workflows(tx: &mut Tx, jobs: &[Job]) -> Result<Option<Locked>, DbError> {
+/// Finds the workflows of the tasks whose ends `jobs` record and, on Postgres, locks
+/// them before any task row is written: every transaction that moves a workflow on (a
+/// cancellation, an advance) takes the workflow's row before its tasks', and these are
+/// taken in one ordered statement, so no two transactions wait on each other in a
+/// cycle. (SQLite's write transaction holds the file's only write lock already: the
+/// rows are read with their steps, in one statement, when they are moved on.)
+async fn lock_workflows(tx: &mut Tx, jobs: &[Job]) -> Result<Option<Ended>, DbError> {
     let ended: Vec<(&TaskCompletion, &WorkflowSteps)> = jobs
         .iter()
         .filter_map(|j| j.task.as_ref().zip(j.workflow.as_ref()))
@@ -378,28 +396,32 @@ async fn lock_workflows(tx: &mut Tx, jobs: &[Job]) -> Result<Option<Locked>, DbE
     ids.sort_unstable();
     ids.dedup();
     let now = ended.iter().map(|(task, _)| task.at).max().expect("one");
-    let rows = workflows::lock_all(tx, &ids).await?;
-    Ok(Some(Locked {
+    let locked = match tx {
+        Tx::Postgres(_) => Some(workflows::lock_all(tx, &ids).await?),
+        Tx::Sqlite(_) => None,
+    };
+    Ok(Some(Ended {
         steps: steps.clone(),
-        rows,
+        ids,
+        locked,
         now,
     }))
 }
 
-/// Moves the locked workflows on, after their tasks' ends are written, as the last
-/// thing before the commit. In a savepoint: if that fails, it is undone, the ends are
-/// committed all the same, and the advancers' sweep moves the workflows on from them.
-/// (On success the savepoint is not released: the commit keeps its work anyway, and
-/// that saves a round trip per batch.)
-async fn advance_workflows(tx: &mut Tx, locked: Locked) -> Result<(), DbError> {
-    tx.savepoint("advance_workflows").await?;
-    match crate::workflows::advance_all(tx, &locked.steps.agents, locked.rows, locked.now).await {
+/// Moves the workflows on, after their tasks' ends are written, as the last thing
+/// before the commit. No savepoint: if this fails, the batch fails, and is retried job
+/// by job; a job whose workflow still cannot be moved on is written without (see
+/// [`recover`]), and the advancers' sweep moves its workflow on.
+async fn advance_workflows(tx: &mut Tx, ended: Ended) -> Result<(), DbError> {
+    let moving = match ended.locked {
+        Some(rows) => workflows::steps_for(tx, rows).await?,
+        None => workflows::with_steps(tx, &ended.ids).await?,
+    };
+    match crate::workflows::advance_all(tx, &ended.steps.agents, moving, ended.now).await {
         Ok(_) => Ok(()),
-        Err(e) => {
-            tx.rollback_to("advance_workflows").await?;
-            tracing::warn!(error = %e, "advancing workflows failed; the sweep will");
-            locked.steps.behind.notify_one();
-            Ok(())
-        }
+        Err(crate::workflows::WorkflowError::Db(e)) => Err(e),
+        Err(e) => Err(DbError::Internal(sqlx::Error::Protocol(format!(
+            "moving workflows on: {e}"
+        )))),
     }
 }

@@ -642,7 +642,9 @@ pub async fn start(
         "schedule_id": row.schedule_id,
     })));
     crate::db::audit::append(tx, &event).await?;
-    let advanced = advance_locked(tx, &pipeline.agents, row, steps, now).await?;
+    let mut writes = Writes::default();
+    let advanced = advance_locked(tx, &pipeline.agents, row, steps, now, &mut writes).await?;
+    writes.flush(tx).await?;
     if advanced.enqueued {
         tasks::notify(tx).await?;
     }
@@ -674,9 +676,11 @@ pub async fn advance(
     };
     let now = pipeline.quotas.clock().now();
     let steps = db::steps(&mut tx, id).await?;
-    let enqueued = advance_locked(&mut tx, &pipeline.agents, workflow, steps, now)
+    let mut writes = Writes::default();
+    let enqueued = advance_locked(&mut tx, &pipeline.agents, workflow, steps, now, &mut writes)
         .await?
         .enqueued;
+    writes.flush(&mut tx).await?;
     if enqueued {
         tasks::notify(&mut tx).await?;
     }
@@ -684,8 +688,9 @@ pub async fn advance(
     Ok(enqueued)
 }
 
-/// Moves on `workflows` in `tx`, the transaction that recorded the ends of their
-/// tasks, where they were locked ([`db::lock_all`]) before those ends were written.
+/// Moves on `workflows` (with their steps) in `tx`, the transaction that recorded the
+/// ends of their tasks (on Postgres, they were locked with [`db::lock_all`] before
+/// those ends were written). What they decide is written at once ([`Writes`]).
 /// Returns whether any task was enqueued. No `NOTIFY`: as for a plain task's released
 /// dependants, the node that recorded the ends claims what they started (its workers
 /// are woken when their attempts' records commit), and other nodes find it when they
@@ -693,18 +698,17 @@ pub async fn advance(
 pub async fn advance_all(
     tx: &mut Tx,
     agents: &AgentCache,
-    workflows: Vec<WorkflowRow>,
+    workflows: Vec<(WorkflowRow, Vec<StepRow>)>,
     now: DateTime<Utc>,
 ) -> Result<bool, WorkflowError> {
-    let ids: Vec<String> = workflows.iter().map(|w| w.id.clone()).collect();
-    let mut steps = db::steps_of_all(tx, &ids).await?;
     let mut enqueued = false;
-    for workflow in workflows {
-        let steps = steps.remove(&workflow.id).unwrap_or_default();
-        enqueued |= advance_locked(tx, agents, workflow, steps, now)
+    let mut writes = Writes::default();
+    for (workflow, steps) in workflows {
+        enqueued |= advance_locked(tx, agents, workflow, steps, now, &mut writes)
             .await?
             .enqueued;
     }
+    writes.flush(tx).await?;
     Ok(enqueued)
 }
 
@@ -726,10 +730,10 @@ pub async fn cancel(
         return Err(WorkflowError::Finished(id.to_string()));
     }
     let now = pipeline.quotas.clock().now();
-    let spec: WorkflowSpec = serde_json::from_value(workflow.definition.0.clone())
+    let spec = WorkflowSpec::deserialize(&workflow.definition.0)
         .map_err(|e| DbError::Internal(sqlx::Error::Decode(Box::new(e))))?;
     let mut steps = db::steps(tx, id).await?;
-    let before = (workflow.clone(), steps.clone());
+    let before = (workflow.progress(), steps.clone());
     record_ends(&mut steps, now);
     workflow.cancel_requested = true;
     let error = TaskError::new("cancelled", "the workflow was cancelled", false);
@@ -743,12 +747,23 @@ pub async fn cancel(
         now,
     )
     .await?;
+    let mut writes = Writes::default();
     let mut event = actor.event("workflow.cancel", "workflow", Some(id));
     event.after = Some(Json(serde_json::json!({ "state": workflow.state })));
     crate::db::audit::append(tx, &event).await?;
-    settle(tx, &pipeline.agents, &mut workflow, &mut steps, &spec, now).await?;
+    settle(
+        tx,
+        &pipeline.agents,
+        &mut workflow,
+        &mut steps,
+        &spec,
+        now,
+        &mut writes,
+    )
+    .await?;
     workflow.updated_at = now;
-    save(tx, &before, &workflow, &steps).await?;
+    writes.save(&before, &workflow, &steps);
+    writes.flush(tx).await?;
     Ok(workflow)
 }
 
@@ -932,16 +947,17 @@ async fn advance_locked(
     mut workflow: WorkflowRow,
     mut steps: Vec<StepRow>,
     now: DateTime<Utc>,
+    writes: &mut Writes,
 ) -> Result<Advanced, WorkflowError> {
-    let spec: WorkflowSpec = serde_json::from_value(workflow.definition.0.clone())
+    let spec = WorkflowSpec::deserialize(&workflow.definition.0)
         .map_err(|e| DbError::Internal(sqlx::Error::Decode(Box::new(e))))?;
-    let before = (workflow.clone(), steps.clone());
+    let before = (workflow.progress(), steps.clone());
     record_ends(&mut steps, now);
-    let enqueued = settle(tx, agents, &mut workflow, &mut steps, &spec, now).await?;
-    if workflow != before.0 {
+    let enqueued = settle(tx, agents, &mut workflow, &mut steps, &spec, now, writes).await?;
+    if workflow.progress() != before.0 {
         workflow.updated_at = now;
     }
-    save(tx, &before, &workflow, &steps).await?;
+    writes.save(&before, &workflow, &steps);
     Ok(Advanced {
         workflow,
         steps,
@@ -957,23 +973,53 @@ struct Advanced {
     enqueued: bool,
 }
 
-/// Writes the workflow and the steps that changed since `before`.
-async fn save(
-    tx: &mut Tx,
-    before: &(WorkflowRow, Vec<StepRow>),
-    workflow: &WorkflowRow,
-    steps: &[StepRow],
-) -> Result<(), DbError> {
-    if *workflow != before.0 {
-        db::update(tx, workflow).await?;
+/// What advances decided to write, written by [`Writes::flush`]: the tasks they
+/// enqueued, then the workflows and steps that changed. In a group commit one flush
+/// serves every workflow of the batch, so a batch's next steps cost a few multi-row
+/// statements rather than a few statements each.
+#[derive(Default)]
+struct Writes {
+    tasks: Vec<TaskRow>,
+    workflows: Vec<WorkflowRow>,
+    steps: Vec<StepRow>,
+}
+
+impl Writes {
+    /// Keeps the workflow and the steps that changed since `before`, to be written.
+    fn save(
+        &mut self,
+        before: &(db::Progress, Vec<StepRow>),
+        workflow: &WorkflowRow,
+        steps: &[StepRow],
+    ) {
+        if workflow.progress() != before.0 {
+            self.workflows.push(workflow.clone());
+        }
+        self.steps.extend(
+            steps
+                .iter()
+                .zip(&before.1)
+                .filter(|(step, old)| step != old)
+                .map(|(step, _)| step.clone()),
+        );
     }
-    let changed: Vec<&StepRow> = steps
-        .iter()
-        .zip(&before.1)
-        .filter(|(step, old)| step != old)
-        .map(|(step, _)| step)
-        .collect();
-    db::update_steps(tx, &changed).await
+
+    /// Inserts the tasks enqueued so far (before anything reads or changes them).
+    async fn insert_tasks(&mut self, tx: &mut Tx) -> Result<(), DbError> {
+        tasks::insert_all(tx, &self.tasks).await?;
+        self.tasks.clear();
+        Ok(())
+    }
+
+    /// Writes everything kept: the tasks first, as steps name them.
+    async fn flush(mut self, tx: &mut Tx) -> Result<(), DbError> {
+        self.insert_tasks(tx).await?;
+        for workflow in &self.workflows {
+            db::update(tx, workflow).await?;
+        }
+        let steps: Vec<&StepRow> = self.steps.iter().collect();
+        db::update_steps(tx, &steps).await
+    }
 }
 
 /// Decides what comes next from the recorded states, until nothing changes: fails the
@@ -986,6 +1032,7 @@ async fn settle(
     steps: &mut [StepRow],
     spec: &WorkflowSpec,
     now: DateTime<Utc>,
+    writes: &mut Writes,
 ) -> Result<bool, WorkflowError> {
     let mut enqueued = false;
     let by_name: HashMap<String, usize> = steps
@@ -1017,6 +1064,9 @@ async fn settle(
                     ),
                     false,
                 );
+                // The steps it stops may include one this advance started: its task
+                // is written first, so it is there to be cancelled.
+                writes.insert_tasks(tx).await?;
                 stop(tx, workflow, steps, spec, error, true, now).await?;
                 break;
             }
@@ -1075,9 +1125,9 @@ async fn settle(
                     Ok(input) => {
                         let raw = RawValue::from_string(input.to_string()).expect("JSON");
                         let task = task_spec(step, raw, correlation);
-                        match enqueue(tx, agents, workflow, &task, now).await? {
-                            Ok(row) => {
-                                steps[i].task_id = Some(row.id);
+                        match enqueue(tx, agents, workflow, &task, now, writes).await? {
+                            Ok(id) => {
+                                steps[i].task_id = Some(id);
                                 steps[i].started_at = Some(now);
                                 set_state(&mut steps[i], StepState::Running, None, now);
                                 enqueued = true;
@@ -1163,13 +1213,15 @@ async fn settle(
                         Ok(input) => {
                             let raw = RawValue::from_string(input.to_string()).expect("JSON");
                             let task = compensation_spec(&compensation, raw, correlation);
-                            enqueue(tx, agents, workflow, &task, now).await?.ok()
+                            enqueue(tx, agents, workflow, &task, now, writes)
+                                .await?
+                                .ok()
                         }
                         Err(_) => None,
                     };
                     match started {
-                        Some(row) => {
-                            steps[i].compensation_task_id = Some(row.id);
+                        Some(id) => {
+                            steps[i].compensation_task_id = Some(id);
                             steps[i].compensation_state = Some("running".into());
                             enqueued = true;
                         }
@@ -1177,9 +1229,11 @@ async fn settle(
                         // by the next advance (now, through the recursion below).
                         None => {
                             steps[i].compensation_state = Some("failed".into());
-                            return Box::pin(settle(tx, agents, workflow, steps, spec, now))
-                                .await
-                                .map(|more| more || enqueued);
+                            return Box::pin(settle(
+                                tx, agents, workflow, steps, spec, now, writes,
+                            ))
+                            .await
+                            .map(|more| more || enqueued);
                         }
                     }
                 }
@@ -1210,15 +1264,16 @@ async fn settle(
     Ok(enqueued)
 }
 
-/// Enqueues one task of a workflow in `tx`, as its submitter: `Err` is why it could
-/// not be (its agent is gone).
+/// Enqueues one task of a workflow, as its submitter, to be inserted with `writes`;
+/// returns its id, or why it could not be (its agent is gone).
 async fn enqueue(
     tx: &mut Tx,
     agents: &AgentCache,
     workflow: &WorkflowRow,
     spec: &TaskSpec,
     now: DateTime<Utc>,
-) -> Result<Result<TaskRow, TaskError>, DbError> {
+    writes: &mut Writes,
+) -> Result<Result<String, TaskError>, DbError> {
     let name = spec
         .agent
         .as_deref()
@@ -1252,8 +1307,9 @@ async fn enqueue(
         now,
     );
     row.workflow_id = Some(workflow.id.clone());
-    tasks::insert(tx, &row, &[]).await?;
-    Ok(Ok(row))
+    let id = row.id.clone();
+    writes.tasks.push(row);
+    Ok(Ok(id))
 }
 
 #[cfg(test)]

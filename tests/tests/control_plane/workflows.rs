@@ -18,6 +18,8 @@ crate::on_both_backends!(
     bad_workflows_are_refused_naming_the_step_and_store_nothing,
     stored_definitions_are_versioned_and_each_run_keeps_its_version,
     a_task_that_ended_without_its_workflow_advancing_is_found_by_the_sweep,
+    a_step_that_cannot_start_cancels_the_sibling_started_beside_it,
+    a_step_whose_workflow_cannot_move_on_is_still_recorded_in_full,
     another_tenants_workflows_definitions_and_schedules_are_not_found,
 );
 
@@ -641,6 +643,87 @@ async fn a_task_that_ended_without_its_workflow_advancing_is_found_by_the_sweep(
     // Later sweeps change nothing: b was enqueued once.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(app.count("tasks").await, 2);
+    app.stop().await;
+}
+
+/// Two steps become ready together; the first is started, the second cannot be (its
+/// agent was deleted while their parent ran), which fails the workflow in the same
+/// advance: the first's task, enqueued a moment before, is cancelled with it — not left
+/// queued to run for a workflow that has failed.
+async fn a_step_that_cannot_start_cancels_the_sibling_started_beside_it(backend: Backend) {
+    let app = app(backend).await;
+    app.agent_with("echo-2", ECHO).await;
+    let body = json!({ "steps": [
+        { "name": "parent", "agent": "hostile", "action": "sleep", "input": { "ms": 1500 } },
+        { "name": "started", "agent": "echo", "action": "echo", "depends_on": ["parent"],
+          "input": { "n": 1 } },
+        { "name": "orphaned", "agent": "echo-2", "action": "echo", "depends_on": ["parent"],
+          "input": { "n": 2 } },
+    ]});
+    let id = submit(&app, body).await["id"].as_str().unwrap().to_string();
+    // Deleted while the parent sleeps (longer than the agent cache keeps an entry).
+    app.send(Method::DELETE, "/v1/agents/echo-2", Some(ADMIN_KEY), None)
+        .await
+        .ok(204);
+    let done = finished(&app, &id).await;
+    assert_eq!(done["state"], "failed", "{done:#}");
+    assert_eq!(step(&done, "parent")["state"], "succeeded");
+    assert_eq!(step(&done, "orphaned")["state"], "failed");
+    assert_eq!(step(&done, "orphaned")["error"]["code"], "agent_not_found");
+    let started = step(&done, "started");
+    assert_eq!(started["state"], "cancelled", "{done:#}");
+    let its_task = task(&app, &started["task_id"]).await;
+    assert_eq!(its_task["state"], "cancelled", "{its_task:#}");
+    assert_eq!(its_task["attempt_count"], 0);
+    // The parent's task and the cancelled one: nothing else was enqueued.
+    assert_eq!(app.count("tasks").await, 2);
+    app.stop().await;
+}
+
+/// The group commit that records a step's end cannot move its workflow on (here: the
+/// stored definition was damaged while the step ran). The end is written all the same,
+/// with the whole execution record (not the degraded form kept when a record itself
+/// cannot be written), and the workflow is left to the advancers' sweep.
+async fn a_step_whose_workflow_cannot_move_on_is_still_recorded_in_full(backend: Backend) {
+    let app = app(backend).await;
+    let body = json!({ "steps": [
+        { "name": "slow", "agent": "hostile", "action": "sleep", "input": { "ms": 800 } },
+        { "name": "next", "agent": "echo", "action": "echo", "depends_on": ["slow"],
+          "input": { "n": 1 } },
+    ]});
+    let id = submit(&app, body).await["id"].as_str().unwrap().to_string();
+    let submitted = app
+        .get(&format!("/v1/workflows/{id}"), ADMIN_KEY)
+        .await
+        .ok(200);
+    let sql = "UPDATE workflows SET definition = '{\"steps\": 7}' WHERE id = $1";
+    corral_host::on_pool!(&app.db, pool => sqlx::query(sql).bind(&id).execute(pool).await.map(|r| r.rows_affected()))
+        .unwrap();
+    let task_id = step(&submitted, "slow")["task_id"].clone();
+    let mut ended = task(&app, &task_id).await;
+    for _ in 0..200 {
+        if ended["state"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        ended = task(&app, &task_id).await;
+    }
+    assert_eq!(ended["state"], "succeeded", "{ended:#}");
+    let execution = ended["attempts"][0]["execution_id"].as_str().unwrap();
+    let record = app
+        .get(&format!("/v1/executions/{execution}"), ADMIN_KEY)
+        .await
+        .ok(200);
+    assert_eq!(record["outcome"], "succeeded", "{record:#}");
+    assert_eq!(record["record_degraded"], false, "{record:#}");
+    assert_eq!(record["output"], json!({ "slept_ms": 800 }), "{record:#}");
+    // The workflow did not move: no next step, and it is still running.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.count("tasks").await, 1);
+    let state: (String,) = corral_host::on_pool!(&app.db, pool => sqlx::query_as(
+        "SELECT state FROM workflows WHERE id = $1").bind(&id).fetch_one(pool).await)
+    .unwrap();
+    assert_eq!(state.0, "running");
     app.stop().await;
 }
 
