@@ -12,8 +12,12 @@
 //! `PAIRS` times, and each figure is the median of its phases.
 //! Run with `./scripts/bench-workflows` (it builds the release binary first).
 //! Environment: `CHAINS` (default 200), `STEPS` (default 4), `ROUNDS` (default 100),
-//! `PAIRS` (default 5),
-//! `DATABASE_URL` (Postgres admin URL; required).
+//! `PAIRS` (default 5), `BACKENDS` (default `sqlite,postgres`), `SERVER_RUST_LOG`
+//! (the servers' `RUST_LOG`, default `error`; `sqlx::query=debug` logs every statement),
+//! `DATABASE_URL` (Postgres admin URL; required for Postgres).
+//!
+//! Beside each backlog figure it prints the server's group-commit time over the
+//! backlog (from `/metrics`), the part of the wall time the one writer was busy.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -57,7 +61,10 @@ async fn start_server(database_url: Option<&str>, data_dir: &Path) -> Server {
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("CORRAL_DATA_DIR", data_dir)
         .env("CORRAL_BOOTSTRAP_KEY", KEY)
-        .env("RUST_LOG", "error")
+        .env(
+            "RUST_LOG",
+            std::env::var("SERVER_RUST_LOG").unwrap_or_else(|_| "error".into()),
+        )
         .env_remove("DATABASE_URL")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
@@ -195,6 +202,30 @@ struct Phase {
     chain: f64,
     /// Per chain, the submission's response time (part of `chain`).
     submit: f64,
+    /// Over the backlog: group commits, and the seconds they took.
+    commits: (f64, f64),
+}
+
+/// The server's group commits so far: how many, and their seconds in all.
+async fn group_commits(http: &reqwest::Client, url: &str) -> (f64, f64) {
+    let text = http
+        .get(format!("{url}/metrics"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let read = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} in /metrics"))
+    };
+    (
+        read("corral_group_commit_seconds_count "),
+        read("corral_group_commit_seconds_sum "),
+    )
 }
 
 /// Runs one phase on a fresh server and database.
@@ -249,6 +280,7 @@ async fn phase(postgres: bool, mode: Mode, chains: usize, steps: usize, rounds: 
     let submit_ms = submit_ms / rounds as f64;
 
     // A backlog of chains.
+    let commits_before = group_commits(&http, &server.url).await;
     let before = count(&db, done_sql).await;
     let started = Instant::now();
     let submissions: Vec<_> = (0..chains)
@@ -266,6 +298,11 @@ async fn phase(postgres: bool, mode: Mode, chains: usize, steps: usize, rounds: 
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let backlog_ms = started.elapsed().as_secs_f64() * 1000.0 / (chains * steps) as f64;
+    let commits_after = group_commits(&http, &server.url).await;
+    let commits = (
+        commits_after.0 - commits_before.0,
+        commits_after.1 - commits_before.1,
+    );
     db.close().await;
     drop(server);
     database.drop_it().await;
@@ -273,6 +310,7 @@ async fn phase(postgres: bool, mode: Mode, chains: usize, steps: usize, rounds: 
         backlog: backlog_ms,
         chain: chain_ms,
         submit: submit_ms,
+        commits,
     }
 }
 
@@ -290,7 +328,11 @@ async fn main() {
          (backlog: {chains} chains at once; one chain: {rounds} chains one after another; \
          median of {pairs} alternating phases each)"
     );
+    let backends = std::env::var("BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
     for (name, postgres) in [("SQLite", false), ("Postgres", true)] {
+        if !backends.to_lowercase().contains(&name.to_lowercase()) {
+            continue;
+        }
         let mut tasks = Vec::new();
         let mut workflows = Vec::new();
         // Alternate, so drift in the machine's load falls on both; medians, so one
@@ -328,6 +370,20 @@ async fn main() {
         );
         println!(
             "  {name:8} of which submitting a chain: tasks {ts:6.2} ms   workflow {ws:6.2} ms"
+        );
+        // Group commits over the backlog: per step, how many and how long the writer
+        // was busy, so a ratio can be traced to the one writer or elsewhere.
+        let per_step = (chains * steps) as f64;
+        let commits = |runs: &[Phase]| {
+            (
+                median(runs, |r| r.commits.0) / per_step,
+                median(runs, |r| r.commits.1 * 1000.0) / per_step,
+            )
+        };
+        let ((tn, tt), (wn, wt)) = (commits(&tasks), commits(&workflows));
+        println!(
+            "  {name:8} backlog group commits per step: tasks {tn:4.2} taking {tt:5.2} ms   \
+             workflow {wn:4.2} taking {wt:5.2} ms"
         );
     }
 }
