@@ -153,29 +153,6 @@ impl Tx {
         }
         Ok(())
     }
-
-    /// Marks a point [`Tx::rollback_to`] can return to (`SAVEPOINT`).
-    pub async fn savepoint(&mut self, name: &'static str) -> Result<(), DbError> {
-        self.run(&format!("SAVEPOINT {name}")).await
-    }
-
-    /// Keeps what was written since the savepoint `name`, and forgets the point.
-    pub async fn release(&mut self, name: &'static str) -> Result<(), DbError> {
-        self.run(&format!("RELEASE SAVEPOINT {name}")).await
-    }
-
-    /// Undoes what was written since the savepoint `name` (and, on Postgres, clears a
-    /// failed statement's abort), keeping the rest of the transaction; then forgets the
-    /// point.
-    pub async fn rollback_to(&mut self, name: &'static str) -> Result<(), DbError> {
-        self.run(&format!("ROLLBACK TO SAVEPOINT {name}")).await?;
-        self.release(name).await
-    }
-
-    async fn run(&mut self, sql: &str) -> Result<(), DbError> {
-        on_tx!(self, conn => sqlx::query(sql).execute(conn).await.map(|r| r.rows_affected()))?;
-        Ok(())
-    }
 }
 
 /// How many rows the next multi-row statement takes, with `left` rows to write: the

@@ -12,8 +12,9 @@
 //!   row before any of its tasks' rows, so it is all-or-nothing, two nodes take turns,
 //!   and none waits on another in a cycle.
 //! - The group commit that records the end of one of a workflow's tasks moves the
-//!   workflow on in the same transaction ([`advance_all`], over the workflows it locked
-//!   first); a worker that records an end on its own (a host failure) runs [`advance`]
+//!   workflow on in the same transaction ([`advance_all`]: on Postgres over the
+//!   workflows it locked first; on SQLite, whose write transaction holds the only write
+//!   lock, read with their steps after the ends); a worker that records an end on its own (a host failure) runs [`advance`]
 //!   after it; the [`advancer`] of every node sweeps every poll for workflows whose
 //!   tasks ended without being advanced (a node died in between, a take-over, a
 //!   cancellation, an advance that failed).
