@@ -9,7 +9,9 @@
 //!   submission to its last step's end, per step (what a step waits for its parent).
 //!
 //! Each phase runs on a fresh database and server; plain and workflow phases alternate
-//! `PAIRS` times, and each figure is the median of its phases.
+//! `PAIRS` times, and each figure is the median of its phases. Each ratio is printed
+//! twice: of those medians, and as the median (and range) of the pairs' own ratios —
+//! a pair runs back to back, so its ratio is not moved by the machine's drift.
 //! Run with `./scripts/bench-workflows` (it builds the release binary first).
 //! Environment: `CHAINS` (default 200), `STEPS` (default 4), `ROUNDS` (default 100),
 //! `PAIRS` (default 5), `BACKENDS` (default `sqlite,postgres`), `SERVER_RUST_LOG`
@@ -360,13 +362,36 @@ async fn main() {
             median(&tasks, |r| r.submit),
             median(&workflows, |r| r.submit),
         );
+        // Each pair ran back to back, so its ratio cancels the machine's drift between
+        // pairs: their median, and their range.
+        let paired = |pick: fn(&Phase) -> f64| {
+            let mut ratios: Vec<f64> = tasks
+                .iter()
+                .zip(&workflows)
+                .map(|(t, w)| pick(w) / pick(t))
+                .collect();
+            ratios.sort_by(f64::total_cmp);
+            let mid = ratios.len() / 2;
+            let median = if ratios.len() % 2 == 0 {
+                (ratios[mid - 1] + ratios[mid]) / 2.0
+            } else {
+                ratios[mid]
+            };
+            format!(
+                "paired {median:.2} ({:.2}–{:.2})",
+                ratios[0],
+                ratios[ratios.len() - 1]
+            )
+        };
         println!(
-            "  {name:8} backlog:   tasks {tb:6.2} ms/step   workflow {wb:6.2} ms/step   ratio {:.2}",
-            wb / tb
+            "  {name:8} backlog:   tasks {tb:6.2} ms/step   workflow {wb:6.2} ms/step   ratio {:.2}   {}",
+            wb / tb,
+            paired(|r| r.backlog)
         );
         println!(
-            "  {name:8} one chain: tasks {tc:6.2} ms/step   workflow {wc:6.2} ms/step   ratio {:.2}",
-            wc / tc
+            "  {name:8} one chain: tasks {tc:6.2} ms/step   workflow {wc:6.2} ms/step   ratio {:.2}   {}",
+            wc / tc,
+            paired(|r| r.chain)
         );
         println!(
             "  {name:8} of which submitting a chain: tasks {ts:6.2} ms   workflow {ws:6.2} ms"
