@@ -103,6 +103,68 @@ impl std::ops::DerefMut for SqliteTx {
     }
 }
 
+/// Statements for an SQLite connection sent together: one text, their anonymous `?`
+/// parameters bound in order across them, run in one round trip to the connection's
+/// thread (each statement is a trip of its own otherwise). Built like a query:
+/// `script.push(sql)`, then `script = script.bind(value)` for each of its parameters.
+#[derive(Default)]
+pub(crate) struct SqliteScript<'q> {
+    sql: String,
+    args: sqlx::sqlite::SqliteArguments<'q>,
+    /// The first value that could not be bound.
+    refused: Option<sqlx::error::BoxDynError>,
+}
+
+impl<'q> SqliteScript<'q> {
+    /// Adds a statement.
+    pub(crate) fn push(&mut self, statement: &str) {
+        self.sql.push_str(statement);
+        self.sql.push_str(";\n");
+    }
+
+    /// Binds the next `?`.
+    pub(crate) fn bind<T>(mut self, value: T) -> Self
+    where
+        T: sqlx::Encode<'q, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + 'q,
+    {
+        use sqlx::Arguments;
+        if let Err(e) = self.args.add(value)
+            && self.refused.is_none()
+        {
+            self.refused = Some(e);
+        }
+        self
+    }
+
+    /// `VALUES` rows of `columns` parameters for `rows` rows, padded to a power of two.
+    /// The padding rows are bound to NULLs ([`SqliteScript::bind_padding`]), which
+    /// match no row and insert none, so however many rows a batch writes, its
+    /// statements take one of a few shapes, each prepared once and cached.
+    pub(crate) fn padded_values(rows: usize, columns: usize) -> String {
+        let row = format!("({})", vec!["?"; columns].join(", "));
+        vec![row; rows.next_power_of_two()].join(", ")
+    }
+
+    /// Binds the NULLs of the rows that pad `rows` rows of `columns`.
+    pub(crate) fn bind_padding(mut self, rows: usize, columns: usize) -> Self {
+        for _ in 0..(rows.next_power_of_two() - rows) * columns {
+            self = self.bind(None::<String>);
+        }
+        self
+    }
+
+    /// Runs every statement, in order (nothing if none was pushed).
+    pub(crate) async fn run(self, conn: &mut sqlx::SqliteConnection) -> Result<(), DbError> {
+        if let Some(e) = self.refused {
+            return Err(DbError::Internal(sqlx::Error::Encode(e)));
+        }
+        if !self.sql.is_empty() {
+            sqlx::query_with(&self.sql, self.args).execute(conn).await?;
+        }
+        Ok(())
+    }
+}
+
 /// Runs `$body` with `$pool` bound to whichever pool `$db` holds. The body is
 /// compiled once per backend, so the same query text serves both.
 #[macro_export]

@@ -11,7 +11,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
-use super::{Db, DbError, Tx};
+use super::{Db, DbError, SqliteScript, Tx};
 use crate::policy::LimitOverrides;
 use crate::tasks::{Backoff, Next, TaskCompletion, TaskError, TaskState};
 use crate::{in_scope, on_tx};
@@ -194,37 +194,38 @@ pub async fn insert(tx: &mut Tx, task: &TaskRow, depends_on: &[String]) -> Resul
     Ok(())
 }
 
-/// Inserts tasks that depend on none. On SQLite, several rows a statement (with
-/// anonymous `?` parameters: numbered ones cost a linear scan per bind), in
-/// power-of-two chunks so only a few statement shapes are prepared; on Postgres, one
-/// prepared statement a row.
+/// Inserts tasks that depend on none: on SQLite, several rows a statement (see
+/// [`push_insert`]); on Postgres, one prepared statement a row.
 pub async fn insert_all(tx: &mut Tx, rows: &[TaskRow]) -> Result<(), DbError> {
     match tx {
         Tx::Postgres(_) => {
             for row in rows {
                 insert(tx, row, &[]).await?;
             }
+            Ok(())
         }
-        Tx::Sqlite(conn) => {
-            let mut rest = rows;
-            while !rest.is_empty() {
-                // 34 parameters a row; SQLite allows 32,766 a statement.
-                let (chunk, tail) = rest.split_at(super::chunk_size(rest.len(), 256));
-                let row = format!("({})", vec!["?"; COLUMN_COUNT].join(", "));
-                let sql = format!(
-                    "INSERT INTO tasks ({COLUMNS}) VALUES {}",
-                    vec![row; chunk.len()].join(", ")
-                );
-                let mut query = sqlx::query(&sql);
-                for task in chunk {
-                    query = bind_task!(query, task);
-                }
-                query.execute(&mut **conn).await?;
-                rest = tail;
-            }
-        }
+        Tx::Sqlite(conn) => push_insert(SqliteScript::default(), rows).run(conn).await,
     }
-    Ok(())
+}
+
+/// Adds to `script` the inserts of `rows`, tasks that depend on none (SQLite): a
+/// statement a chunk of up to 256, padded (see [`SqliteScript::padded_values`]).
+/// 34 parameters a row; SQLite allows 32,766 a statement.
+pub(crate) fn push_insert<'q>(
+    mut script: SqliteScript<'q>,
+    rows: &'q [TaskRow],
+) -> SqliteScript<'q> {
+    for chunk in rows.chunks(256) {
+        script.push(&format!(
+            "INSERT INTO tasks ({COLUMNS}) SELECT * FROM (VALUES {}) WHERE column1 IS NOT NULL",
+            SqliteScript::padded_values(chunk.len(), COLUMN_COUNT)
+        ));
+        for task in chunk {
+            script = bind_task!(script, task);
+        }
+        script = script.bind_padding(chunk.len(), COLUMN_COUNT);
+    }
+    script
 }
 
 /// The states of `ids` among `tenant_id`'s tasks (missing ones are left out). On

@@ -5,13 +5,17 @@
 //! take turns and the second finds nothing left to do. A step's task is linked once
 //! (`workflow_steps.task_id` is unique) in the transaction that enqueues it.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::FromRow;
 use sqlx::types::Json;
 
-use super::{Db, DbError, Tx};
+use super::tasks::{self, TaskRow};
+use super::{Db, DbError, SqliteScript, Tx};
 use crate::tasks::TaskError;
+use crate::workflows::WorkflowSpec;
 use crate::{in_scope, on_tx};
 
 /// One workflow as stored.
@@ -25,8 +29,8 @@ pub struct WorkflowRow {
     pub definition_name: Option<String>,
     /// That definition's version.
     pub definition_version: Option<i32>,
-    /// The steps it runs (a [`crate::workflows::WorkflowSpec`]).
-    pub definition: Json<Value>,
+    /// The steps it runs (read straight into the spec: never changed once stored).
+    pub definition: Json<Arc<WorkflowSpec>>,
     /// Its input, as JSON text.
     pub input: String,
     /// Its [`crate::workflows::WorkflowState`], by name.
@@ -86,10 +90,13 @@ const COLUMNS: &str = "id, tenant_id, definition_name, definition_version, defin
     actor_key_id, schedule_id, created_at, updated_at, finished_at";
 
 /// A step's columns, with its task's and its compensation's task's states (from
-/// [`STEP_TASKS`]).
+/// [`STEP_TASKS`]); its task's result and error only while the step runs (after, they
+/// are the step's own).
 const STEP_COLUMNS: &str = "s.workflow_id, s.name, s.position, s.state, s.task_id, s.output, \
     s.error, s.completed_seq, s.compensation_state, s.compensation_task_id, s.started_at, \
-    s.finished_at, t.state AS task_state, t.result AS task_result, t.error AS task_error, \
+    s.finished_at, t.state AS task_state, \
+    CASE WHEN s.state = 'running' THEN t.result END AS task_result, \
+    CASE WHEN s.state = 'running' THEN t.error END AS task_error, \
     c.state AS compensation_task_state, c.error AS compensation_task_error";
 
 /// Joins a step (`s`) to its task (`t`) and its compensation's task (`c`).
@@ -448,29 +455,128 @@ pub async fn with_steps(
     Ok(out)
 }
 
+/// Binds what moving a workflow on may change, then its id.
+macro_rules! bind_progress {
+    ($query:expr, $w:expr) => {
+        $query
+            .bind(&$w.state)
+            .bind(&$w.output)
+            .bind(&$w.error)
+            .bind($w.cancel_requested)
+            .bind($w.updated_at)
+            .bind($w.finished_at)
+            .bind(&$w.id)
+    };
+}
+
+/// Binds what moving a workflow on may change in a step, then its key.
+macro_rules! bind_step {
+    ($query:expr, $s:expr) => {
+        $query
+            .bind(&$s.state)
+            .bind(&$s.task_id)
+            .bind(&$s.output)
+            .bind(&$s.error)
+            .bind($s.completed_seq)
+            .bind(&$s.compensation_state)
+            .bind(&$s.compensation_task_id)
+            .bind($s.started_at)
+            .bind($s.finished_at)
+            .bind(&$s.workflow_id)
+            .bind(&$s.name)
+    };
+}
+
 /// Writes a workflow's state, output, error and counters.
 pub async fn update(tx: &mut Tx, w: &WorkflowRow) -> Result<(), DbError> {
-    on_tx!(tx, conn => sqlx::query(
+    on_tx!(tx, conn => bind_progress!(sqlx::query(
         "UPDATE workflows SET state = $1, output = $2, error = $3, cancel_requested = $4, \
-         updated_at = $5, finished_at = $6 WHERE id = $7")
-        .bind(&w.state)
-        .bind(&w.output)
-        .bind(&w.error)
-        .bind(w.cancel_requested)
-        .bind(w.updated_at)
-        .bind(w.finished_at)
-        .bind(&w.id)
+         updated_at = $5, finished_at = $6 WHERE id = $7"), w)
         .execute(conn)
         .await
         .map(|r| r.rows_affected()))?;
     Ok(())
 }
 
+/// Writes what advances decided: the tasks they enqueued (first, as steps name them),
+/// then the workflows and steps that changed. On SQLite it is one round trip to the
+/// connection's thread, a statement for each kind of row (see
+/// [`SqliteScript::padded_values`]); on Postgres, a statement a task and a workflow,
+/// and one for the steps.
+pub async fn write_advances(
+    tx: &mut Tx,
+    tasks: &[TaskRow],
+    workflows: &[WorkflowRow],
+    steps: &[StepRow],
+) -> Result<(), DbError> {
+    match tx {
+        Tx::Sqlite(conn) => {
+            let script = tasks::push_insert(SqliteScript::default(), tasks);
+            let script = push_update_workflows(script, workflows);
+            let script = push_update_steps(script, steps);
+            script.run(conn).await
+        }
+        Tx::Postgres(_) => {
+            tasks::insert_all(tx, tasks).await?;
+            for workflow in workflows {
+                update(tx, workflow).await?;
+            }
+            update_steps(tx, steps).await
+        }
+    }
+}
+
+/// Most rows in one padded statement.
+const MAX_ROWS: usize = 256;
+
+/// The `UPDATE workflows` of [`update`] for several rows, in `script` (SQLite).
+fn push_update_workflows<'q>(
+    mut script: SqliteScript<'q>,
+    workflows: &'q [WorkflowRow],
+) -> SqliteScript<'q> {
+    for chunk in workflows.chunks(MAX_ROWS) {
+        script.push(&format!(
+            "UPDATE workflows SET state = v.column1, output = v.column2, error = v.column3, \
+             cancel_requested = v.column4, updated_at = v.column5, finished_at = v.column6 \
+             FROM (VALUES {}) AS v WHERE workflows.id = v.column7",
+            SqliteScript::padded_values(chunk.len(), 7)
+        ));
+        for w in chunk {
+            script = bind_progress!(script, w);
+        }
+        script = script.bind_padding(chunk.len(), 7);
+    }
+    script
+}
+
+/// The statement that writes steps' states, tasks and outputs from `VALUES` rows.
+fn update_steps_sql(values: &str) -> String {
+    format!(
+        "UPDATE workflow_steps SET state = v.column1, task_id = v.column2, output = v.column3, \
+         error = v.column4, completed_seq = v.column5, compensation_state = v.column6, \
+         compensation_task_id = v.column7, started_at = v.column8, finished_at = v.column9 \
+         FROM (VALUES {values}) AS v \
+         WHERE workflow_steps.workflow_id = v.column10 AND workflow_steps.name = v.column11"
+    )
+}
+
+/// [`update_steps`] in `script` (SQLite).
+fn push_update_steps<'q>(mut script: SqliteScript<'q>, steps: &'q [StepRow]) -> SqliteScript<'q> {
+    for chunk in steps.chunks(MAX_ROWS) {
+        script.push(&update_steps_sql(&SqliteScript::padded_values(chunk.len(), 11)));
+        for s in chunk {
+            script = bind_step!(script, s);
+        }
+        script = script.bind_padding(chunk.len(), 11);
+    }
+    script
+}
+
 /// Writes steps' states, tasks and outputs: one `UPDATE … FROM (VALUES …)` per chunk
-/// of rows (power-of-two chunks, so only a few statement shapes are prepared; on
-/// SQLite with anonymous `?` parameters, as numbered ones cost a linear scan per bind).
-pub async fn update_steps(tx: &mut Tx, steps: &[&StepRow]) -> Result<(), DbError> {
-    // Postgres needs the types of a VALUES list's parameters; SQLite takes them as bound.
+/// of rows (power-of-two chunks on Postgres, so only a few statement shapes are
+/// prepared; padded on SQLite, see [`SqliteScript::padded_values`]).
+pub async fn update_steps(tx: &mut Tx, steps: &[StepRow]) -> Result<(), DbError> {
+    // Postgres needs the types of a VALUES list's parameters.
     const CAST: [&str; 11] = [
         "::text",
         "::text",
@@ -484,53 +590,34 @@ pub async fn update_steps(tx: &mut Tx, steps: &[&StepRow]) -> Result<(), DbError
         "::text",
         "::text",
     ];
-    let postgres = matches!(tx, Tx::Postgres(_));
+    let conn = match tx {
+        Tx::Sqlite(conn) => {
+            return push_update_steps(SqliteScript::default(), steps)
+                .run(conn)
+                .await;
+        }
+        Tx::Postgres(conn) => conn,
+    };
     let mut rest = steps;
     while !rest.is_empty() {
-        let (chunk, tail) = rest.split_at(super::chunk_size(rest.len(), 256));
+        let (chunk, tail) = rest.split_at(super::chunk_size(rest.len(), MAX_ROWS));
         rest = tail;
         let rows: Vec<String> = (0..chunk.len())
             .map(|i| {
                 let values: Vec<String> = CAST
                     .iter()
                     .enumerate()
-                    .map(|(c, cast)| {
-                        if postgres {
-                            format!("${}{cast}", i * CAST.len() + c + 1)
-                        } else {
-                            "?".to_string()
-                        }
-                    })
+                    .map(|(c, cast)| format!("${}{cast}", i * CAST.len() + c + 1))
                     .collect();
                 format!("({})", values.join(", "))
             })
             .collect();
-        let sql = format!(
-            "UPDATE workflow_steps SET state = v.column1, task_id = v.column2, output = v.column3, \
-             error = v.column4, completed_seq = v.column5, compensation_state = v.column6, \
-             compensation_task_id = v.column7, started_at = v.column8, finished_at = v.column9 \
-             FROM (VALUES {}) AS v \
-             WHERE workflow_steps.workflow_id = v.column10 AND workflow_steps.name = v.column11",
-            rows.join(", ")
-        );
-        on_tx!(tx, conn => {
-            let mut query = sqlx::query(&sql);
-            for s in chunk {
-                query = query
-                    .bind(&s.state)
-                    .bind(&s.task_id)
-                    .bind(&s.output)
-                    .bind(&s.error)
-                    .bind(s.completed_seq)
-                    .bind(&s.compensation_state)
-                    .bind(&s.compensation_task_id)
-                    .bind(s.started_at)
-                    .bind(s.finished_at)
-                    .bind(&s.workflow_id)
-                    .bind(&s.name);
-            }
-            query.execute(conn).await.map(|r| r.rows_affected())
-        })?;
+        let sql = update_steps_sql(&rows.join(", "));
+        let mut query = sqlx::query(&sql);
+        for s in chunk {
+            query = bind_step!(query, s);
+        }
+        query.execute(&mut **conn).await?;
     }
     Ok(())
 }

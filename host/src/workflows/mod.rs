@@ -27,7 +27,9 @@ pub mod advancer;
 pub mod expr;
 pub mod path;
 
+use std::cell::OnceCell;
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -613,7 +615,7 @@ pub async fn start(
         tenant_id: tenant_id.clone(),
         definition_name: start.definition.as_ref().map(|d| d.0.clone()),
         definition_version: start.definition.as_ref().map(|d| d.1),
-        definition: Json(serde_json::to_value(&start.spec).expect("a spec serializes")),
+        definition: Json(Arc::new(start.spec)),
         input: start.input.to_string(),
         state: WorkflowState::Running.as_str().into(),
         output: None,
@@ -628,7 +630,12 @@ pub async fn start(
         updated_at: now,
         finished_at: None,
     };
-    let names: Vec<String> = start.spec.steps.iter().map(|s| s.name.clone()).collect();
+    let names: Vec<String> = row
+        .definition
+        .steps
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
     let steps = db::insert(tx, &row, &names).await.map_err(|e| match e {
         DbError::Internal(sqlx::Error::Database(d)) if d.is_unique_violation() => {
             WorkflowError::InProgress
@@ -731,8 +738,7 @@ pub async fn cancel(
         return Err(WorkflowError::Finished(id.to_string()));
     }
     let now = pipeline.quotas.clock().now();
-    let spec = WorkflowSpec::deserialize(&workflow.definition.0)
-        .map_err(|e| DbError::Internal(sqlx::Error::Decode(Box::new(e))))?;
+    let spec = workflow.definition.0.clone();
     let mut steps = db::steps(tx, id).await?;
     let before = (workflow.progress(), steps.clone());
     record_ends(&mut steps, now);
@@ -768,37 +774,52 @@ pub async fn cancel(
     Ok(workflow)
 }
 
-/// The data paths read: the workflow's input and its steps' outputs and states.
+/// The data paths read: the workflow's input and its steps' outputs and states, each
+/// JSON text parsed only if a path reads it.
 struct Snapshot<'a> {
-    input: Value,
-    outputs: HashMap<&'a str, Value>,
+    input: Parsed<'a>,
+    outputs: HashMap<&'a str, Parsed<'a>>,
     states: HashMap<&'a str, &'a str>,
+}
+
+/// JSON text, parsed the first time it is read.
+struct Parsed<'a> {
+    text: &'a str,
+    value: OnceCell<Value>,
+}
+
+impl<'a> Parsed<'a> {
+    fn new(text: &'a str) -> Self {
+        Parsed {
+            text,
+            value: OnceCell::new(),
+        }
+    }
+
+    fn get(&self) -> &Value {
+        self.value
+            .get_or_init(|| serde_json::from_str(self.text).unwrap_or(Value::Null))
+    }
 }
 
 impl Data for Snapshot<'_> {
     fn input(&self) -> &Value {
-        &self.input
+        self.input.get()
     }
     fn output(&self, step: &str) -> Option<&Value> {
-        self.outputs.get(step)
+        self.outputs.get(step).map(Parsed::get)
     }
     fn state(&self, step: &str) -> Option<&str> {
         self.states.get(step).copied()
     }
 }
 
-fn snapshot<'a>(workflow: &WorkflowRow, steps: &'a [StepRow]) -> Snapshot<'a> {
+fn snapshot<'a>(workflow: &'a WorkflowRow, steps: &'a [StepRow]) -> Snapshot<'a> {
     Snapshot {
-        input: serde_json::from_str(&workflow.input).unwrap_or(Value::Null),
+        input: Parsed::new(&workflow.input),
         outputs: steps
             .iter()
-            .filter_map(|s| {
-                let output = s.output.as_deref()?;
-                Some((
-                    s.name.as_str(),
-                    serde_json::from_str(output).unwrap_or(Value::Null),
-                ))
-            })
+            .filter_map(|s| Some((s.name.as_str(), Parsed::new(s.output.as_deref()?))))
             .collect(),
         states: steps
             .iter()
@@ -950,8 +971,7 @@ async fn advance_locked(
     now: DateTime<Utc>,
     writes: &mut Writes,
 ) -> Result<Advanced, WorkflowError> {
-    let spec = WorkflowSpec::deserialize(&workflow.definition.0)
-        .map_err(|e| DbError::Internal(sqlx::Error::Decode(Box::new(e))))?;
+    let spec = workflow.definition.0.clone();
     let before = (workflow.progress(), steps.clone());
     record_ends(&mut steps, now);
     let enqueued = settle(tx, agents, &mut workflow, &mut steps, &spec, now, writes).await?;
@@ -977,7 +997,7 @@ struct Advanced {
 /// What advances decided to write, written by [`Writes::flush`]: the tasks they
 /// enqueued, then the workflows and steps that changed. In a group commit one flush
 /// serves every workflow of the batch, so a batch's next steps cost a few multi-row
-/// statements rather than a few statements each.
+/// statements (on SQLite, one round trip) rather than a few statements each.
 #[derive(Default)]
 struct Writes {
     tasks: Vec<TaskRow>,
@@ -1012,14 +1032,9 @@ impl Writes {
         Ok(())
     }
 
-    /// Writes everything kept: the tasks first, as steps name them.
-    async fn flush(mut self, tx: &mut Tx) -> Result<(), DbError> {
-        self.insert_tasks(tx).await?;
-        for workflow in &self.workflows {
-            db::update(tx, workflow).await?;
-        }
-        let steps: Vec<&StepRow> = self.steps.iter().collect();
-        db::update_steps(tx, &steps).await
+    /// Writes everything kept (see [`db::write_advances`]).
+    async fn flush(self, tx: &mut Tx) -> Result<(), DbError> {
+        db::write_advances(tx, &self.tasks, &self.workflows, &self.steps).await
     }
 }
 
@@ -1159,7 +1174,7 @@ async fn settle(
                 None => Ok(Value::Object(
                     data.outputs
                         .iter()
-                        .map(|(k, v)| (k.to_string(), v.clone()))
+                        .map(|(k, v)| (k.to_string(), v.get().clone()))
                         .collect(),
                 )),
             };
