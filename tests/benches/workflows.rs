@@ -9,7 +9,11 @@
 //!   submission to its last step's end, per step (what a step waits for its parent).
 //!
 //! Each phase runs on a fresh database and server; plain and workflow phases alternate
-//! `PAIRS` times, and each figure is the median of its phases. Each ratio is printed
+//! `PAIRS` times, and each figure is the median of its phases. One chain at a time is
+//! also measured **interleaved**: on one more fresh server, a plain chain and a workflow
+//! chain back to back, `ROUNDS` times, so both meet the same server at the same moment
+//! (server to server and minute to minute, this machine varies more than the overhead
+//! measured); its paired ratio is the median of the rounds' own ratios. Each ratio is printed
 //! twice: of those medians, and as the median (and range) of the pairs' own ratios —
 //! a pair runs back to back, so its ratio is not moved by the machine's drift.
 //! Run with `./scripts/bench-workflows` (it builds the release binary first).
@@ -316,6 +320,96 @@ async fn phase(postgres: bool, mode: Mode, chains: usize, steps: usize, rounds: 
     }
 }
 
+/// One chain at a time on one fresh server: a plain-task chain and a workflow chain
+/// back to back, `rounds` times (which goes first alternates), each timed from its
+/// submission until its own last step succeeded. Both kinds meet the same server, the
+/// same database and the same moment, so the machine's drift and the difference
+/// between one server's start and another's fall on both. Returns the ms per step of
+/// each kind, round by round: (tasks, workflows).
+async fn interleaved(postgres: bool, steps: usize, rounds: usize) -> (Vec<f64>, Vec<f64>) {
+    let database = Database::create(postgres).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(database.url().as_deref(), dir.path()).await;
+    let http = http();
+    post(
+        &http,
+        &format!("{}/v1/agents", server.url),
+        &json!({ "name": "echo" }),
+    )
+    .await;
+    let uploaded = http
+        .post(format!("{}/v1/agents/echo/versions", server.url))
+        .bearer_auth(KEY)
+        .header("content-type", "application/wasm")
+        .body(std::fs::read(ECHO).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.status(), 201);
+    let db_url = database
+        .url()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("corral.db").display()));
+    let db = corral_tests::app::inspector(&db_url).await;
+    let (mut tasks, mut workflows) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let order = if round % 2 == 0 {
+            [Mode::Tasks, Mode::Workflow]
+        } else {
+            [Mode::Workflow, Mode::Tasks]
+        };
+        for mode in order {
+            let (path, body) = chain(mode, steps, round);
+            let started = Instant::now();
+            let answer = post(&http, &format!("{}{path}", server.url), &body).await;
+            let (sql, id) = match mode {
+                Mode::Tasks => (
+                    "SELECT state FROM tasks WHERE id = $1",
+                    answer["tasks"][steps - 1]["id"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                ),
+                Mode::Workflow => (
+                    "SELECT state FROM workflows WHERE id = $1",
+                    answer["id"].as_str().unwrap().to_string(),
+                ),
+            };
+            loop {
+                let state: (String,) = corral_host::on_pool!(&db, pool => sqlx::query_as(sql)
+                    .bind(&id)
+                    .fetch_one(pool)
+                    .await)
+                .unwrap();
+                if state.0 == "succeeded" {
+                    break;
+                }
+                // Finer than tokio's millisecond timer: a step takes about two.
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            let per_step = started.elapsed().as_secs_f64() * 1000.0 / steps as f64;
+            match mode {
+                Mode::Tasks => tasks.push(per_step),
+                Mode::Workflow => workflows.push(per_step),
+            }
+        }
+    }
+    db.close().await;
+    drop(server);
+    database.drop_it().await;
+    (tasks, workflows)
+}
+
+/// The median of `values`.
+fn median_of(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 0 {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    }
+}
+
 #[tokio::main]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -409,6 +503,20 @@ async fn main() {
         println!(
             "  {name:8} backlog group commits per step: tasks {tn:4.2} taking {tt:5.2} ms   \
              workflow {wn:4.2} taking {wt:5.2} ms"
+        );
+        let (tasks, workflows) = interleaved(postgres, steps, rounds).await;
+        let ratios: Vec<f64> = tasks.iter().zip(&workflows).map(|(t, w)| w / t).collect();
+        let mut sorted = ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        let quartile = |q: usize| sorted[(sorted.len() - 1) * q / 4];
+        let (ti, wi) = (median_of(tasks), median_of(workflows));
+        println!(
+            "  {name:8} one chain, interleaved on one server: tasks {ti:6.2} ms/step   \
+             workflow {wi:6.2} ms/step   ratio {:.2}   paired {:.2} (quartiles {:.2}–{:.2})",
+            wi / ti,
+            median_of(ratios),
+            quartile(1),
+            quartile(3)
         );
     }
 }
