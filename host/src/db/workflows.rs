@@ -563,7 +563,10 @@ fn update_steps_sql(values: &str) -> String {
 /// [`update_steps`] in `script` (SQLite).
 fn push_update_steps<'q>(mut script: SqliteScript<'q>, steps: &'q [StepRow]) -> SqliteScript<'q> {
     for chunk in steps.chunks(MAX_ROWS) {
-        script.push(&update_steps_sql(&SqliteScript::padded_values(chunk.len(), 11)));
+        script.push(&update_steps_sql(&SqliteScript::padded_values(
+            chunk.len(),
+            11,
+        )));
         for s in chunk {
             script = bind_step!(script, s);
         }
