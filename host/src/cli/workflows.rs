@@ -299,11 +299,7 @@ async fn run_workflow(
             let request = server
                 .request(Method::PUT, &["v1", "workflow-definitions", &name])?
                 .json(&body);
-            let stored = send(request).await?;
-            if !server.json() {
-                errln!("stored {name} version {}", stored["version"]);
-            }
-            Ok((stored, 0))
+            Ok((send(request).await?, 0))
         }
         WorkflowCommand::Get { id } => {
             let workflow = fetch(server, &id, Some(Duration::ZERO)).await?;
@@ -396,6 +392,10 @@ fn text(value: &Value) -> String {
 }
 
 fn print_workflow(w: &Value) -> io::Result<()> {
+    // What `define` answers: a stored definition, not a run.
+    if w["id"].is_null() && w["version"].is_number() {
+        return outln!("stored {} version {}", text(&w["name"]), w["version"]);
+    }
     outln!("id:      {}", text(&w["id"]))?;
     outln!("state:   {}", text(&w["state"]))?;
     if let Some(name) = w["definition"].as_str() {
