@@ -234,31 +234,59 @@ async fn group_commits(http: &reqwest::Client, url: &str) -> (f64, f64) {
     )
 }
 
+/// A fresh database and server with the echo agent, and a pool to read its database.
+struct Bench {
+    database: Database,
+    dir: tempfile::TempDir,
+    server: Server,
+    http: reqwest::Client,
+    db: Db,
+}
+
+impl Bench {
+    async fn start(postgres: bool) -> Bench {
+        let database = Database::create(postgres).await;
+        let dir = tempfile::tempdir().unwrap();
+        let server = start_server(database.url().as_deref(), dir.path()).await;
+        let http = http();
+        post(
+            &http,
+            &format!("{}/v1/agents", server.url),
+            &json!({ "name": "echo" }),
+        )
+        .await;
+        let uploaded = http
+            .post(format!("{}/v1/agents/echo/versions", server.url))
+            .bearer_auth(KEY)
+            .header("content-type", "application/wasm")
+            .body(std::fs::read(ECHO).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(uploaded.status(), 201);
+        let db_url = database
+            .url()
+            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("corral.db").display()));
+        let db = corral_tests::app::inspector(&db_url).await;
+        Bench {
+            database,
+            dir,
+            server,
+            http,
+            db,
+        }
+    }
+}
+
 /// Runs one phase on a fresh server and database.
 async fn phase(postgres: bool, mode: Mode, chains: usize, steps: usize, rounds: usize) -> Phase {
-    let database = Database::create(postgres).await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = start_server(database.url().as_deref(), dir.path()).await;
-    let http = http();
-    post(
-        &http,
-        &format!("{}/v1/agents", server.url),
-        &json!({ "name": "echo" }),
-    )
-    .await;
-    let uploaded = http
-        .post(format!("{}/v1/agents/echo/versions", server.url))
-        .bearer_auth(KEY)
-        .header("content-type", "application/wasm")
-        .body(std::fs::read(ECHO).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(uploaded.status(), 201);
-    let db_url = database
-        .url()
-        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("corral.db").display()));
-    let db = corral_tests::app::inspector(&db_url).await;
+    let Bench {
+        database,
+        dir: _dir,
+        server,
+        http,
+        db,
+    } = Bench::start(postgres).await;
     let done_sql = match mode {
         Mode::Tasks => "SELECT COUNT(*) FROM tasks WHERE state = 'succeeded'",
         Mode::Workflow => "SELECT COUNT(*) FROM workflows WHERE state = 'succeeded'",
@@ -327,29 +355,13 @@ async fn phase(postgres: bool, mode: Mode, chains: usize, steps: usize, rounds: 
 /// between one server's start and another's fall on both. Returns the ms per step of
 /// each kind, round by round: (tasks, workflows).
 async fn interleaved(postgres: bool, steps: usize, rounds: usize) -> (Vec<f64>, Vec<f64>) {
-    let database = Database::create(postgres).await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = start_server(database.url().as_deref(), dir.path()).await;
-    let http = http();
-    post(
-        &http,
-        &format!("{}/v1/agents", server.url),
-        &json!({ "name": "echo" }),
-    )
-    .await;
-    let uploaded = http
-        .post(format!("{}/v1/agents/echo/versions", server.url))
-        .bearer_auth(KEY)
-        .header("content-type", "application/wasm")
-        .body(std::fs::read(ECHO).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(uploaded.status(), 201);
-    let db_url = database
-        .url()
-        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("corral.db").display()));
-    let db = corral_tests::app::inspector(&db_url).await;
+    let Bench {
+        database,
+        dir: _dir,
+        server,
+        http,
+        db,
+    } = Bench::start(postgres).await;
     let (mut tasks, mut workflows) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         let order = if round % 2 == 0 {
