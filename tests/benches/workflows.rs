@@ -237,7 +237,8 @@ async fn group_commits(http: &reqwest::Client, url: &str) -> (f64, f64) {
 /// A fresh database and server with the echo agent, and a pool to read its database.
 struct Bench {
     database: Database,
-    dir: tempfile::TempDir,
+    /// The server's data directory, kept until the bench ends.
+    _dir: tempfile::TempDir,
     server: Server,
     http: reqwest::Client,
     db: Db,
@@ -270,7 +271,7 @@ impl Bench {
         let db = corral_tests::app::inspector(&db_url).await;
         Bench {
             database,
-            dir,
+            _dir: dir,
             server,
             http,
             db,
@@ -278,15 +279,19 @@ impl Bench {
     }
 }
 
+impl Bench {
+    /// Stops the server and drops its database.
+    async fn stop(self) {
+        self.db.close().await;
+        drop(self.server);
+        self.database.drop_it().await;
+    }
+}
+
 /// Runs one phase on a fresh server and database.
 async fn phase(postgres: bool, mode: Mode, chains: usize, steps: usize, rounds: usize) -> Phase {
-    let Bench {
-        database,
-        dir: _dir,
-        server,
-        http,
-        db,
-    } = Bench::start(postgres).await;
+    let bench = Bench::start(postgres).await;
+    let (server, http, db) = (&bench.server, &bench.http, &bench.db);
     let done_sql = match mode {
         Mode::Tasks => "SELECT COUNT(*) FROM tasks WHERE state = 'succeeded'",
         Mode::Workflow => "SELECT COUNT(*) FROM workflows WHERE state = 'succeeded'",
@@ -337,9 +342,7 @@ async fn phase(postgres: bool, mode: Mode, chains: usize, steps: usize, rounds: 
         commits_after.0 - commits_before.0,
         commits_after.1 - commits_before.1,
     );
-    db.close().await;
-    drop(server);
-    database.drop_it().await;
+    bench.stop().await;
     Phase {
         backlog: backlog_ms,
         chain: chain_ms,
@@ -355,13 +358,8 @@ async fn phase(postgres: bool, mode: Mode, chains: usize, steps: usize, rounds: 
 /// between one server's start and another's fall on both. Returns the ms per step of
 /// each kind, round by round: (tasks, workflows).
 async fn interleaved(postgres: bool, steps: usize, rounds: usize) -> (Vec<f64>, Vec<f64>) {
-    let Bench {
-        database,
-        dir: _dir,
-        server,
-        http,
-        db,
-    } = Bench::start(postgres).await;
+    let bench = Bench::start(postgres).await;
+    let (server, http, db) = (&bench.server, &bench.http, &bench.db);
     let (mut tasks, mut workflows) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         let order = if round % 2 == 0 {
@@ -405,9 +403,7 @@ async fn interleaved(postgres: bool, steps: usize, rounds: usize) -> (Vec<f64>, 
             }
         }
     }
-    db.close().await;
-    drop(server);
-    database.drop_it().await;
+    bench.stop().await;
     (tasks, workflows)
 }
 
